@@ -1,0 +1,1 @@
+//! Gradient compression codecs over `&[f32]`, usable without LibTorch.
