@@ -7,8 +7,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod config;
 pub mod ids;
+pub mod reduce;
+pub mod roster;
 pub mod time;
+pub mod wire;
 
 pub use ids::{Digest, PeerId, RoundId};
 pub use time::Timestamp;

@@ -1,0 +1,278 @@
+//! Validated peer configuration. Machines accept only [`PeerConfig`], which can only be built by
+//! [`PeerConfigBuilder::build`], so an unchecked configuration never reaches them.
+
+use core::time::Duration;
+
+use thiserror::Error;
+
+use crate::wire::STATE_CHUNK_BYTES_MAX;
+
+/// A configuration rule that does not hold; one variant per rule.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Round phases must be ordered: 0 < gather < failover < backup < round timeout.
+    #[error(
+        "round phases must satisfy 0 < gather ({gather:?}) < failover ({failover:?}) < backup ({backup:?}) < round timeout ({round:?})"
+    )]
+    PhasesOutOfOrder {
+        /// Gather timeout.
+        gather: Duration,
+        /// Failover timeout.
+        failover: Duration,
+        /// Backup timeout.
+        backup: Duration,
+        /// Round timeout.
+        round: Duration,
+    },
+    /// Peers would be forgotten between two announcements.
+    #[error("peer ttl {ttl:?} must be at least twice the announce interval {interval:?}")]
+    TtlTooShort {
+        /// Announce interval.
+        interval: Duration,
+        /// Peer ttl.
+        ttl: Duration,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    /// State chunks must fit the wire bound.
+    #[error("state chunk of {0} bytes is outside 1..={STATE_CHUNK_BYTES_MAX}")]
+    ChunkSize(u32),
+    /// At least one snapshot must be retained for donors to serve.
+    #[error("snapshots retained must be at least 2 (current and previous), got {0}")]
+    TooFewSnapshots(usize),
+}
+
+/// Timeouts and sizes of a peer. Build with [`PeerConfig::builder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub(crate) gather_timeout: Duration,
+    pub(crate) failover_timeout: Duration,
+    pub(crate) backup_timeout: Duration,
+    pub(crate) round_timeout: Duration,
+    pub(crate) collect_window: Duration,
+    pub(crate) leader_failover: Duration,
+    pub(crate) announce_interval: Duration,
+    pub(crate) peer_ttl: Duration,
+    pub(crate) state_chunk_bytes: u32,
+    pub(crate) sync_request_timeout: Duration,
+    pub(crate) sync_inflight_per_donor: usize,
+    pub(crate) snapshots_retained: usize,
+}
+
+impl PeerConfig {
+    /// A builder holding the defaults documented on each setter.
+    #[must_use]
+    pub fn builder() -> PeerConfigBuilder {
+        PeerConfigBuilder::default()
+    }
+
+    /// The hard bound on a round: from accepting a roster to commit or abort.
+    #[must_use]
+    pub const fn round_timeout(&self) -> Duration {
+        self.round_timeout
+    }
+
+    /// Chunk size of state snapshots.
+    #[must_use]
+    pub const fn state_chunk_bytes(&self) -> u32 {
+        self.state_chunk_bytes
+    }
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            gather_timeout: Duration::from_secs(3),
+            failover_timeout: Duration::from_secs(5),
+            backup_timeout: Duration::from_secs(8),
+            round_timeout: Duration::from_secs(12),
+            collect_window: Duration::from_millis(300),
+            leader_failover: Duration::from_secs(1),
+            announce_interval: Duration::from_secs(1),
+            peer_ttl: Duration::from_secs(5),
+            state_chunk_bytes: 1 << 20,
+            sync_request_timeout: Duration::from_secs(3),
+            sync_inflight_per_donor: 2,
+            snapshots_retained: 3,
+        }
+    }
+}
+
+/// Builder for [`PeerConfig`]; `build` checks every cross-field rule.
+#[derive(Debug, Clone, Default)]
+pub struct PeerConfigBuilder {
+    config: PeerConfig,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub const fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl PeerConfigBuilder {
+    setter!(
+        /// How long a span owner waits for all contributions before reducing those it has
+        /// (default 3 s).
+        gather_timeout: Duration
+    );
+    setter!(
+        /// When a member, still missing a reduced span, sends its contribution to the span's
+        /// backup owner (default 5 s).
+        failover_timeout: Duration
+    );
+    setter!(
+        /// When a backup owner reduces the contributions it has (default 8 s).
+        backup_timeout: Duration
+    );
+    setter!(
+        /// Hard bound on a round; a peer that has not committed by then aborts (default 12 s).
+        round_timeout: Duration
+    );
+    setter!(
+        /// How long a leader waits for ready announcements before proposing (default 300 ms).
+        collect_window: Duration
+    );
+    setter!(
+        /// Extra wait per leader rank before the next candidate proposes (default 1 s).
+        leader_failover: Duration
+    );
+    setter!(
+        /// Interval of periodic announcements (default 1 s).
+        announce_interval: Duration
+    );
+    setter!(
+        /// A peer not heard from for this long is forgotten (default 5 s).
+        peer_ttl: Duration
+    );
+    setter!(
+        /// State snapshot chunk size in bytes (default 1 MiB).
+        state_chunk_bytes: u32
+    );
+    setter!(
+        /// A donor that does not answer a state request within this is dropped (default 3 s).
+        sync_request_timeout: Duration
+    );
+    setter!(
+        /// Outstanding chunk requests per donor (default 2).
+        sync_inflight_per_donor: usize
+    );
+    setter!(
+        /// Committed snapshots a donor keeps for joiners (default 3).
+        snapshots_retained: usize
+    );
+
+    /// Scales every duration so that the round timeout becomes `round_timeout`, keeping the
+    /// default proportions. Convenient for simulations and tests with short rounds.
+    #[must_use]
+    pub fn scaled_to(mut self, round_timeout: Duration) -> Self {
+        let base = PeerConfig::default();
+        let scale =
+            |d: Duration| d.mul_f64(round_timeout.as_secs_f64() / base.round_timeout.as_secs_f64());
+        let c = &mut self.config;
+        c.gather_timeout = scale(base.gather_timeout);
+        c.failover_timeout = scale(base.failover_timeout);
+        c.backup_timeout = scale(base.backup_timeout);
+        c.round_timeout = round_timeout;
+        c.collect_window = scale(base.collect_window);
+        c.leader_failover = scale(base.leader_failover);
+        c.announce_interval = scale(base.announce_interval);
+        c.peer_ttl = scale(base.peer_ttl);
+        c.sync_request_timeout = scale(base.sync_request_timeout);
+        self
+    }
+
+    /// Checks every rule and returns the configuration.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn build(self) -> Result<PeerConfig, ConfigError> {
+        let c = self.config;
+        let ordered = Duration::ZERO < c.gather_timeout
+            && c.gather_timeout < c.failover_timeout
+            && c.failover_timeout < c.backup_timeout
+            && c.backup_timeout < c.round_timeout;
+        if !ordered {
+            return Err(ConfigError::PhasesOutOfOrder {
+                gather: c.gather_timeout,
+                failover: c.failover_timeout,
+                backup: c.backup_timeout,
+                round: c.round_timeout,
+            });
+        }
+        for (name, d) in [
+            ("collect_window", c.collect_window),
+            ("leader_failover", c.leader_failover),
+            ("announce_interval", c.announce_interval),
+            ("sync_request_timeout", c.sync_request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if c.peer_ttl < c.announce_interval * 2 {
+            return Err(ConfigError::TtlTooShort {
+                interval: c.announce_interval,
+                ttl: c.peer_ttl,
+            });
+        }
+        if c.state_chunk_bytes == 0 || c.state_chunk_bytes > STATE_CHUNK_BYTES_MAX {
+            return Err(ConfigError::ChunkSize(c.state_chunk_bytes));
+        }
+        if c.snapshots_retained < 2 {
+            return Err(ConfigError::TooFewSnapshots(c.snapshots_retained));
+        }
+        if c.sync_inflight_per_donor == 0 {
+            return Err(ConfigError::Zero("sync_inflight_per_donor"));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_scaled_build() {
+        assert!(PeerConfig::builder().build().is_ok());
+        let c = PeerConfig::builder()
+            .scaled_to(Duration::from_millis(600))
+            .build()
+            .expect("valid");
+        assert_eq!(c.round_timeout(), Duration::from_millis(600));
+        assert_eq!(c.gather_timeout, Duration::from_millis(150));
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        let b = PeerConfig::builder;
+        assert!(matches!(
+            b().gather_timeout(Duration::from_secs(6)).build(),
+            Err(ConfigError::PhasesOutOfOrder { .. })
+        ));
+        assert!(matches!(
+            b().peer_ttl(Duration::from_millis(1500)).build(),
+            Err(ConfigError::TtlTooShort { .. })
+        ));
+        assert_eq!(
+            b().state_chunk_bytes(0).build(),
+            Err(ConfigError::ChunkSize(0))
+        );
+        assert_eq!(
+            b().snapshots_retained(1).build(),
+            Err(ConfigError::TooFewSnapshots(1))
+        );
+        assert_eq!(
+            b().collect_window(Duration::ZERO).build(),
+            Err(ConfigError::Zero("collect_window"))
+        );
+    }
+}

@@ -1,0 +1,664 @@
+//! One all-reduce round: butterfly reduce-scatter + all-gather with a digest vote.
+//!
+//! Every contributor owns one span of the flat vector (sized by its bandwidth, see
+//! [`crate::roster::split_by_bandwidth`]). A round goes through these steps, each bounded by a
+//! deadline measured from the moment the roster was accepted:
+//!
+//! 1. **Reduce-scatter.** Each contributor sends its slice of span `j` to span `j`'s owner. The
+//!    owner reduces when it holds every contribution, or at the *gather* deadline with those it
+//!    has. The reduction is a sample-weighted mean accumulated in `f64` in rank order, so the
+//!    result depends only on which contributions were included, never on arrival order.
+//! 2. **All-gather.** The owner sends the reduced span, with a bitmap of the contributors it
+//!    includes, to every member. Only the owner computes a span; everyone else receives its bytes,
+//!    so every holder of a span holds identical bytes.
+//! 3. **Failover.** A member still missing span `j` at the *failover* deadline asks every member
+//!    for it (`SpanRequest`: whoever holds the owner's version relays it) and sends its retained
+//!    slice of span `j` to the span's backup owner (the next contributor in rank order). The
+//!    backup relays the owner's reduced span if it has it, or else reduces the contributions it
+//!    receives, when it has all but the owner's or at the *backup* deadline. Peers prefer the
+//!    owner's version: a backup version only exists when nobody it asked held the owner's.
+//! 4. **Vote.** With every span in hand a member hashes the result and sends its digest to every
+//!    member. A member commits when a strict majority of contributors voted for its digest, and
+//!    then tells everyone (`Commit`); a member holding the same digest commits on that notice.
+//!    Two majorities share a contributor and a contributor votes once, so two different results
+//!    can never both commit. A member that learns of a majority for a different digest finishes
+//!    [`RoundOutcome::Diverged`] and must resync; one that reaches the *round* deadline without
+//!    either finishes [`RoundOutcome::Aborted`] and keeps its pre-round state.
+
+mod span;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::config::PeerConfig;
+use crate::ids::{Digest, PeerId, RoundId};
+use crate::roster::Roster;
+use crate::time::Timestamp;
+use crate::wire::{Body, Contribution, Reduced, Role, Vote};
+
+use span::{OwnedSpan, reduce_span, validate_values};
+pub use span::{ReducedSpan, SpanResult};
+
+/// Why a message from a peer was refused. The peer is named next to it in
+/// [`RoundOutput::Rejected`].
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The sender is not a member (or not a contributor, for contributions and votes).
+    #[error("sender is not a contributor of this round")]
+    NotContributor,
+    /// The sender sent a span it neither owns nor backs up, or to a peer that does not own it.
+    #[error("span {span} is not owned by the sender or the receiver")]
+    NotOwner {
+        /// The span.
+        span: u32,
+    },
+    /// The span index does not exist in this roster.
+    #[error("span {span} does not exist")]
+    NoSuchSpan {
+        /// The span.
+        span: u32,
+    },
+    /// The values have the wrong length for the span.
+    #[error("span has {expected} floats, got {got}")]
+    WrongLength {
+        /// Expected.
+        expected: usize,
+        /// Received.
+        got: usize,
+    },
+    /// A value is NaN or infinite.
+    #[error("value {index} is not finite")]
+    NonFinite {
+        /// Index of the first offending value within the span.
+        index: usize,
+    },
+    /// A contribution with weight zero.
+    #[error("contribution has zero weight")]
+    ZeroWeight,
+    /// A reduced span's contributor bitmap or weight is malformed.
+    #[error("reduced span's contributor bitmap or weight is malformed")]
+    BadContributors,
+    /// The sender voted twice with different digests.
+    #[error("sender voted for two different results")]
+    Equivocation,
+}
+
+/// How a round ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundOutcome {
+    /// A majority of contributors agreed on this result; apply it.
+    Committed(RoundResult),
+    /// No result was committed that this peer knows of; it keeps its pre-round state.
+    Aborted {
+        /// Why.
+        reason: AbortReason,
+    },
+    /// A majority committed a result this peer does not hold: its state is now behind.
+    Diverged {
+        /// The committed digest.
+        committed: Digest,
+    },
+}
+
+/// Why a round aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AbortReason {
+    /// Some span never arrived, even from its backup owner.
+    MissingSpans,
+    /// All spans arrived but no digest reached a quorum of votes.
+    NoQuorum,
+}
+
+/// The committed result of a round: bit-identical on every peer that commits it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundResult {
+    /// The round.
+    pub round: RoundId,
+    /// The state this result applies to.
+    pub base: crate::wire::StateSummary,
+    /// blake3 over the roster and every span's contributors, weight and bytes.
+    pub digest: Digest,
+    /// The averaged flat vector.
+    pub data: Arc<[f32]>,
+    /// Which contributions each span averages.
+    pub spans: Vec<SpanResult>,
+}
+
+/// What the round asks of the shell (through the peer machine).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundOutput {
+    /// Send `body` to `to`, in this round.
+    Send {
+        /// Recipient.
+        to: PeerId,
+        /// Message.
+        body: Body,
+    },
+    /// A message from `peer` was refused.
+    Rejected {
+        /// The sender.
+        peer: PeerId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// The round is over. Emitted exactly once, and nothing follows it.
+    Finished(RoundOutcome),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    gather: Timestamp,
+    failover: Timestamp,
+    backup: Timestamp,
+    round: Timestamp,
+}
+
+/// The state machine of one all-reduce round, for one member.
+#[derive(Debug)]
+pub struct ReduceRound {
+    roster: Arc<Roster>,
+    me: PeerId,
+    my_rank: Option<usize>,
+    deadlines: Deadlines,
+    local: Option<(u32, Arc<[f32]>)>,
+    owned: BTreeMap<usize, OwnedSpan>,
+    reduced: Vec<Option<ReducedSpan>>,
+    fired: [bool; 3],
+    result: Option<RoundResult>,
+    /// Spans this peer asked every member for at the failover deadline.
+    requested: BTreeSet<usize>,
+    votes: BTreeMap<PeerId, Digest>,
+    commit_claims: BTreeSet<Digest>,
+    finished: bool,
+    outputs: VecDeque<RoundOutput>,
+}
+
+impl ReduceRound {
+    /// Starts a round at `now`. `local` is `(weight, gradient)` for a contributor and `None` for
+    /// an observer.
+    ///
+    /// # Errors
+    /// [`StartError`] if the local role and gradient do not fit the roster.
+    pub fn start(
+        config: &PeerConfig,
+        roster: Arc<Roster>,
+        me: PeerId,
+        now: Timestamp,
+        local: Option<(u32, Arc<[f32]>)>,
+    ) -> Result<Self, StartError> {
+        let my_rank = roster.contributor_rank(me);
+        match (roster.role(me), &local) {
+            (None, _) => return Err(StartError::NotMember),
+            (Some(Role::Contributor), None) => return Err(StartError::MissingGradient),
+            (Some(Role::Observer), Some(_)) => return Err(StartError::ObserverWithGradient),
+            (Some(Role::Contributor), Some((w, g))) => {
+                if g.len() != roster.vector_len() || *w == 0 {
+                    return Err(StartError::GradientShape {
+                        len: g.len(),
+                        weight: *w,
+                    });
+                }
+            }
+            (Some(Role::Observer), None) => {}
+        }
+        let deadlines = Deadlines {
+            gather: now + config.gather_timeout,
+            failover: now + config.failover_timeout,
+            backup: now + config.backup_timeout,
+            round: now + config.round_timeout,
+        };
+        let spans = roster.spans().len();
+        let mut round = Self {
+            roster,
+            me,
+            my_rank,
+            deadlines,
+            local,
+            owned: BTreeMap::new(),
+            reduced: vec![None; spans],
+            fired: [false; 3],
+            result: None,
+            requested: BTreeSet::new(),
+            votes: BTreeMap::new(),
+            commit_claims: BTreeSet::new(),
+            finished: false,
+            outputs: VecDeque::new(),
+        };
+        round.scatter();
+        Ok(round)
+    }
+
+    /// The round.
+    #[must_use]
+    pub fn round(&self) -> RoundId {
+        self.roster.round()
+    }
+
+    /// The roster.
+    #[must_use]
+    pub fn roster(&self) -> &Arc<Roster> {
+        &self.roster
+    }
+
+    /// Whether the round has finished.
+    #[must_use]
+    pub const fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The hard deadline of this round.
+    #[must_use]
+    pub const fn deadline(&self) -> Timestamp {
+        self.deadlines.round
+    }
+
+    /// Sends each slice to its owner, keeping the local span.
+    fn scatter(&mut self) {
+        let (Some(rank), Some((weight, grad))) = (self.my_rank, self.local.clone()) else {
+            return;
+        };
+        let contributors = self.roster.contributors().len();
+        for (j, range) in self.roster.spans().to_vec().into_iter().enumerate() {
+            let data: Arc<[f32]> = Arc::from(&grad[range]);
+            if j == rank {
+                let mut own = OwnedSpan::new(contributors, false);
+                own.insert(rank, weight, data);
+                self.owned.insert(j, own);
+            } else {
+                let to = self.roster.contributors()[j];
+                self.send(to, contribution(j, weight, data));
+            }
+        }
+        self.try_reduce(rank, Timestamp::ZERO);
+    }
+
+    fn send(&mut self, to: PeerId, body: Body) {
+        self.outputs.push_back(RoundOutput::Send { to, body });
+    }
+
+    fn reject(&mut self, peer: PeerId, reason: RejectReason) {
+        self.outputs
+            .push_back(RoundOutput::Rejected { peer, reason });
+    }
+
+    fn broadcast(&mut self, body: &Body) {
+        let me = self.me;
+        let members: Vec<PeerId> = self
+            .roster
+            .members()
+            .iter()
+            .map(|m| m.peer)
+            .filter(|&p| p != me)
+            .collect();
+        for to in members {
+            self.send(to, body.clone());
+        }
+    }
+
+    /// Applies one message from `from` received at `now`.
+    pub fn handle_message(&mut self, now: Timestamp, from: PeerId, body: Body) {
+        if self.finished {
+            return;
+        }
+        let verdict = match body {
+            Body::Contribution(c) => self.handle_contribution(now, from, c),
+            Body::Reduced(r) => self.handle_reduced(from, r),
+            Body::SpanRequest(span) => self.handle_span_request(from, span),
+            Body::Vote(v) => self.handle_vote(from, v.result),
+            Body::Commit(v) => self.handle_commit(from, v.result),
+            _ => Ok(()),
+        };
+        if let Err(reason) = verdict {
+            self.reject(from, reason);
+        }
+        self.try_finish();
+    }
+
+    fn handle_contribution(
+        &mut self,
+        now: Timestamp,
+        from: PeerId,
+        c: Contribution,
+    ) -> Result<(), RejectReason> {
+        let rank = self
+            .roster
+            .contributor_rank(from)
+            .ok_or(RejectReason::NotContributor)?;
+        let j = span_index(&self.roster, c.span)?;
+        let range = self
+            .roster
+            .span(j)
+            .ok_or(RejectReason::NoSuchSpan { span: c.span })?;
+        validate_values(&c.data, range.len())?;
+        if c.weight == 0 {
+            return Err(RejectReason::ZeroWeight);
+        }
+        if self.my_rank == Some(j) {
+            if let Some(own) = self.owned.get_mut(&j) {
+                own.insert(rank, c.weight, c.data);
+            }
+            self.try_reduce(j, now);
+            return Ok(());
+        }
+        if self.roster.backup_owner(j) != Some(self.me) {
+            return Err(RejectReason::NotOwner { span: c.span });
+        }
+        // A failover contribution: relay the owner's span if we have it, else back it up.
+        if let Some(span) = self.reduced[j].clone() {
+            self.send(from, span.to_body(j));
+            return Ok(());
+        }
+        self.activate_backup(j);
+        if let Some(own) = self.owned.get_mut(&j) {
+            own.insert(rank, c.weight, c.data);
+            own.requesters.insert(from);
+        }
+        self.try_reduce(j, now);
+        Ok(())
+    }
+
+    fn activate_backup(&mut self, j: usize) {
+        if self.owned.contains_key(&j) {
+            return;
+        }
+        let mut own = OwnedSpan::new(self.roster.contributors().len(), true);
+        if let (Some(rank), Some((weight, grad)), Some(range)) =
+            (self.my_rank, &self.local, self.roster.span(j))
+        {
+            own.insert(rank, *weight, Arc::from(&grad[range]));
+        }
+        self.owned.insert(j, own);
+    }
+
+    /// Reduces owned span `j` if it is complete or its deadline has passed.
+    fn try_reduce(&mut self, j: usize, now: Timestamp) {
+        let Some(own) = self.owned.get(&j) else {
+            return;
+        };
+        if own.done {
+            return;
+        }
+        let deadline = if own.as_backup {
+            self.deadlines.backup
+        } else {
+            self.deadlines.gather
+        };
+        // A backup cannot expect the silent owner's contribution.
+        let owner_rank = j;
+        let expected = self.roster.contributors().len() - usize::from(own.as_backup);
+        let have = own.count_excluding(own.as_backup.then_some(owner_rank));
+        if have < expected && now < deadline {
+            return;
+        }
+        let Some(range) = self.roster.span(j) else {
+            return;
+        };
+        let reduced = reduce_span(own, range.len());
+        if let Some(own) = self.owned.get_mut(&j) {
+            own.done = true;
+        }
+        let body = reduced.to_body(j);
+        self.broadcast(&body);
+        self.accept_reduced(j, reduced);
+    }
+
+    fn handle_reduced(&mut self, from: PeerId, r: Reduced) -> Result<(), RejectReason> {
+        let j = span_index(&self.roster, r.span)?;
+        let owner = self.roster.contributors()[j];
+        let relayed = self.requested.contains(&j) && self.roster.role(from).is_some();
+        if from != owner && self.roster.backup_owner(j) != Some(from) && !relayed {
+            return Err(RejectReason::NotOwner { span: r.span });
+        }
+        let range = self
+            .roster
+            .span(j)
+            .ok_or(RejectReason::NoSuchSpan { span: r.span })?;
+        validate_values(&r.data, range.len())?;
+        let span = ReducedSpan::from_wire(&r, self.roster.contributors().len())
+            .ok_or(RejectReason::BadContributors)?;
+        self.accept_reduced(j, span);
+        Ok(())
+    }
+
+    fn handle_span_request(&mut self, from: PeerId, span: u32) -> Result<(), RejectReason> {
+        if self.roster.role(from).is_none() {
+            return Err(RejectReason::NotContributor);
+        }
+        let j = span_index(&self.roster, span)?;
+        if let Some(reduced) = &self.reduced[j] {
+            let body = reduced.to_body(j);
+            self.send(from, body);
+        }
+        Ok(())
+    }
+
+    /// Stores the first reduced version of span `j`; later versions are ignored, so a member's
+    /// result never changes once it has voted.
+    fn accept_reduced(&mut self, j: usize, span: ReducedSpan) {
+        if self.reduced[j].is_some() {
+            return;
+        }
+        // A backup that receives the owner's span stands down and relays it.
+        if let Some(own) = self.owned.get_mut(&j)
+            && own.as_backup
+            && !own.done
+        {
+            own.done = true;
+            let requesters: Vec<PeerId> = own.requesters.iter().copied().collect();
+            for to in requesters {
+                self.send(to, span.to_body(j));
+            }
+        }
+        self.reduced[j] = Some(span);
+        if self.reduced.iter().all(Option::is_some) && self.result.is_none() {
+            let result = self.assemble();
+            let body = Body::Vote(Vote {
+                result: result.digest,
+            });
+            self.result = Some(result);
+            self.broadcast(&body);
+            let digest = self.result.as_ref().map(|r| r.digest);
+            if let (Some(d), true) = (digest, self.my_rank.is_some()) {
+                self.votes.insert(self.me, d);
+            }
+        }
+    }
+
+    fn assemble(&self) -> RoundResult {
+        let spans: Vec<&ReducedSpan> = self.reduced.iter().flatten().collect();
+        span::assemble(&self.roster, &spans)
+    }
+
+    fn handle_vote(&mut self, from: PeerId, digest: Digest) -> Result<(), RejectReason> {
+        match self.roster.role(from) {
+            None => return Err(RejectReason::NotContributor),
+            Some(Role::Observer) => return Ok(()),
+            Some(Role::Contributor) => {}
+        }
+        match self.votes.get(&from) {
+            Some(d) if *d != digest => Err(RejectReason::Equivocation),
+            Some(_) => Ok(()),
+            None => {
+                self.votes.insert(from, digest);
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_commit(&mut self, from: PeerId, digest: Digest) -> Result<(), RejectReason> {
+        if self.roster.role(from) != Some(Role::Contributor) {
+            return Err(RejectReason::NotContributor);
+        }
+        self.commit_claims.insert(digest);
+        Ok(())
+    }
+
+    /// Finishes the round if the votes or commit notices decide it.
+    fn try_finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        let quorum = self.roster.quorum();
+        let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
+        for d in self.votes.values() {
+            *tally.entry(*d).or_default() += 1;
+        }
+        let mine = self.result.as_ref().map(|r| r.digest);
+        let decided = tally.iter().find(|(_, n)| **n >= quorum).map(|(d, _)| *d);
+        let claimed = mine.filter(|d| self.commit_claims.contains(d));
+        if let Some(d) = decided.filter(|d| Some(*d) == mine).or(claimed) {
+            let body = Body::Commit(Vote { result: d });
+            if self.my_rank.is_some() {
+                self.broadcast(&body);
+            }
+            let result = self.result.clone();
+            if let Some(result) = result {
+                self.finish(RoundOutcome::Committed(result));
+            }
+        } else if let Some(d) = decided {
+            self.finish(RoundOutcome::Diverged { committed: d });
+        }
+    }
+
+    fn finish(&mut self, outcome: RoundOutcome) {
+        self.finished = true;
+        self.outputs.push_back(RoundOutput::Finished(outcome));
+    }
+
+    /// Fires every deadline at or before `now`; spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if self.finished {
+            return;
+        }
+        if now >= self.deadlines.gather && !self.fired[0] {
+            self.fired[0] = true;
+            if let Some(rank) = self.my_rank {
+                self.try_reduce(rank, now);
+            }
+        }
+        if now >= self.deadlines.failover && !self.fired[1] {
+            self.fired[1] = true;
+            self.fail_over(now);
+        }
+        if now >= self.deadlines.backup && !self.fired[2] {
+            self.fired[2] = true;
+            let backups: Vec<usize> = self
+                .owned
+                .iter()
+                .filter(|(_, o)| o.as_backup)
+                .map(|(j, _)| *j)
+                .collect();
+            for j in backups {
+                self.try_reduce(j, now);
+            }
+        }
+        self.try_finish();
+        if !self.finished && now >= self.deadlines.round {
+            let outcome = match self.commit_claims.iter().next() {
+                Some(&committed) => RoundOutcome::Diverged { committed },
+                None if self.result.is_none() => RoundOutcome::Aborted {
+                    reason: AbortReason::MissingSpans,
+                },
+                None => RoundOutcome::Aborted {
+                    reason: AbortReason::NoQuorum,
+                },
+            };
+            self.finish(outcome);
+        }
+    }
+
+    /// For every missing span: asks every member for the owner's version (someone may hold it)
+    /// and sends our slice to the span's backup owner, which reduces only if nobody does.
+    fn fail_over(&mut self, now: Timestamp) {
+        let missing: Vec<usize> = (0..self.reduced.len())
+            .filter(|&j| self.reduced[j].is_none())
+            .collect();
+        for j in missing {
+            self.requested.insert(j);
+            self.broadcast(&Body::SpanRequest(u32::try_from(j).unwrap_or(u32::MAX)));
+            let Some(backup) = self.roster.backup_owner(j) else {
+                continue;
+            };
+            if backup == self.me {
+                self.activate_backup(j);
+                self.try_reduce(j, now);
+                continue;
+            }
+            let (Some((weight, grad)), Some(range)) = (&self.local, self.roster.span(j)) else {
+                continue;
+            };
+            let body = contribution(j, *weight, Arc::from(&grad[range]));
+            self.send(backup, body);
+        }
+    }
+
+    /// The next output, or `None` when drained.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<RoundOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest pending deadline, or `None` once finished.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.finished {
+            return None;
+        }
+        let d = self.deadlines;
+        [d.gather, d.failover, d.backup]
+            .into_iter()
+            .zip(self.fired)
+            .filter(|(_, fired)| !fired)
+            .map(|(t, _)| t)
+            .chain([d.round])
+            .min()
+    }
+}
+
+/// Why a round could not start with the given local inputs.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartError {
+    /// This peer is not in the roster.
+    #[error("this peer is not a member of the roster")]
+    NotMember,
+    /// A contributor must bring a gradient.
+    #[error("a contributor needs a local gradient")]
+    MissingGradient,
+    /// An observer brings none.
+    #[error("an observer contributes no gradient")]
+    ObserverWithGradient,
+    /// The gradient does not match the roster's vector length, or has zero weight.
+    #[error("gradient of {len} floats with weight {weight} does not fit the roster")]
+    GradientShape {
+        /// Local gradient length.
+        len: usize,
+        /// Local weight.
+        weight: u32,
+    },
+}
+
+fn contribution(j: usize, weight: u32, data: Arc<[f32]>) -> Body {
+    Body::Contribution(Contribution {
+        span: u32::try_from(j).unwrap_or(u32::MAX),
+        weight,
+        floats: u32::try_from(data.len()).unwrap_or(u32::MAX),
+        data,
+    })
+}
+
+fn span_index(roster: &Roster, span: u32) -> Result<usize, RejectReason> {
+    let j = span as usize;
+    if j < roster.spans().len() {
+        Ok(j)
+    } else {
+        Err(RejectReason::NoSuchSpan { span })
+    }
+}
+
+#[cfg(test)]
+mod tests;

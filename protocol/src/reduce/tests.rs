@@ -1,0 +1,299 @@
+//! Round-level scenarios on an instant in-memory network. The seeded, delayed, lossy schedules
+//! live in `tests/invariants.rs`; these pin down each failure path by hand.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::wire::{Member, Proposal, StateSummary};
+
+type Filter = Box<dyn FnMut(usize, PeerId, &Body) -> bool>;
+
+struct Pump {
+    rounds: Vec<ReduceRound>,
+    alive: Vec<bool>,
+    outcomes: Vec<Option<RoundOutcome>>,
+    rejected: Vec<(PeerId, RejectReason)>,
+    now: Timestamp,
+    /// Called on every message before delivery: return false to drop it.
+    filter: Filter,
+}
+
+fn config() -> PeerConfig {
+    PeerConfig::builder()
+        .scaled_to(Duration::from_millis(1200))
+        .build()
+        .expect("valid")
+}
+
+fn roster(n: u64, len: u64) -> Arc<Roster> {
+    let mut members: Vec<Member> = (0..n)
+        .map(|i| Member {
+            peer: PeerId::from_index(i),
+            role: Role::Contributor,
+            bandwidth_bytes_per_s: 1 + i,
+        })
+        .collect();
+    members.sort_by_key(|m| m.peer);
+    let base = StateSummary {
+        round: RoundId(0),
+        digest: Digest::default(),
+    };
+    let proposal = Proposal {
+        base,
+        vector_len: len,
+        members,
+    };
+    Arc::new(Roster::from_proposal(RoundId(1), &proposal).expect("valid"))
+}
+
+fn gradient(rank: usize, len: usize) -> Arc<[f32]> {
+    (0..len)
+        .map(|i| (rank * 1000 + i) as f32 * 0.001 - 0.3)
+        .collect()
+}
+
+impl Pump {
+    fn new(n: u64, len: u64) -> Self {
+        let roster = roster(n, len);
+        let rounds = roster
+            .contributors()
+            .iter()
+            .enumerate()
+            .map(|(rank, &me)| {
+                let local = Some((10 + rank as u32, gradient(rank, len as usize)));
+                ReduceRound::start(&config(), roster.clone(), me, Timestamp::ZERO, local)
+                    .expect("starts")
+            })
+            .collect();
+        Self {
+            rounds,
+            alive: vec![true; n as usize],
+            outcomes: vec![None; n as usize],
+            rejected: Vec::new(),
+            now: Timestamp::ZERO,
+            filter: Box::new(|_, _, _| true),
+        }
+    }
+
+    fn index(&self, peer: PeerId) -> usize {
+        self.rounds[0]
+            .roster()
+            .contributor_rank(peer)
+            .expect("member")
+    }
+
+    fn run(&mut self) {
+        let mut queue: VecDeque<(usize, PeerId, Body)> = VecDeque::new();
+        for _ in 0..100_000 {
+            for i in 0..self.rounds.len() {
+                let me = self.rounds[i].me;
+                while let Some(out) = self.rounds[i].poll_output() {
+                    match out {
+                        RoundOutput::Send { to, body } if self.alive[i] => {
+                            if (self.filter)(i, to, &body) {
+                                queue.push_back((self.index(to), me, body));
+                            }
+                        }
+                        RoundOutput::Send { .. } => {}
+                        RoundOutput::Rejected { peer, reason } => {
+                            self.rejected.push((peer, reason))
+                        }
+                        RoundOutput::Finished(o) => self.outcomes[i] = Some(o),
+                    }
+                }
+            }
+            if let Some((to, from, body)) = queue.pop_front() {
+                if self.alive[to] {
+                    self.rounds[to].handle_message(self.now, from, body);
+                }
+                continue;
+            }
+            let next = (0..self.rounds.len())
+                .filter(|&i| self.alive[i])
+                .filter_map(|i| self.rounds[i].poll_timeout())
+                .min();
+            let Some(next) = next else { return };
+            self.now = next;
+            for i in 0..self.rounds.len() {
+                if self.alive[i] {
+                    self.rounds[i].handle_timeout(next);
+                }
+            }
+        }
+        panic!("pump did not settle");
+    }
+
+    fn committed(&self) -> Vec<&RoundResult> {
+        self.outcomes
+            .iter()
+            .zip(&self.alive)
+            .filter(|(_, a)| **a)
+            .filter_map(|(o, _)| match o {
+                Some(RoundOutcome::Committed(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn expected_mean(ranks: &[usize], len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let (mut num, mut den) = (0f64, 0f64);
+            for &r in ranks {
+                let w = f64::from(10 + r as u32);
+                num += w * f64::from(gradient(r, len)[i]);
+                den += w;
+            }
+            (num / den) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn healthy_round_commits_the_weighted_mean_everywhere() {
+    let mut pump = Pump::new(4, 103);
+    pump.run();
+    let committed = pump.committed();
+    assert_eq!(committed.len(), 4);
+    assert!(
+        committed
+            .windows(2)
+            .all(|w| w[0].data == w[1].data && w[0].digest == w[1].digest)
+    );
+    assert_eq!(
+        &committed[0].data[..],
+        &expected_mean(&[0, 1, 2, 3], 103)[..]
+    );
+    assert!(pump.rejected.is_empty());
+}
+
+#[test]
+fn nan_contribution_is_rejected_and_named() {
+    let mut pump = Pump::new(3, 30);
+    let bad = pump.rounds[2].me;
+    pump.filter = Box::new(move |from, _, body| {
+        // Peer 2 corrupts what it sends: simulate by letting the receiver see a NaN.
+        !(from == 2 && matches!(body, Body::Contribution(_)))
+    });
+    // Inject peer 2's poisoned contributions by hand.
+    for j in [0usize, 1] {
+        let range = pump.rounds[0].roster().span(j).expect("span");
+        let mut data = vec![0.5f32; range.len()];
+        data[0] = f32::NAN;
+        let body = contribution(j, 7, Arc::from(data));
+        pump.rounds[j].handle_message(Timestamp::ZERO, bad, body);
+    }
+    pump.run();
+    assert!(
+        pump.rejected
+            .iter()
+            .any(|(p, r)| *p == bad && matches!(r, RejectReason::NonFinite { index: 0 }))
+    );
+    let committed = pump.committed();
+    assert_eq!(committed.len(), 3, "{:?}", pump.outcomes);
+    assert!(committed.windows(2).all(|w| w[0].digest == w[1].digest));
+    // Spans 0 and 1 average peers 0 and 1 only; span 2 (peer 2's own) includes it.
+    assert_eq!(committed[0].spans[0].contributors.len(), 2);
+}
+
+#[test]
+fn dead_owner_is_covered_by_its_backup() {
+    let mut pump = Pump::new(4, 64);
+    pump.alive[1] = false; // killed before it sent anything
+    pump.run();
+    let committed = pump.committed();
+    assert_eq!(committed.len(), 3, "{:?}", pump.outcomes);
+    assert!(committed.windows(2).all(|w| w[0].data == w[1].data));
+    let span1 = &committed[0].spans[1];
+    assert_eq!(span1.contributors.len(), 3);
+    let r = committed[0].spans[1].range.clone();
+    assert_eq!(
+        &committed[0].data[r.clone()],
+        &expected_mean(&[0, 2, 3], 64)[r]
+    );
+}
+
+#[test]
+fn owner_dying_mid_all_gather_leaves_survivors_identical() {
+    let mut pump = Pump::new(5, 50);
+    let mut sent = 0;
+    // Peer 3 delivers its reduced span to one member only, then dies.
+    pump.filter = Box::new(move |from, _, body| {
+        if from == 3 && matches!(body, Body::Reduced(_)) {
+            sent += 1;
+            return sent == 1;
+        }
+        true
+    });
+    pump.run_until_reduced_then_kill(3);
+    let committed = pump.committed();
+    assert_eq!(committed.len(), 4, "{:?}", pump.outcomes);
+    assert!(
+        committed
+            .windows(2)
+            .all(|w| w[0].data == w[1].data && w[0].digest == w[1].digest)
+    );
+}
+
+impl Pump {
+    fn run_until_reduced_then_kill(&mut self, victim: usize) {
+        // Let the victim act for the instant-delivery phase, then kill it before timeouts fire.
+        let mut queue: VecDeque<(usize, PeerId, Body)> = VecDeque::new();
+        loop {
+            for i in 0..self.rounds.len() {
+                let me = self.rounds[i].me;
+                while let Some(out) = self.rounds[i].poll_output() {
+                    if let RoundOutput::Send { to, body } = out
+                        && (self.filter)(i, to, &body)
+                    {
+                        queue.push_back((self.index(to), me, body));
+                    }
+                }
+            }
+            let Some((to, from, body)) = queue.pop_front() else {
+                break;
+            };
+            self.rounds[to].handle_message(self.now, from, body);
+        }
+        self.alive[victim] = false;
+        self.run();
+    }
+}
+
+#[test]
+fn two_peers_one_dead_aborts_cleanly() {
+    let mut pump = Pump::new(2, 8);
+    pump.alive[0] = false;
+    pump.run();
+    assert!(
+        matches!(pump.outcomes[1], Some(RoundOutcome::Aborted { .. })),
+        "{:?}",
+        pump.outcomes
+    );
+    assert!(pump.now <= Timestamp::ZERO + config().round_timeout);
+}
+
+#[test]
+fn start_checks_local_inputs() {
+    let roster = roster(2, 8);
+    let me = roster.contributors()[0];
+    let c = config();
+    let t = Timestamp::ZERO;
+    assert_eq!(
+        ReduceRound::start(&c, roster.clone(), me, t, None).unwrap_err(),
+        StartError::MissingGradient
+    );
+    let short = Some((1, Arc::from(vec![0.0; 3])));
+    assert!(matches!(
+        ReduceRound::start(&c, roster.clone(), me, t, short),
+        Err(StartError::GradientShape { .. })
+    ));
+    let stranger = PeerId::from_index(99);
+    assert_eq!(
+        ReduceRound::start(&c, roster, stranger, t, None).unwrap_err(),
+        StartError::NotMember
+    );
+}

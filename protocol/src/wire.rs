@@ -1,0 +1,622 @@
+//! Wire messages: one versioned envelope, a bincode-2 header and a raw payload.
+//!
+//! A frame is `[header_len: u32 LE][header: bincode 2][payload: raw bytes]`. The header carries
+//! every field except bulk data; gradient spans travel as raw little-endian `f32`s and state chunks
+//! as raw bytes after it. Bulk data never goes element by element through serde (that costs more
+//! than the network on a fast link), and its length is declared in the header and checked against
+//! the frame *before* anything is allocated for it.
+//!
+//! Decoding is total: any byte string yields `Ok(Envelope)` or a [`WireError`], never a panic, and
+//! never allocates more than the frame's own length.
+
+use std::sync::Arc;
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::{Digest, PeerId, RoundId};
+
+/// Version of the wire format; a frame of another version is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest bincode header. Every header kind fits: a proposal for [`ROSTER_MEMBERS_MAX`] members
+/// is ~200 KiB and a manifest of [`STATE_CHUNKS_MAX`] digests 512 KiB.
+pub const HEADER_BYTES_MAX: usize = 1 << 20;
+/// Largest roster a proposal may name.
+pub const ROSTER_MEMBERS_MAX: usize = 4096;
+/// Largest span, in floats (256 MiB of payload).
+pub const SPAN_FLOATS_MAX: u32 = 1 << 26;
+/// Largest state chunk, in bytes.
+pub const STATE_CHUNK_BYTES_MAX: u32 = 8 << 20;
+/// Largest number of chunks in a state manifest (128 GiB of state at the largest chunk size).
+pub const STATE_CHUNKS_MAX: usize = 16_384;
+/// Largest announcement frame: announcements go over gossip, whose messages are small.
+pub const ANNOUNCE_FRAME_BYTES_MAX: usize = 1024;
+
+type HeaderConfig = Configuration<LittleEndian, Varint, Limit<HEADER_BYTES_MAX>>;
+const HEADER_CONFIG: HeaderConfig = bincode::config::standard().with_limit::<HEADER_BYTES_MAX>();
+
+/// Everything a peer says, addressed by sender and round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// Who sent it. The shell checks this against the authenticated transport identity.
+    pub sender: PeerId,
+    /// The round this message belongs to.
+    pub round: RoundId,
+    /// What it says.
+    pub body: Body,
+}
+
+impl Envelope {
+    /// An envelope of the current protocol version.
+    #[must_use]
+    pub const fn new(sender: PeerId, round: RoundId, body: Body) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            sender,
+            round,
+            body,
+        }
+    }
+}
+
+/// The kinds of message. Announcements go over gossip; everything else is sent peer to peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Body {
+    /// Periodic and on-change membership beacon.
+    Announce(Announce),
+    /// A leader's roster for the envelope's round.
+    Proposal(Proposal),
+    /// Reduce-scatter: the sender's slice of one span, for that span's (acting) owner.
+    Contribution(Contribution),
+    /// All-gather: a span's reduced (weighted-mean) values, from its (acting) owner.
+    Reduced(Reduced),
+    /// The sender still lacks this reduced span at the failover deadline; a member holding it
+    /// answers with [`Body::Reduced`].
+    SpanRequest(u32),
+    /// The sender's digest of the full reduced vector.
+    Vote(Vote),
+    /// The sender saw a quorum of votes for this digest and committed it.
+    Commit(Vote),
+    /// A joiner asks a donor for part of a committed state.
+    StateRequest(StateRequest),
+    /// A donor's list of chunk digests for a committed state.
+    StateManifest(StateManifest),
+    /// One chunk of a committed state.
+    StateChunk(StateChunk),
+    /// The donor no longer holds the state of the envelope's round.
+    StateUnavailable,
+}
+
+/// A committed state: the round whose result it includes, and its digest
+/// ([`crate::sync::StateSnapshot::digest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StateSummary {
+    /// The last round applied to this state (`RoundId(0)` is the initial state).
+    pub round: RoundId,
+    /// Digest of the state's manifest.
+    pub digest: Digest,
+}
+
+/// A peer's membership beacon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// The state the peer holds, if any.
+    pub state: Option<StateSummary>,
+    /// The round for which the peer holds a gradient and is waiting for a roster.
+    pub ready_for: Option<RoundId>,
+    /// The peer needs the mesh's state (new, or diverged) and asks to be included as observer.
+    pub wants_to_join: bool,
+    /// Self-reported usable bandwidth, bytes per second; sizes the span the peer owns.
+    pub bandwidth_bytes_per_s: u64,
+    /// Self-reported compute speed, samples per second.
+    pub samples_per_s: u32,
+    /// Samples behind each gradient the peer contributes.
+    pub samples_per_step: u32,
+}
+
+/// A member's part in a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Contributes a gradient, owns a span, votes in the quorum.
+    Contributor,
+    /// Receives the all-gather while it syncs state; owns nothing and does not count in quorums.
+    Observer,
+}
+
+/// One roster entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member.
+    pub peer: PeerId,
+    /// Its role this round.
+    pub role: Role,
+    /// Bandwidth it announced, which sizes its span.
+    pub bandwidth_bytes_per_s: u64,
+}
+
+/// A leader's roster for a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The state every contributor must hold; the round's result is applied on top of it.
+    pub base: StateSummary,
+    /// Length of the flat vector being averaged.
+    pub vector_len: u64,
+    /// Members, sorted by peer id (the rank order).
+    pub members: Vec<Member>,
+}
+
+/// A sender's slice of one span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// Which span.
+    pub span: u32,
+    /// Samples behind this gradient (its weight in the mean).
+    pub weight: u32,
+    /// Number of floats in `data`, checked against the payload.
+    pub floats: u32,
+    /// The values, sent raw after the header.
+    #[serde(skip)]
+    pub data: Arc<[f32]>,
+}
+
+/// A span's reduced values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reduced {
+    /// Which span.
+    pub span: u32,
+    /// Bitmap over roster ranks of the contributors included.
+    pub contributors: Vec<u8>,
+    /// Sum of the included contributors' weights.
+    pub total_weight: u64,
+    /// Number of floats in `data`, checked against the payload.
+    pub floats: u32,
+    /// The weighted mean, sent raw after the header.
+    #[serde(skip)]
+    pub data: Arc<[f32]>,
+}
+
+/// A digest of a round's full result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// [`crate::reduce::ReduceRound`]'s result digest.
+    pub result: Digest,
+}
+
+/// What a joiner asks a donor for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateRequest {
+    /// The manifest of the envelope round's committed state.
+    Manifest,
+    /// One chunk of it.
+    Chunk(u32),
+}
+
+/// The chunk digests of a committed state; its digest is the state's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateManifest {
+    /// Total state size.
+    pub total_bytes: u64,
+    /// Size of every chunk but the last.
+    pub chunk_bytes: u32,
+    /// blake3 of each chunk, in order.
+    pub chunks: Vec<Digest>,
+}
+
+/// One chunk of a committed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChunk {
+    /// Chunk index.
+    pub index: u32,
+    /// Number of bytes in `data`, checked against the payload.
+    pub bytes: u32,
+    /// The chunk, sent raw after the header.
+    #[serde(skip)]
+    pub data: Arc<[u8]>,
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame is larger than the caller's limit.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// Frame length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The frame ends before its declared header.
+    #[error("frame truncated: {len} bytes")]
+    Truncated {
+        /// Frame length.
+        len: usize,
+    },
+    /// The declared header is larger than [`HEADER_BYTES_MAX`] or the frame.
+    #[error("header length {len} is invalid")]
+    BadHeaderLength {
+        /// Declared header length.
+        len: u64,
+    },
+    /// The header does not decode.
+    #[error("header does not decode: {0}")]
+    Header(String),
+    /// The sender speaks another protocol version.
+    #[error("protocol version {got}, expected {PROTOCOL_VERSION}")]
+    Version {
+        /// Version in the frame.
+        got: u16,
+    },
+    /// A field is outside its documented bound.
+    #[error("{field} = {value} exceeds its bound {max}")]
+    OutOfBounds {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// Its bound.
+        max: u64,
+    },
+    /// The payload length disagrees with the length declared in the header.
+    #[error("payload of {got} bytes, header declares {declared}")]
+    PayloadLength {
+        /// Bytes present.
+        got: usize,
+        /// Bytes declared.
+        declared: u64,
+    },
+    /// The header could not be encoded (a bound was violated by the local sender).
+    #[error("cannot encode: {0}")]
+    Encode(String),
+}
+
+/// Encodes an envelope into a new frame.
+///
+/// # Errors
+/// [`WireError::OutOfBounds`] if a field exceeds its bound (the receiver would refuse it anyway),
+/// [`WireError::Encode`] if the header does not fit in [`HEADER_BYTES_MAX`].
+pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
+    check_bounds(&envelope.body)?;
+    let header = bincode::serde::encode_to_vec(envelope, HEADER_CONFIG)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    let payload_len = payload_bytes(&envelope.body);
+    let mut frame = Vec::with_capacity(4 + header.len() + payload_len);
+    let header_len = u32::try_from(header.len()).map_err(|e| WireError::Encode(e.to_string()))?;
+    frame.extend_from_slice(&header_len.to_le_bytes());
+    frame.extend_from_slice(&header);
+    write_payload(&envelope.body, &mut frame);
+    Ok(frame)
+}
+
+/// Size of the frame [`encode`] would produce, computed without encoding the payload. The
+/// simulator charges this many bytes to the network.
+#[must_use]
+pub fn encoded_len(envelope: &Envelope) -> usize {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    let header =
+        bincode::serde::encode_into_writer(envelope, &mut counter, HEADER_CONFIG).map(|()| counter);
+    let header_bytes = header.map_or(HEADER_BYTES_MAX, |c| c.bytes_written);
+    4 + header_bytes + payload_bytes(&envelope.body)
+}
+
+/// Decodes one frame of at most `frame_bytes_max` bytes.
+///
+/// # Errors
+/// A [`WireError`] naming the first problem found; nothing is allocated beyond `frame.len()`.
+pub fn decode(frame: &[u8], frame_bytes_max: usize) -> Result<Envelope, WireError> {
+    if frame.len() > frame_bytes_max {
+        return Err(WireError::FrameTooLarge {
+            len: frame.len(),
+            max: frame_bytes_max,
+        });
+    }
+    let (len_bytes, rest) = frame
+        .split_first_chunk::<4>()
+        .ok_or(WireError::Truncated { len: frame.len() })?;
+    let header_len = u32::from_le_bytes(*len_bytes);
+    let header_usize = usize::try_from(header_len).unwrap_or(usize::MAX);
+    if header_usize > HEADER_BYTES_MAX || header_usize > rest.len() {
+        return Err(WireError::BadHeaderLength {
+            len: u64::from(header_len),
+        });
+    }
+    let (header, payload) = rest.split_at(header_usize);
+    let (mut envelope, used): (Envelope, usize) =
+        bincode::serde::decode_from_slice(header, HEADER_CONFIG)
+            .map_err(|e| WireError::Header(e.to_string()))?;
+    if used != header.len() {
+        return Err(WireError::Header(format!(
+            "{} trailing header bytes",
+            header.len() - used
+        )));
+    }
+    if envelope.version != PROTOCOL_VERSION {
+        return Err(WireError::Version {
+            got: envelope.version,
+        });
+    }
+    check_bounds(&envelope.body)?;
+    attach_payload(&mut envelope.body, payload)?;
+    Ok(envelope)
+}
+
+fn bound(field: &'static str, value: usize, max: usize) -> Result<(), WireError> {
+    if value > max {
+        return Err(WireError::OutOfBounds {
+            field,
+            value: value as u64,
+            max: max as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Semantic bounds that hold for any message of a kind, whatever the receiver's state.
+fn check_bounds(body: &Body) -> Result<(), WireError> {
+    let span_max = SPAN_FLOATS_MAX as usize;
+    match body {
+        Body::Proposal(p) => bound("proposal.members", p.members.len(), ROSTER_MEMBERS_MAX),
+        Body::Contribution(c) => {
+            bound("contribution.floats", c.floats as usize, span_max)?;
+            bound("contribution.data", c.data.len(), c.floats as usize)
+        }
+        Body::Reduced(r) => {
+            bound(
+                "reduced.contributors",
+                r.contributors.len(),
+                ROSTER_MEMBERS_MAX / 8,
+            )?;
+            bound("reduced.floats", r.floats as usize, span_max)?;
+            bound("reduced.data", r.data.len(), r.floats as usize)
+        }
+        Body::StateManifest(m) => {
+            bound("manifest.chunks", m.chunks.len(), STATE_CHUNKS_MAX)?;
+            bound(
+                "manifest.chunk_bytes",
+                m.chunk_bytes as usize,
+                STATE_CHUNK_BYTES_MAX as usize,
+            )
+        }
+        Body::StateChunk(c) => {
+            bound(
+                "chunk.bytes",
+                c.bytes as usize,
+                STATE_CHUNK_BYTES_MAX as usize,
+            )?;
+            bound("chunk.data", c.data.len(), c.bytes as usize)
+        }
+        Body::Announce(_)
+        | Body::SpanRequest(_)
+        | Body::Vote(_)
+        | Body::Commit(_)
+        | Body::StateRequest(_)
+        | Body::StateUnavailable => Ok(()),
+    }
+}
+
+fn payload_bytes(body: &Body) -> usize {
+    match body {
+        Body::Contribution(c) => c.data.len() * 4,
+        Body::Reduced(r) => r.data.len() * 4,
+        Body::StateChunk(c) => c.data.len(),
+        _ => 0,
+    }
+}
+
+fn write_payload(body: &Body, out: &mut Vec<u8>) {
+    match body {
+        Body::Contribution(Contribution { data, .. }) | Body::Reduced(Reduced { data, .. }) => {
+            out.extend_from_slice(f32_bytes(data).as_ref());
+        }
+        Body::StateChunk(c) => out.extend_from_slice(&c.data),
+        _ => {}
+    }
+}
+
+fn attach_payload(body: &mut Body, payload: &[u8]) -> Result<(), WireError> {
+    match body {
+        Body::Contribution(Contribution { floats, data, .. })
+        | Body::Reduced(Reduced { floats, data, .. }) => {
+            let declared = u64::from(*floats) * 4;
+            if payload.len() as u64 != declared {
+                return Err(WireError::PayloadLength {
+                    got: payload.len(),
+                    declared,
+                });
+            }
+            *data = floats_from_le(payload);
+        }
+        Body::StateChunk(c) => {
+            if payload.len() as u64 != u64::from(c.bytes) {
+                return Err(WireError::PayloadLength {
+                    got: payload.len(),
+                    declared: c.bytes.into(),
+                });
+            }
+            c.data = Arc::from(payload);
+        }
+        _ if !payload.is_empty() => {
+            return Err(WireError::PayloadLength {
+                got: payload.len(),
+                declared: 0,
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The little-endian bytes of `data`, borrowed where the machine is little-endian.
+#[must_use]
+pub fn f32_bytes(data: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(data))
+    } else {
+        std::borrow::Cow::Owned(data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+fn floats_from_le(bytes: &[u8]) -> Arc<[f32]> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(i: u64) -> PeerId {
+        PeerId::from_index(i)
+    }
+
+    pub(crate) fn samples() -> Vec<Envelope> {
+        let summary = StateSummary {
+            round: RoundId(3),
+            digest: Digest::of(b"s"),
+        };
+        let bodies = vec![
+            Body::Announce(Announce {
+                state: Some(summary),
+                ready_for: Some(RoundId(4)),
+                wants_to_join: false,
+                bandwidth_bytes_per_s: 1 << 30,
+                samples_per_s: 900,
+                samples_per_step: 64,
+            }),
+            Body::Proposal(Proposal {
+                base: summary,
+                vector_len: 10,
+                members: vec![Member {
+                    peer: peer(1),
+                    role: Role::Contributor,
+                    bandwidth_bytes_per_s: 7,
+                }],
+            }),
+            Body::Contribution(Contribution {
+                span: 1,
+                weight: 64,
+                floats: 3,
+                data: Arc::from(vec![1.0, -2.5, f32::MIN_POSITIVE]),
+            }),
+            Body::Reduced(Reduced {
+                span: 0,
+                contributors: vec![0b101],
+                total_weight: 128,
+                floats: 2,
+                data: Arc::from(vec![0.5, 0.25]),
+            }),
+            Body::SpanRequest(2),
+            Body::Vote(Vote {
+                result: Digest::of(b"v"),
+            }),
+            Body::Commit(Vote {
+                result: Digest::of(b"c"),
+            }),
+            Body::StateRequest(StateRequest::Chunk(9)),
+            Body::StateManifest(StateManifest {
+                total_bytes: 5,
+                chunk_bytes: 4,
+                chunks: vec![Digest::of(b"a"); 2],
+            }),
+            Body::StateChunk(StateChunk {
+                index: 1,
+                bytes: 1,
+                data: Arc::from(vec![7u8]),
+            }),
+            Body::StateUnavailable,
+        ];
+        bodies
+            .into_iter()
+            .map(|b| Envelope::new(peer(0), RoundId(4), b))
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_len_is_exact() {
+        for envelope in samples() {
+            let frame = encode(&envelope).expect("encodes");
+            assert_eq!(encoded_len(&envelope), frame.len(), "{envelope:?}");
+            let back = decode(&frame, frame.len()).expect("decodes");
+            assert_eq!(back, envelope);
+        }
+    }
+
+    #[test]
+    fn refuses_oversize_frame_before_reading_it() {
+        let frame = encode(&samples()[0]).expect("encodes");
+        let err = decode(&frame, frame.len() - 1).expect_err("too large");
+        assert!(matches!(err, WireError::FrameTooLarge { .. }));
+    }
+
+    #[test]
+    fn refuses_declared_header_beyond_frame() {
+        let mut frame = encode(&samples()[5]).expect("encodes");
+        frame[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode(&frame, usize::MAX),
+            Err(WireError::BadHeaderLength { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_payload_length_mismatch() {
+        let mut frame = encode(&samples()[2]).expect("encodes");
+        frame.pop();
+        assert!(matches!(
+            decode(&frame, usize::MAX),
+            Err(WireError::PayloadLength { .. })
+        ));
+        let mut frame = encode(&samples()[5]).expect("encodes");
+        frame.push(0);
+        assert!(matches!(
+            decode(&frame, usize::MAX),
+            Err(WireError::PayloadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_other_version() {
+        let mut envelope = samples().remove(5);
+        envelope.version = 9;
+        let frame = encode(&envelope).expect("encodes");
+        assert_eq!(
+            decode(&frame, usize::MAX),
+            Err(WireError::Version { got: 9 })
+        );
+    }
+
+    #[test]
+    fn refuses_roster_above_bound_on_both_sides() {
+        let member = Member {
+            peer: peer(1),
+            role: Role::Observer,
+            bandwidth_bytes_per_s: 1,
+        };
+        let proposal = Proposal {
+            base: StateSummary {
+                round: RoundId(0),
+                digest: Digest::default(),
+            },
+            vector_len: 1,
+            members: vec![member; ROSTER_MEMBERS_MAX + 1],
+        };
+        let envelope = Envelope::new(peer(0), RoundId(1), Body::Proposal(proposal));
+        assert!(matches!(
+            encode(&envelope),
+            Err(WireError::OutOfBounds { .. })
+        ));
+        let header = bincode::serde::encode_to_vec(&envelope, HEADER_CONFIG).expect("encodes");
+        let mut frame = (header.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&header);
+        assert!(matches!(
+            decode(&frame, usize::MAX),
+            Err(WireError::OutOfBounds { .. })
+        ));
+    }
+}
