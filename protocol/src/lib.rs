@@ -11,6 +11,7 @@ pub mod config;
 pub mod ids;
 pub mod reduce;
 pub mod roster;
+pub mod sync;
 pub mod time;
 pub mod wire;
 

@@ -1,0 +1,423 @@
+//! State sync: how a joiner (or a peer that diverged) gets the mesh's committed state.
+//!
+//! A committed state is a byte string (the shell serializes parameters and optimizer state) cut
+//! into fixed-size chunks. Its digest is the blake3 of its manifest — the total size, the chunk
+//! size and every chunk's blake3 — so a joiner checks a manifest from any donor against the
+//! digest the mesh committed, and then each chunk against the manifest, as it arrives. Chunks are
+//! fetched from several donors at once; a donor that sends a bad manifest or chunk, says it no
+//! longer has the state, or does not answer in time is dropped and its chunks are fetched
+//! elsewhere. The chunk size is a mesh-wide parameter: it is part of the digest.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::config::PeerConfig;
+use crate::ids::{Digest, PeerId};
+use crate::time::Timestamp;
+use crate::wire::{Body, STATE_CHUNKS_MAX, StateChunk, StateManifest, StateRequest, StateSummary};
+
+/// A committed state held by a peer, ready to be served to joiners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSnapshot {
+    summary: StateSummary,
+    bytes: Arc<[u8]>,
+    manifest: StateManifest,
+}
+
+/// Why a state cannot be snapshotted.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The state needs more chunks than a manifest may list.
+    #[error("state of {bytes} bytes needs more than {STATE_CHUNKS_MAX} chunks of {chunk_bytes}")]
+    TooLarge {
+        /// State size.
+        bytes: usize,
+        /// Chunk size.
+        chunk_bytes: u32,
+    },
+}
+
+impl StateSnapshot {
+    /// Chunks and hashes `bytes`, the state after applying `round`.
+    ///
+    /// # Errors
+    /// [`SnapshotError::TooLarge`] if the state needs more than [`STATE_CHUNKS_MAX`] chunks.
+    pub fn new(
+        round: crate::ids::RoundId,
+        bytes: Arc<[u8]>,
+        chunk_bytes: u32,
+    ) -> Result<Self, SnapshotError> {
+        let chunk = chunk_bytes.max(1) as usize;
+        if bytes.len().div_ceil(chunk) > STATE_CHUNKS_MAX {
+            return Err(SnapshotError::TooLarge {
+                bytes: bytes.len(),
+                chunk_bytes,
+            });
+        }
+        let chunks = bytes.chunks(chunk).map(Digest::of).collect();
+        let manifest = StateManifest {
+            total_bytes: bytes.len() as u64,
+            chunk_bytes,
+            chunks,
+        };
+        let summary = StateSummary {
+            round,
+            digest: manifest_digest(&manifest),
+        };
+        Ok(Self {
+            summary,
+            bytes,
+            manifest,
+        })
+    }
+
+    /// Round and digest.
+    #[must_use]
+    pub const fn summary(&self) -> StateSummary {
+        self.summary
+    }
+
+    /// The state bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+
+    /// Answers a joiner's request.
+    #[must_use]
+    pub fn serve(&self, request: StateRequest) -> Body {
+        match request {
+            StateRequest::Manifest => Body::StateManifest(self.manifest.clone()),
+            StateRequest::Chunk(index) => {
+                let chunk = self.manifest.chunk_bytes as usize;
+                let start = (index as usize).saturating_mul(chunk);
+                match self.bytes.get(start..(start + chunk).min(self.bytes.len())) {
+                    Some(data) if start < self.bytes.len() => Body::StateChunk(StateChunk {
+                        index,
+                        bytes: u32::try_from(data.len()).unwrap_or(u32::MAX),
+                        data: Arc::from(data),
+                    }),
+                    _ => Body::StateUnavailable,
+                }
+            }
+        }
+    }
+}
+
+/// The digest of a state: blake3 over its manifest.
+#[must_use]
+pub fn manifest_digest(manifest: &StateManifest) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"gradmesh-state");
+    hasher.update(&manifest.total_bytes.to_le_bytes());
+    hasher.update(&manifest.chunk_bytes.to_le_bytes());
+    for d in &manifest.chunks {
+        hasher.update(&d.0);
+    }
+    hasher.finalize().into()
+}
+
+/// Why a donor was dropped.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DonorFault {
+    /// Its manifest does not hash to the committed digest, or is inconsistent.
+    #[error("manifest does not match the committed digest")]
+    BadManifest,
+    /// A chunk does not match the manifest.
+    #[error("chunk {0} does not match the manifest")]
+    BadChunk(u32),
+    /// It no longer holds the state.
+    #[error("donor no longer holds the state")]
+    Unavailable,
+    /// It did not answer in time.
+    #[error("donor did not answer in time")]
+    Timeout,
+    /// It sent something that was not asked of it.
+    #[error("unsolicited response")]
+    Unsolicited,
+}
+
+/// What a sync asks of its peer machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncOutput {
+    /// Send a request to a donor (the envelope's round is the target state's round).
+    Send {
+        /// Donor.
+        to: PeerId,
+        /// The request.
+        body: Body,
+    },
+    /// A donor misbehaved and is no longer used.
+    DonorDropped {
+        /// Donor.
+        peer: PeerId,
+        /// Why.
+        fault: DonorFault,
+    },
+    /// The state arrived and verified.
+    Done(StateSnapshot),
+    /// Every donor was dropped.
+    Failed,
+}
+
+/// The joiner side of a state transfer.
+#[derive(Debug)]
+pub struct StateSync {
+    target: StateSummary,
+    donors: Vec<PeerId>,
+    dropped: BTreeSet<PeerId>,
+    manifest: Option<StateManifest>,
+    chunks: Vec<Option<Arc<[u8]>>>,
+    /// Outstanding requests: `(donor, what) -> deadline`.
+    inflight: BTreeMap<(PeerId, Want), Timestamp>,
+    queue: VecDeque<u32>,
+    request_timeout: core::time::Duration,
+    per_donor: usize,
+    finished: bool,
+    outputs: VecDeque<SyncOutput>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Want {
+    Manifest,
+    Chunk(u32),
+}
+
+impl StateSync {
+    /// Starts fetching `target` from `donors` (in the order tried for the manifest).
+    #[must_use]
+    pub fn start(
+        config: &PeerConfig,
+        target: StateSummary,
+        donors: Vec<PeerId>,
+        now: Timestamp,
+    ) -> Self {
+        let mut sync = Self {
+            target,
+            donors,
+            dropped: BTreeSet::new(),
+            manifest: None,
+            chunks: Vec::new(),
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            request_timeout: config.sync_request_timeout,
+            per_donor: config.sync_inflight_per_donor,
+            finished: false,
+            outputs: VecDeque::new(),
+        };
+        sync.request_manifest(now);
+        sync
+    }
+
+    /// The state being fetched.
+    #[must_use]
+    pub const fn target(&self) -> StateSummary {
+        self.target
+    }
+
+    /// Whether the sync succeeded or failed.
+    #[must_use]
+    pub const fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn live_donors(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.donors
+            .iter()
+            .copied()
+            .filter(|d| !self.dropped.contains(d))
+    }
+
+    fn request(&mut self, now: Timestamp, to: PeerId, want: Want) {
+        let request = match want {
+            Want::Manifest => StateRequest::Manifest,
+            Want::Chunk(i) => StateRequest::Chunk(i),
+        };
+        self.inflight.insert((to, want), now + self.request_timeout);
+        self.outputs.push_back(SyncOutput::Send {
+            to,
+            body: Body::StateRequest(request),
+        });
+    }
+
+    fn request_manifest(&mut self, now: Timestamp) {
+        let next = self.live_donors().next();
+        match next {
+            Some(donor) => self.request(now, donor, Want::Manifest),
+            None => self.fail(),
+        }
+    }
+
+    fn fail(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.outputs.push_back(SyncOutput::Failed);
+        }
+    }
+
+    fn drop_donor(&mut self, now: Timestamp, peer: PeerId, fault: DonorFault) {
+        if !self.dropped.insert(peer) {
+            return;
+        }
+        self.outputs
+            .push_back(SyncOutput::DonorDropped { peer, fault });
+        let lost: Vec<Want> = self
+            .inflight
+            .keys()
+            .filter(|(p, _)| *p == peer)
+            .map(|(_, w)| *w)
+            .collect();
+        for want in lost {
+            self.inflight.remove(&(peer, want));
+            match want {
+                Want::Manifest => self.request_manifest(now),
+                Want::Chunk(i) => self.queue.push_front(i),
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// Hands out queued chunks to donors with free request slots, round-robin.
+    fn schedule(&mut self, now: Timestamp) {
+        if self.finished || self.manifest.is_none() {
+            return;
+        }
+        let donors: Vec<PeerId> = self.live_donors().collect();
+        if donors.is_empty() {
+            self.fail();
+            return;
+        }
+        loop {
+            let mut assigned = false;
+            for &donor in &donors {
+                let busy = self.inflight.keys().filter(|(p, _)| *p == donor).count();
+                if busy >= self.per_donor {
+                    continue;
+                }
+                let Some(i) = self.queue.pop_front() else {
+                    return;
+                };
+                self.request(now, donor, Want::Chunk(i));
+                assigned = true;
+            }
+            if !assigned {
+                return;
+            }
+        }
+    }
+
+    /// Applies a donor's response.
+    pub fn handle_message(&mut self, now: Timestamp, from: PeerId, body: Body) {
+        if self.finished || self.dropped.contains(&from) {
+            return;
+        }
+        match body {
+            Body::StateManifest(m) => self.handle_manifest(now, from, m),
+            Body::StateChunk(c) => self.handle_chunk(now, from, c),
+            Body::StateUnavailable => self.drop_donor(now, from, DonorFault::Unavailable),
+            _ => {}
+        }
+    }
+
+    fn handle_manifest(&mut self, now: Timestamp, from: PeerId, m: StateManifest) {
+        if self.inflight.remove(&(from, Want::Manifest)).is_none() {
+            return self.drop_donor(now, from, DonorFault::Unsolicited);
+        }
+        let chunk = u64::from(m.chunk_bytes.max(1));
+        let consistent =
+            m.chunk_bytes > 0 && m.total_bytes.div_ceil(chunk) == m.chunks.len() as u64;
+        if !consistent || manifest_digest(&m) != self.target.digest {
+            self.drop_donor(now, from, DonorFault::BadManifest);
+            if self.manifest.is_none() {
+                self.request_manifest(now);
+            }
+            return;
+        }
+        if self.manifest.is_some() {
+            return;
+        }
+        self.chunks = vec![None; m.chunks.len()];
+        self.queue = (0..u32::try_from(m.chunks.len()).unwrap_or(0)).collect();
+        self.manifest = Some(m);
+        self.schedule(now);
+        self.try_complete();
+    }
+
+    fn handle_chunk(&mut self, now: Timestamp, from: PeerId, c: StateChunk) {
+        if self
+            .inflight
+            .remove(&(from, Want::Chunk(c.index)))
+            .is_none()
+        {
+            return self.drop_donor(now, from, DonorFault::Unsolicited);
+        }
+        let Some(m) = &self.manifest else { return };
+        let i = c.index as usize;
+        let chunk = m.chunk_bytes as usize;
+        let expected_len = (m.total_bytes as usize)
+            .saturating_sub(i * chunk)
+            .min(chunk);
+        let good = m.chunks.get(i).is_some_and(|d| *d == Digest::of(&c.data))
+            && c.data.len() == expected_len;
+        if !good {
+            self.queue.push_front(c.index);
+            return self.drop_donor(now, from, DonorFault::BadChunk(c.index));
+        }
+        self.chunks[i] = Some(c.data);
+        self.schedule(now);
+        self.try_complete();
+    }
+
+    fn try_complete(&mut self) {
+        if self.finished || self.chunks.iter().any(Option::is_none) {
+            return;
+        }
+        let Some(m) = &self.manifest else { return };
+        let mut bytes = Vec::with_capacity(usize::try_from(m.total_bytes).unwrap_or(0));
+        for c in self.chunks.iter().flatten() {
+            bytes.extend_from_slice(c);
+        }
+        let snapshot = StateSnapshot::new(self.target.round, bytes.into(), m.chunk_bytes);
+        self.finished = true;
+        match snapshot {
+            Ok(s) if s.summary() == self.target => self.outputs.push_back(SyncOutput::Done(s)),
+            _ => self.outputs.push_back(SyncOutput::Failed),
+        }
+    }
+
+    /// Drops donors whose requests are overdue at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let overdue: BTreeSet<PeerId> = self
+            .inflight
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|((p, _), _)| *p)
+            .collect();
+        for peer in overdue {
+            self.drop_donor(now, peer, DonorFault::Timeout);
+        }
+    }
+
+    /// The next output, or `None` when drained.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<SyncOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest request deadline.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.finished {
+            None
+        } else {
+            self.inflight.values().min().copied()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
