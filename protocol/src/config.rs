@@ -59,6 +59,7 @@ pub struct PeerConfig {
     pub(crate) sync_request_timeout: Duration,
     pub(crate) sync_inflight_per_donor: usize,
     pub(crate) snapshots_retained: usize,
+    pub(crate) genesis_quorum: usize,
 }
 
 impl PeerConfig {
@@ -72,6 +73,14 @@ impl PeerConfig {
     #[must_use]
     pub const fn round_timeout(&self) -> Duration {
         self.round_timeout
+    }
+
+    /// The same configuration with a different [`PeerConfigBuilder::genesis_quorum`] (any
+    /// positive value is valid; zero is read as one).
+    #[must_use]
+    pub fn with_genesis_quorum(mut self, votes: usize) -> Self {
+        self.genesis_quorum = votes.max(1);
+        self
     }
 
     /// Chunk size of state snapshots.
@@ -96,6 +105,7 @@ impl Default for PeerConfig {
             sync_request_timeout: Duration::from_secs(3),
             sync_inflight_per_donor: 2,
             snapshots_retained: 3,
+            genesis_quorum: 1,
         }
     }
 }
@@ -169,6 +179,13 @@ impl PeerConfigBuilder {
         snapshots_retained: usize
     );
 
+    setter!(
+        /// Votes the first round needs, which has no committee yet (default 1). Set it to a
+        /// majority of the founding peers: then two groups of founders that cannot see each
+        /// other can never both commit a first round.
+        genesis_quorum: usize
+    );
+
     /// Scales every duration so that the round timeout becomes `round_timeout`, keeping the
     /// default proportions. Convenient for simulations and tests with short rounds.
     #[must_use]
@@ -228,6 +245,9 @@ impl PeerConfigBuilder {
         }
         if c.snapshots_retained < 2 {
             return Err(ConfigError::TooFewSnapshots(c.snapshots_retained));
+        }
+        if c.genesis_quorum == 0 {
+            return Err(ConfigError::Zero("genesis_quorum"));
         }
         if c.sync_inflight_per_donor == 0 {
             return Err(ConfigError::Zero("sync_inflight_per_donor"));

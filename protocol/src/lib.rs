@@ -8,7 +8,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod driver;
 pub mod ids;
+pub mod peer;
 pub mod reduce;
 pub mod roster;
 pub mod sync;

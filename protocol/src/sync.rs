@@ -41,12 +41,14 @@ pub enum SnapshotError {
 }
 
 impl StateSnapshot {
-    /// Chunks and hashes `bytes`, the state after applying `round`.
+    /// Chunks and hashes `bytes`, the state after applying `round`, whose contributors were
+    /// `committee` (empty for the initial state).
     ///
     /// # Errors
     /// [`SnapshotError::TooLarge`] if the state needs more than [`STATE_CHUNKS_MAX`] chunks.
     pub fn new(
         round: crate::ids::RoundId,
+        committee: Vec<PeerId>,
         bytes: Arc<[u8]>,
         chunk_bytes: u32,
     ) -> Result<Self, SnapshotError> {
@@ -62,6 +64,7 @@ impl StateSnapshot {
             total_bytes: bytes.len() as u64,
             chunk_bytes,
             chunks,
+            committee,
         };
         let summary = StateSummary {
             round,
@@ -84,6 +87,12 @@ impl StateSnapshot {
     #[must_use]
     pub fn bytes(&self) -> &Arc<[u8]> {
         &self.bytes
+    }
+
+    /// The contributors of the round that produced this state.
+    #[must_use]
+    pub fn committee(&self) -> &[PeerId] {
+        &self.manifest.committee
     }
 
     /// Answers a joiner's request.
@@ -116,6 +125,10 @@ pub fn manifest_digest(manifest: &StateManifest) -> Digest {
     hasher.update(&manifest.chunk_bytes.to_le_bytes());
     for d in &manifest.chunks {
         hasher.update(&d.0);
+    }
+    hasher.update(&(manifest.committee.len() as u64).to_le_bytes());
+    for p in &manifest.committee {
+        hasher.update(&p.0);
     }
     hasher.finalize().into()
 }
@@ -381,7 +394,12 @@ impl StateSync {
         for c in self.chunks.iter().flatten() {
             bytes.extend_from_slice(c);
         }
-        let snapshot = StateSnapshot::new(self.target.round, bytes.into(), m.chunk_bytes);
+        let snapshot = StateSnapshot::new(
+            self.target.round,
+            m.committee.clone(),
+            bytes.into(),
+            m.chunk_bytes,
+        );
         self.finished = true;
         match snapshot {
             Ok(s) if s.summary() == self.target => self.outputs.push_back(SyncOutput::Done(s)),

@@ -204,6 +204,10 @@ pub struct StateManifest {
     pub chunk_bytes: u32,
     /// blake3 of each chunk, in order.
     pub chunks: Vec<Digest>,
+    /// Contributors of the round that produced this state, in rank order: the *committee* whose
+    /// majority must vote for the next result built on it (see [`crate::reduce`]). Empty for
+    /// the initial state.
+    pub committee: Vec<PeerId>,
 }
 
 /// One chunk of a committed state.
@@ -219,7 +223,7 @@ pub struct StateChunk {
 }
 
 /// Why a frame was refused.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WireError {
     /// The frame is larger than the caller's limit.
@@ -375,6 +379,7 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
         }
         Body::StateManifest(m) => {
             bound("manifest.chunks", m.chunks.len(), STATE_CHUNKS_MAX)?;
+            bound("manifest.committee", m.committee.len(), ROSTER_MEMBERS_MAX)?;
             bound(
                 "manifest.chunk_bytes",
                 m.chunk_bytes as usize,
@@ -523,6 +528,7 @@ mod tests {
                 total_bytes: 5,
                 chunk_bytes: 4,
                 chunks: vec![Digest::of(b"a"); 2],
+                committee: vec![peer(3)],
             }),
             Body::StateChunk(StateChunk {
                 index: 1,

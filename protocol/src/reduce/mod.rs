@@ -18,10 +18,13 @@
 //!    receives, when it has all but the owner's or at the *backup* deadline. Peers prefer the
 //!    owner's version: a backup version only exists when nobody it asked held the owner's.
 //! 4. **Vote.** With every span in hand a member hashes the result and sends its digest to every
-//!    member. A member commits when a strict majority of contributors voted for its digest, and
-//!    then tells everyone (`Commit`); a member holding the same digest commits on that notice.
-//!    Two majorities share a contributor and a contributor votes once, so two different results
-//!    can never both commit. A member that learns of a majority for a different digest finishes
+//!    member. A contributor commits when its digest has the votes of a strict majority of this
+//!    roster's contributors *and* of a strict majority of the *committee* — the contributors of
+//!    the round that produced the base state — and then tells everyone (`Commit`); a member
+//!    holding the same digest commits on that notice (observers commit only on notices). Two
+//!    rosters for the same round on the same base may exist (leaders with different views), but
+//!    any two committee majorities share a peer, a peer accepts one roster per round and votes
+//!    once, so two different results can never both commit. A member that learns of a majority for a different digest finishes
 //!    [`RoundOutcome::Diverged`] and must resync; one that reaches the *round* deadline without
 //!    either finishes [`RoundOutcome::Aborted`] and keeps its pre-round state.
 
@@ -126,6 +129,8 @@ pub struct RoundResult {
     pub data: Arc<[f32]>,
     /// Which contributions each span averages.
     pub spans: Vec<SpanResult>,
+    /// The roster's contributors: the committee of the state this result produces.
+    pub committee: Vec<PeerId>,
 }
 
 /// What the round asks of the shell (through the peer machine).
@@ -163,6 +168,10 @@ pub struct ReduceRound {
     roster: Arc<Roster>,
     me: PeerId,
     my_rank: Option<usize>,
+    /// Contributors of the round that produced the base state; `None` for an observer, which
+    /// may not know it yet and commits only on commit notices.
+    committee: Option<Vec<PeerId>>,
+    genesis_quorum: usize,
     deadlines: Deadlines,
     local: Option<(u32, Arc<[f32]>)>,
     owned: BTreeMap<usize, OwnedSpan>,
@@ -179,7 +188,8 @@ pub struct ReduceRound {
 
 impl ReduceRound {
     /// Starts a round at `now`. `local` is `(weight, gradient)` for a contributor and `None` for
-    /// an observer.
+    /// an observer; `committee` is the base state's committee (empty for the initial state),
+    /// `None` for an observer.
     ///
     /// # Errors
     /// [`StartError`] if the local role and gradient do not fit the roster.
@@ -189,6 +199,7 @@ impl ReduceRound {
         me: PeerId,
         now: Timestamp,
         local: Option<(u32, Arc<[f32]>)>,
+        committee: Option<Vec<PeerId>>,
     ) -> Result<Self, StartError> {
         let my_rank = roster.contributor_rank(me);
         match (roster.role(me), &local) {
@@ -216,6 +227,8 @@ impl ReduceRound {
             roster,
             me,
             my_rank,
+            committee,
+            genesis_quorum: config.genesis_quorum,
             deadlines,
             local,
             owned: BTreeMap::new(),
@@ -508,7 +521,10 @@ impl ReduceRound {
             *tally.entry(*d).or_default() += 1;
         }
         let mine = self.result.as_ref().map(|r| r.digest);
-        let decided = tally.iter().find(|(_, n)| **n >= quorum).map(|(d, _)| *d);
+        let decided = tally
+            .iter()
+            .find(|(d, n)| **n >= quorum && self.has_committee_majority(**d))
+            .map(|(d, _)| *d);
         let claimed = mine.filter(|d| self.commit_claims.contains(d));
         if let Some(d) = decided.filter(|d| Some(*d) == mine).or(claimed) {
             let body = Body::Commit(Vote { result: d });
@@ -521,6 +537,26 @@ impl ReduceRound {
             }
         } else if let Some(d) = decided {
             self.finish(RoundOutcome::Diverged { committed: d });
+        }
+    }
+
+    /// Whether a strict majority of the base committee voted for `digest`. An observer (no known
+    /// committee) never decides by votes; an empty committee (the initial state) is satisfied.
+    fn has_committee_majority(&self, digest: Digest) -> bool {
+        match &self.committee {
+            None => false,
+            Some(c) => {
+                let votes = c
+                    .iter()
+                    .filter(|p| self.votes.get(p) == Some(&digest))
+                    .count();
+                if c.is_empty() {
+                    let votes = self.votes.values().filter(|d| **d == digest).count();
+                    votes >= self.genesis_quorum
+                } else {
+                    votes > c.len() / 2
+                }
+            }
         }
     }
 

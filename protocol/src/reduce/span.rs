@@ -181,5 +181,6 @@ pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
         digest: hasher.finalize().into(),
         data: data.into(),
         spans: results,
+        committee: roster.contributors().to_vec(),
     }
 }

@@ -63,8 +63,15 @@ impl Pump {
             .enumerate()
             .map(|(rank, &me)| {
                 let local = Some((10 + rank as u32, gradient(rank, len as usize)));
-                ReduceRound::start(&config(), roster.clone(), me, Timestamp::ZERO, local)
-                    .expect("starts")
+                ReduceRound::start(
+                    &config(),
+                    roster.clone(),
+                    me,
+                    Timestamp::ZERO,
+                    local,
+                    Some(vec![]),
+                )
+                .expect("starts")
             })
             .collect();
         Self {
@@ -283,17 +290,17 @@ fn start_checks_local_inputs() {
     let c = config();
     let t = Timestamp::ZERO;
     assert_eq!(
-        ReduceRound::start(&c, roster.clone(), me, t, None).unwrap_err(),
+        ReduceRound::start(&c, roster.clone(), me, t, None, None).unwrap_err(),
         StartError::MissingGradient
     );
     let short = Some((1, Arc::from(vec![0.0; 3])));
     assert!(matches!(
-        ReduceRound::start(&c, roster.clone(), me, t, short),
+        ReduceRound::start(&c, roster.clone(), me, t, short, None),
         Err(StartError::GradientShape { .. })
     ));
     let stranger = PeerId::from_index(99);
     assert_eq!(
-        ReduceRound::start(&c, roster, stranger, t, None).unwrap_err(),
+        ReduceRound::start(&c, roster, stranger, t, None, None).unwrap_err(),
         StartError::NotMember
     );
 }

@@ -23,7 +23,7 @@ fn config() -> PeerConfig {
 
 fn state() -> StateSnapshot {
     let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
-    StateSnapshot::new(RoundId(4), bytes.into(), 64).expect("fits")
+    StateSnapshot::new(RoundId(4), vec![PeerId::from_index(7)], bytes.into(), 64).expect("fits")
 }
 
 /// Runs a sync against `donors` until it finishes; returns its outputs.
@@ -141,7 +141,8 @@ fn snapshot_digest_depends_on_every_byte() {
     let a = state();
     let mut bytes = a.bytes().to_vec();
     bytes[999] ^= 0x80;
-    let b = StateSnapshot::new(RoundId(4), bytes.into(), 64).expect("fits");
+    let b = StateSnapshot::new(RoundId(4), vec![PeerId::from_index(7)], bytes.into(), 64)
+        .expect("fits");
     assert_ne!(a.summary().digest, b.summary().digest);
     assert_eq!(a.serve(StateRequest::Chunk(99)), Body::StateUnavailable);
     let _ = Duration::ZERO;

@@ -1,0 +1,314 @@
+//! Invariants checked on every output of an in-memory run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ids::{Digest, PeerId, RoundId};
+use crate::peer::Event;
+use crate::reduce::RoundResult;
+use crate::sync::StateSnapshot;
+use crate::time::Timestamp;
+use crate::wire::{StateSummary, WireError};
+
+use super::Node;
+
+/// A broken invariant, with what is needed to understand it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// Two peers committed different results for one round.
+    DifferentResults {
+        /// Round.
+        round: RoundId,
+        /// The two digests.
+        digests: (Digest, Digest),
+    },
+    /// A committed value is not the weighted mean of the contributions its span names.
+    WrongMean {
+        /// Round.
+        round: RoundId,
+        /// Index in the flat vector.
+        index: usize,
+        /// Committed value.
+        got: f32,
+        /// Independently computed mean.
+        expected: f64,
+    },
+    /// A committed span names a contribution that no peer computed.
+    UnknownContribution {
+        /// Round.
+        round: RoundId,
+        /// The named contributor.
+        peer: PeerId,
+    },
+    /// Two peers hold different states after the same round.
+    DifferentStates {
+        /// Round.
+        round: RoundId,
+    },
+    /// A joiner loaded a state that no peer committed.
+    UncommittedStateLoaded {
+        /// Node.
+        node: usize,
+        /// Round.
+        round: RoundId,
+    },
+    /// A round ended later than its timeout allows.
+    RoundOverran {
+        /// Node.
+        node: usize,
+        /// Round.
+        round: RoundId,
+        /// How long it took.
+        took: Duration,
+    },
+    /// Our own frame failed to encode or decode.
+    Wire(WireError),
+    /// After the faults ended, the mesh did not converge.
+    NotConverged(String),
+    /// The run exceeded its event budget: some machine keeps waking itself up.
+    Runaway {
+        /// Simulated time when the budget ran out.
+        at: Timestamp,
+    },
+}
+
+/// Watches a run and remembers the first violation.
+#[derive(Debug, Default)]
+pub struct InvariantChecker {
+    round_timeout: Duration,
+    gradients: BTreeMap<(PeerId, StateSummary), (u32, Arc<[f32]>)>,
+    results: BTreeMap<RoundId, Digest>,
+    states: BTreeMap<RoundId, Digest>,
+    starts: BTreeMap<(usize, RoundId), Timestamp>,
+    killed: BTreeSet<usize>,
+    loads: Vec<(usize, RoundId, Timestamp)>,
+    /// Rounds each node started as contributor, and when each node last contributed to a commit.
+    contributing: BTreeSet<(usize, RoundId)>,
+    last_contribution: BTreeMap<usize, Timestamp>,
+    born: BTreeMap<usize, Timestamp>,
+    /// Counts of committed rounds seen per peer (`RoundCommitted` events).
+    pub commits: u64,
+    /// Aborted rounds (per peer).
+    pub aborts: u64,
+    /// Diverged rounds (per peer).
+    pub diverged: u64,
+    /// Rejected messages.
+    pub rejected: u64,
+    /// Donors dropped during state sync.
+    pub donors_dropped: u64,
+    violation: Option<Violation>,
+}
+
+impl InvariantChecker {
+    pub(super) fn new(round_timeout: Duration) -> Self {
+        Self {
+            round_timeout,
+            ..Self::default()
+        }
+    }
+
+    fn fail(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    /// The first violation seen, if any.
+    #[must_use]
+    pub const fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// Distinct rounds committed by at least one peer.
+    #[must_use]
+    pub fn rounds_committed(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Committed state digests by round.
+    #[must_use]
+    pub const fn states(&self) -> &BTreeMap<RoundId, Digest> {
+        &self.states
+    }
+
+    /// State loads by joiners: `(node, state round, time)`.
+    #[must_use]
+    pub fn loads(&self) -> &[(usize, RoundId, Timestamp)] {
+        &self.loads
+    }
+
+    pub(super) fn record_decode_failure(&mut self, e: WireError) {
+        self.fail(Violation::Wire(e));
+    }
+
+    pub(super) fn record_birth(&mut self, node: usize, now: Timestamp) {
+        self.born.insert(node, now);
+    }
+
+    pub(super) fn record_kill(&mut self, node: usize) {
+        self.killed.insert(node);
+    }
+
+    pub(super) fn record_gradient(
+        &mut self,
+        peer: PeerId,
+        base: StateSummary,
+        weight: u32,
+        data: Arc<[f32]>,
+    ) {
+        self.gradients.insert((peer, base), (weight, data));
+    }
+
+    pub(super) fn record_event(&mut self, node: usize, event: &Event, now: Timestamp) {
+        let ended = match event {
+            Event::RoundStarted { round, role, .. } => {
+                self.starts.insert((node, *round), now);
+                if *role == crate::wire::Role::Contributor {
+                    self.contributing.insert((node, *round));
+                }
+                None
+            }
+            Event::RoundCommitted { round, .. } => {
+                self.commits += 1;
+                if self.contributing.remove(&(node, *round)) {
+                    self.last_contribution.insert(node, now);
+                }
+                Some(*round)
+            }
+            Event::RoundAborted { round, .. } => {
+                self.aborts += 1;
+                Some(*round)
+            }
+            Event::Diverged { round, .. } => {
+                self.diverged += 1;
+                Some(*round)
+            }
+            Event::Rejected { .. } => {
+                self.rejected += 1;
+                None
+            }
+            Event::DonorDropped { .. } => {
+                self.donors_dropped += 1;
+                None
+            }
+            _ => None,
+        };
+        if let Some(round) = ended
+            && let Some(start) = self.starts.remove(&(node, round))
+        {
+            let took = now.saturating_since(start);
+            if took > self.round_timeout {
+                self.fail(Violation::RoundOverran { node, round, took });
+            }
+        }
+    }
+
+    /// Checks agreement with earlier commits of the round and recomputes every span's mean.
+    pub(super) fn record_commit(&mut self, _node: usize, result: &RoundResult) {
+        match self.results.get(&result.round) {
+            Some(d) if *d != result.digest => {
+                let digests = (*d, result.digest);
+                return self.fail(Violation::DifferentResults {
+                    round: result.round,
+                    digests,
+                });
+            }
+            Some(_) => return,
+            None => {
+                self.results.insert(result.round, result.digest);
+            }
+        }
+        for span in &result.spans {
+            let mut inputs = Vec::with_capacity(span.contributors.len());
+            for peer in &span.contributors {
+                match self.gradients.get(&(*peer, result.base)) {
+                    Some(g) => inputs.push(g.clone()),
+                    None => {
+                        let v = Violation::UnknownContribution {
+                            round: result.round,
+                            peer: *peer,
+                        };
+                        return self.fail(v);
+                    }
+                }
+            }
+            for i in span.range.clone() {
+                let num: f64 = inputs
+                    .iter()
+                    .map(|(w, g)| f64::from(*w) * f64::from(g[i]))
+                    .sum();
+                let den: f64 = inputs.iter().map(|(w, _)| f64::from(*w)).sum();
+                let expected = num / den;
+                let got = result.data[i];
+                if (f64::from(got) - expected).abs() > 1e-6 * (1.0 + expected.abs()) {
+                    let round = result.round;
+                    return self.fail(Violation::WrongMean {
+                        round,
+                        index: i,
+                        got,
+                        expected,
+                    });
+                }
+            }
+        }
+    }
+
+    pub(super) fn record_state(
+        &mut self,
+        _node: usize,
+        state: Option<StateSummary>,
+        _now: Timestamp,
+    ) {
+        let Some(s) = state else { return };
+        match self.states.get(&s.round) {
+            Some(d) if *d != s.digest => self.fail(Violation::DifferentStates { round: s.round }),
+            Some(_) => {}
+            None => {
+                self.states.insert(s.round, s.digest);
+            }
+        }
+    }
+
+    pub(super) fn record_load(&mut self, node: usize, snapshot: &StateSnapshot, now: Timestamp) {
+        let s = snapshot.summary();
+        let known = s.round == RoundId(0) || self.states.get(&s.round) == Some(&s.digest);
+        if !known {
+            self.fail(Violation::UncommittedStateLoaded {
+                node,
+                round: s.round,
+            });
+        }
+        self.loads.push((node, s.round, now));
+    }
+
+    /// End-of-run liveness: after the faults end, every live peer keeps contributing. A peer
+    /// alive for the last `settle` must have contributed to a committed round within it.
+    pub(super) fn finish(
+        &mut self,
+        nodes: &[Node],
+        now: Timestamp,
+        settle: Duration,
+    ) -> Result<(), Violation> {
+        if let Some(v) = &self.violation {
+            return Err(v.clone());
+        }
+        for n in nodes.iter().filter(|n| n.is_alive()) {
+            let born = self.born.get(&n.index).copied().unwrap_or(Timestamp::ZERO);
+            if now.saturating_since(born) < settle * 2 {
+                continue;
+            }
+            let last = self.last_contribution.get(&n.index).copied();
+            if last.is_none_or(|t| now.saturating_since(t) > settle) {
+                let msg = format!(
+                    "peer {} (state {:?}) has not contributed to a commit since {last:?} (now {now})",
+                    n.id,
+                    n.state()
+                );
+                return Err(Violation::NotConverged(msg));
+            }
+        }
+        Ok(())
+    }
+}

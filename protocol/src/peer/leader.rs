@@ -1,0 +1,155 @@
+//! Roster agreement: which peer proposes the roster of a round, when, and whom it names.
+//!
+//! Candidates are the peers this peer believes alive and not joining, ordered by [`leader_key`].
+//! The first candidate proposes once the collect window has passed since it became ready, or at
+//! once when every candidate has announced ready on its state; candidate `k` waits `k` extra
+//! leader-failover periods, so a silent leader is replaced without any vote. The roster names as
+//! contributors the candidates ready on the leader's state, and every joiner as observer.
+//!
+//! A roster whose contributors do not include a strict majority of the base state's committee
+//! could never commit (see [`crate::reduce`]), so no leader proposes one and no peer accepts
+//! one: the leader keeps waiting for committee members to become ready. When a majority of a
+//! committee is gone at once the mesh stops committing rather than risk two histories. A peer accepts
+//! the first valid roster naming it for a round it has not started. Two peers that accept
+//! different rosters for the same round compute different result digests, so at most one of the
+//! rosters can gather a majority of votes: roster agreement needs no extra round trip for safety.
+
+use crate::ids::PeerId;
+use crate::roster::leader_key;
+use crate::time::Timestamp;
+use crate::wire::{Body, Member, Proposal, ROSTER_MEMBERS_MAX, Role};
+
+use super::{Event, Peer, Stage};
+
+impl Peer {
+    /// Candidates for leading the next round, best first.
+    fn leader_candidates(&self) -> Vec<PeerId> {
+        let mut candidates: Vec<PeerId> = self
+            .known
+            .iter()
+            .filter(|(_, k)| !k.announce.wants_to_join)
+            .map(|(p, _)| *p)
+            .chain([self.me])
+            .collect();
+        let round = self.next_round;
+        candidates.sort_by_key(|p| leader_key(round, *p));
+        candidates
+    }
+
+    /// When this peer will propose if no roster reaches it first.
+    pub(super) fn propose_at(&self) -> Option<Timestamp> {
+        let Stage::Ready { since } = self.stage else {
+            return None;
+        };
+        if self.round.is_some() || self.propose_blocked || self.proposed == Some(self.next_round) {
+            return None;
+        }
+        let rank = self
+            .leader_candidates()
+            .iter()
+            .position(|p| *p == self.me)?;
+        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+        let start = since.max(self.discovery_until);
+        Some(start + self.config.collect_window + self.config.leader_failover * rank)
+    }
+
+    pub(super) fn maybe_propose(&mut self, now: Timestamp) {
+        let Some(at) = self.propose_at() else { return };
+        let candidates = self.leader_candidates();
+        let round = self.next_round;
+        let first = candidates.first() == Some(&self.me);
+        let all_ready = candidates.iter().filter(|p| **p != self.me).all(|p| {
+            self.known.get(p).is_some_and(|k| {
+                k.announce.ready_for == Some(round) && k.announce.state == self.state
+            })
+        });
+        if now >= at || (first && all_ready && now >= self.discovery_until) {
+            self.propose(now);
+        }
+    }
+
+    /// Whether the contributors in `members` include a strict majority of our base committee.
+    pub(super) fn holds_committee_majority(&self, members: &[Member]) -> bool {
+        let Some(committee) = self.state.and_then(|s| self.snapshots.get(&s.round)) else {
+            return false;
+        };
+        let committee = committee.committee();
+        let present = committee
+            .iter()
+            .filter(|p| {
+                members
+                    .binary_search_by(|m| m.peer.cmp(p))
+                    .is_ok_and(|i| members[i].role == Role::Contributor)
+            })
+            .count();
+        if committee.is_empty() {
+            let contributors = members
+                .iter()
+                .filter(|m| m.role == Role::Contributor)
+                .count();
+            contributors >= self.config.genesis_quorum
+        } else {
+            present > committee.len() / 2
+        }
+    }
+
+    fn propose(&mut self, now: Timestamp) {
+        let (Some(base), Some(gradient)) = (self.state, &self.gradient) else {
+            return;
+        };
+        let round = self.next_round;
+        let me = Member {
+            peer: self.me,
+            role: Role::Contributor,
+            bandwidth_bytes_per_s: self.profile.bandwidth_bytes_per_s,
+        };
+        let mut members = vec![me];
+        for (peer, k) in &self.known {
+            let a = &k.announce;
+            let role = if a.wants_to_join {
+                Role::Observer
+            } else if a.state == Some(base) && a.ready_for == Some(round) {
+                Role::Contributor
+            } else {
+                continue;
+            };
+            members.push(Member {
+                peer: *peer,
+                role,
+                bandwidth_bytes_per_s: a.bandwidth_bytes_per_s,
+            });
+        }
+        // Contributors first, then observers, up to the wire bound; then rank order.
+        members.sort_by_key(|m| (m.role, m.peer));
+        members.truncate(ROSTER_MEMBERS_MAX);
+        members.sort_by_key(|m| m.peer);
+        let contributors = members
+            .iter()
+            .filter(|m| m.role == Role::Contributor)
+            .count();
+        let observers = members.len() - contributors;
+        if !self.holds_committee_majority(&members) {
+            // Wait for the next announcement: it may bring a committee member.
+            self.propose_blocked = true;
+            return;
+        }
+        let proposal = Proposal {
+            base,
+            vector_len: gradient.data.len() as u64,
+            members,
+        };
+        for m in &proposal.members {
+            if m.peer != self.me {
+                self.send(m.peer, round, Body::Proposal(proposal.clone()));
+            }
+        }
+        self.proposed = Some(round);
+        self.event(Event::Proposed {
+            round,
+            contributors,
+            observers,
+        });
+        let me = self.me;
+        self.handle_proposal(now, me, round, &proposal);
+    }
+}

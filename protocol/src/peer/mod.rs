@@ -1,0 +1,678 @@
+//! The peer machine: one gradmesh peer's whole protocol — membership, roster agreement, the
+//! round lifecycle, state sync and serving donors — composed from the round and sync machines.
+//!
+//! Lifecycle of a contributing peer, one round at a time:
+//!
+//! | stage       | waits for                                 | then                                   |
+//! |-------------|-------------------------------------------|----------------------------------------|
+//! | `Computing` | the shell's gradient (`handle_gradient`)  | announce *ready*, go to `Ready`        |
+//! | `Ready`     | a roster naming it (or it proposes one)   | start the round, go to `InRound`       |
+//! | `InRound`   | the round to finish                       | commit → `Applying`; abort → `Ready`   |
+//! | `Applying`  | the shell's new state (`handle_state`)    | ask for a gradient, go to `Computing`  |
+//! | `Joining`   | a roster naming it observer, then its sync| load state, apply buffered commits     |
+//!
+//! Round ids count attempts: a round that aborts is retried under the next id with the same
+//! gradient (it was computed on the unchanged state). A peer that learns the mesh committed a
+//! state it does not hold (`Diverged`, or an announcement of a newer state) becomes a joiner: the
+//! next roster names it *observer*, it fetches the roster's base state from the contributors and
+//! receives that round's all-gather, so it holds the committed state one round later and
+//! contributes in the round after — a join takes at most two rounds.
+
+mod leader;
+mod output;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use crate::config::PeerConfig;
+use crate::ids::{PeerId, RoundId};
+use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult};
+use crate::roster::Roster;
+use crate::sync::{SnapshotError, StateSnapshot, StateSync, SyncOutput};
+use crate::time::Timestamp;
+use crate::wire::{Announce, Body, Envelope, Proposal, Role, StateSummary};
+
+pub use output::{Event, Output};
+
+/// Most messages buffered for rounds this peer has not started yet (they arrive before the
+/// roster when the leader is slow to reach us). Bounded so a peer cannot be flooded.
+const EARLY_MESSAGES_MAX: usize = 4 * crate::wire::ROSTER_MEMBERS_MAX;
+
+/// What a peer says about itself in announcements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    /// Usable bandwidth in bytes per second (sizes the span this peer owns).
+    pub bandwidth_bytes_per_s: u64,
+    /// Compute speed, samples per second.
+    pub samples_per_s: u32,
+    /// Samples behind each gradient (the gradient's weight).
+    pub samples_per_step: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Joining,
+    Computing,
+    Ready { since: Timestamp },
+    InRound,
+    Applying { round: RoundId },
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    announce: Announce,
+    seen: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+struct Gradient {
+    base: StateSummary,
+    weight: u32,
+    data: Arc<[f32]>,
+}
+
+/// One peer's protocol state machine. Inputs are `handle_*`, outputs are drained with
+/// [`Peer::poll_output`], and [`Peer::poll_timeout`] says when to call [`Peer::handle_timeout`].
+#[derive(Debug)]
+pub struct Peer {
+    config: PeerConfig,
+    me: PeerId,
+    profile: Profile,
+    stage: Stage,
+    state: Option<StateSummary>,
+    snapshots: BTreeMap<RoundId, StateSnapshot>,
+    next_round: RoundId,
+    gradient: Option<Gradient>,
+    round: Option<ReduceRound>,
+    sync: Option<StateSync>,
+    /// Committed results waiting for the state they apply to (observers syncing, or results
+    /// that arrive while the shell is still applying the previous one), by round.
+    pending: BTreeMap<RoundId, RoundResult>,
+    /// The round being applied by the shell and its contributors (the next state's committee).
+    applying: Option<(RoundId, Vec<PeerId>)>,
+    /// No roster is proposed before this: founders first hear each other's announcements.
+    discovery_until: Timestamp,
+    known: BTreeMap<PeerId, Known>,
+    early: BTreeMap<RoundId, Vec<Envelope>>,
+    early_count: usize,
+    /// The last proposal attempt lacked a committee majority; retry on the next announcement.
+    propose_blocked: bool,
+    /// The last round this peer proposed a roster for; it proposes once per round.
+    proposed: Option<RoundId>,
+    next_announce: Timestamp,
+    outputs: VecDeque<Output>,
+}
+
+impl Peer {
+    /// A founding peer holding `initial` (the serialized initial state, identical on every
+    /// founder), or a joiner when `initial` is `None`.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] if the initial state is too large to snapshot.
+    pub fn new(
+        config: PeerConfig,
+        me: PeerId,
+        profile: Profile,
+        initial: Option<Arc<[u8]>>,
+        now: Timestamp,
+    ) -> Result<Self, SnapshotError> {
+        let announce_interval = config.announce_interval;
+        let mut peer = Self {
+            config,
+            me,
+            profile,
+            stage: Stage::Joining,
+            state: None,
+            snapshots: BTreeMap::new(),
+            next_round: RoundId(1),
+            gradient: None,
+            round: None,
+            sync: None,
+            pending: BTreeMap::new(),
+            applying: None,
+            discovery_until: now + announce_interval,
+            known: BTreeMap::new(),
+            early: BTreeMap::new(),
+            early_count: 0,
+            propose_blocked: false,
+            proposed: None,
+            next_announce: now,
+            outputs: VecDeque::new(),
+        };
+        match initial {
+            Some(bytes) => peer.handle_state(now, RoundId(0), bytes)?,
+            None => peer.announce(now),
+        }
+        Ok(peer)
+    }
+
+    /// This peer's id.
+    #[must_use]
+    pub const fn id(&self) -> PeerId {
+        self.me
+    }
+
+    /// The committed state this peer holds, if any.
+    #[must_use]
+    pub const fn state(&self) -> Option<StateSummary> {
+        self.state
+    }
+
+    /// The round this peer will join next (or is running).
+    #[must_use]
+    pub const fn next_round(&self) -> RoundId {
+        self.next_round
+    }
+
+    /// Whether this peer is waiting to obtain the mesh's state.
+    #[must_use]
+    pub const fn is_joining(&self) -> bool {
+        matches!(self.stage, Stage::Joining)
+    }
+
+    /// The shell applied a round (or loaded the initial state, `round` 0) and now holds `bytes`.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] if the state is too large to snapshot.
+    pub fn handle_state(
+        &mut self,
+        now: Timestamp,
+        round: RoundId,
+        bytes: Arc<[u8]>,
+    ) -> Result<(), SnapshotError> {
+        let committee = match self.applying.take() {
+            Some((r, committee)) if r == round => committee,
+            _ => Vec::new(),
+        };
+        let snapshot = StateSnapshot::new(round, committee, bytes, self.config.state_chunk_bytes)?;
+        self.install(snapshot);
+        if self.stage == (Stage::Applying { round }) || round == RoundId(0) {
+            self.apply_next_pending();
+        }
+        self.announce(now);
+        Ok(())
+    }
+
+    fn install(&mut self, snapshot: StateSnapshot) {
+        let summary = snapshot.summary();
+        self.state = Some(summary);
+        self.snapshots.insert(summary.round, snapshot);
+        while self.snapshots.len() > self.config.snapshots_retained {
+            self.snapshots.pop_first();
+        }
+        if self.next_round <= summary.round {
+            self.next_round = summary.round.next();
+        }
+    }
+
+    fn compute_next(&mut self) {
+        self.gradient = None;
+        self.stage = Stage::Computing;
+        self.outputs.push_back(Output::ComputeGradient {
+            round: self.next_round,
+        });
+    }
+
+    /// The shell's gradient on the current state, with its weight (samples behind it).
+    /// Ignored unless the peer asked for one and its state has not changed since.
+    pub fn handle_gradient(&mut self, now: Timestamp, weight: u32, data: Arc<[f32]>) {
+        let Some(base) = self.state else { return };
+        if self.stage != Stage::Computing || weight == 0 {
+            return;
+        }
+        self.gradient = Some(Gradient { base, weight, data });
+        self.stage = Stage::Ready { since: now };
+        self.announce(now);
+        self.maybe_propose(now);
+    }
+
+    /// A message from `from`, the peer the transport authenticated.
+    pub fn handle_message(&mut self, now: Timestamp, from: PeerId, envelope: Envelope) {
+        if envelope.sender != from {
+            let claimed = envelope.sender;
+            self.event(Event::Impersonation {
+                peer: from,
+                claimed,
+            });
+            return;
+        }
+        let round = envelope.round;
+        match envelope.body {
+            Body::Announce(a) => self.handle_announce(now, from, a),
+            Body::Proposal(p) => self.handle_proposal(now, from, round, &p),
+            Body::StateRequest(req) => {
+                let body = self
+                    .snapshots
+                    .get(&round)
+                    .map_or(Body::StateUnavailable, |s| s.serve(req));
+                self.send(from, round, body);
+            }
+            body @ (Body::StateManifest(_) | Body::StateChunk(_) | Body::StateUnavailable) => {
+                if let Some(sync) = &mut self.sync
+                    && sync.target().round == round
+                {
+                    sync.handle_message(now, from, body);
+                }
+            }
+            body => self.route_round_message(now, Envelope { body, ..envelope }),
+        }
+        self.pump(now);
+    }
+
+    fn route_round_message(&mut self, now: Timestamp, envelope: Envelope) {
+        let current = self.round.as_ref().map(ReduceRound::round);
+        if Some(envelope.round) == current {
+            if let Some(round) = &mut self.round {
+                round.handle_message(now, envelope.sender, envelope.body);
+            }
+        } else if envelope.round >= self.next_round
+            && current.is_none_or(|c| envelope.round > c)
+            && self.early_count < EARLY_MESSAGES_MAX
+        {
+            self.early_count += 1;
+            self.early.entry(envelope.round).or_default().push(envelope);
+        }
+    }
+
+    fn handle_announce(&mut self, now: Timestamp, from: PeerId, a: Announce) {
+        let theirs = a.state;
+        let ready_for = a.ready_for;
+        self.known.insert(
+            from,
+            Known {
+                announce: a,
+                seen: now,
+            },
+        );
+        self.propose_blocked = false;
+        if self.check_behind(now) {
+            return;
+        }
+        self.maybe_start_sync(now);
+        // Same state, further ahead in round ids: a round happened (and aborted) without us, or
+        // we were slow. Our gradient is still valid; follow the round id.
+        if theirs == self.state
+            && let Some(r) = ready_for
+            && r > self.next_round
+            && matches!(self.stage, Stage::Ready { .. } | Stage::Computing)
+        {
+            self.next_round = r;
+            if let Stage::Ready { .. } = self.stage {
+                self.stage = Stage::Ready { since: now };
+                self.announce(now);
+            }
+        }
+        self.maybe_propose(now);
+    }
+
+    /// Becomes a joiner if a live peer announces a newer state than ours: rounds were committed
+    /// without us. Not while a round or an apply is in flight (those may be about to catch up).
+    fn check_behind(&mut self, now: Timestamp) -> bool {
+        if matches!(
+            self.stage,
+            Stage::InRound | Stage::Applying { .. } | Stage::Joining
+        ) {
+            return false;
+        }
+        let mine = self.state.map(|s| s.round);
+        let behind = self
+            .known
+            .values()
+            .filter_map(|k| k.announce.state)
+            .any(|s| mine.is_none_or(|m| s.round > m));
+        if behind {
+            self.become_joiner(now);
+        }
+        behind
+    }
+
+    fn become_joiner(&mut self, now: Timestamp) {
+        if self.stage != Stage::Joining {
+            self.stage = Stage::Joining;
+            self.gradient = None;
+            self.announce(now);
+        }
+        self.maybe_start_sync(now);
+    }
+
+    /// A joiner that is not syncing fetches the newest state live peers announce, from the peers
+    /// announcing it. It need not wait for a roster: a mesh whose committee needs this peer could
+    /// otherwise never propose one.
+    fn maybe_start_sync(&mut self, now: Timestamp) {
+        if self.stage != Stage::Joining || self.sync.is_some() || self.round.is_some() {
+            return;
+        }
+        let mut tally: BTreeMap<StateSummary, Vec<PeerId>> = BTreeMap::new();
+        for (peer, k) in &self.known {
+            if let Some(s) = k.announce.state
+                && !k.announce.wants_to_join
+            {
+                tally.entry(s).or_default().push(*peer);
+            }
+        }
+        // Newest round first; among equals, the state most peers announce.
+        let best = tally.into_iter().max_by(|a, b| {
+            (a.0.round, a.1.len(), std::cmp::Reverse(a.0.digest)).cmp(&(
+                b.0.round,
+                b.1.len(),
+                std::cmp::Reverse(b.0.digest),
+            ))
+        });
+        let Some((target, donors)) = best else { return };
+        if self.state.is_some_and(|s| s.round >= target.round) {
+            return;
+        }
+        self.event(Event::SyncStarted {
+            target,
+            donors: donors.len(),
+        });
+        self.pending.retain(|r, _| *r > target.round);
+        self.sync = Some(StateSync::start(&self.config, target, donors, now));
+    }
+
+    fn handle_proposal(&mut self, now: Timestamp, from: PeerId, round: RoundId, p: &Proposal) {
+        if round < self.next_round || self.round.is_some() {
+            return;
+        }
+        let roster = match Roster::from_proposal(round, p) {
+            Ok(r) => Arc::new(r),
+            Err(error) => {
+                return self.event(Event::BadProposal {
+                    peer: from,
+                    round,
+                    error,
+                });
+            }
+        };
+        match roster.role(self.me) {
+            Some(Role::Contributor) => self.start_contributing(now, roster),
+            Some(Role::Observer) => self.start_observing(now, roster),
+            None => {
+                if self.state.is_none_or(|s| s.round < roster.base().round) {
+                    self.become_joiner(now);
+                }
+            }
+        }
+    }
+
+    fn start_contributing(&mut self, now: Timestamp, roster: Arc<Roster>) {
+        let Some(g) = &self.gradient else { return };
+        let fits = matches!(self.stage, Stage::Ready { .. })
+            && g.base == roster.base()
+            && g.data.len() == roster.vector_len()
+            && self.holds_committee_majority(roster.members());
+        if !fits {
+            return;
+        }
+        let local = Some((g.weight, g.data.clone()));
+        let committee = self
+            .state
+            .and_then(|s| self.snapshots.get(&s.round))
+            .map(|s| s.committee().to_vec());
+        if committee.is_none() {
+            return;
+        }
+        self.start_round(now, roster, Role::Contributor, local, committee);
+    }
+
+    fn start_observing(&mut self, now: Timestamp, roster: Arc<Roster>) {
+        let base = roster.base();
+        // A peer that just caught up (the leader has not heard yet) observes too: it applies this
+        // round's result and contributes from the next one.
+        let caught_up = self.state == Some(base)
+            && matches!(self.stage, Stage::Computing | Stage::Ready { .. });
+        if self.stage != Stage::Joining && !caught_up {
+            return;
+        }
+        // An unfinished sync still serves if the results observed since its target lead to
+        // this roster's base: they are applied in order once the state arrives.
+        let sync_reaches_base = self.sync.as_ref().is_some_and(|s| {
+            s.target() == base
+                || self
+                    .pending
+                    .get(&base.round)
+                    .is_some_and(|r| r.base.round >= s.target().round)
+        });
+        if self.state != Some(base) && !sync_reaches_base {
+            let donors: Vec<PeerId> = roster
+                .contributors()
+                .iter()
+                .copied()
+                .filter(|p| *p != self.me)
+                .collect();
+            self.event(Event::SyncStarted {
+                target: base,
+                donors: donors.len(),
+            });
+            self.pending.clear();
+            self.sync = Some(StateSync::start(&self.config, base, donors, now));
+        }
+        self.start_round(now, roster, Role::Observer, None, None);
+    }
+
+    fn start_round(
+        &mut self,
+        now: Timestamp,
+        roster: Arc<Roster>,
+        role: Role,
+        local: Option<(u32, Arc<[f32]>)>,
+        committee: Option<Vec<PeerId>>,
+    ) {
+        let round_id = roster.round();
+        let contributors = roster.contributors().len();
+        let members = roster.members().len();
+        let Ok(round) = ReduceRound::start(&self.config, roster, self.me, now, local, committee)
+        else {
+            return;
+        };
+        self.round = Some(round);
+        self.next_round = round_id;
+        if role == Role::Contributor {
+            self.stage = Stage::InRound;
+        }
+        self.event(Event::RoundStarted {
+            round: round_id,
+            role,
+            contributors,
+            members,
+        });
+        self.early.retain(|r, _| *r >= round_id);
+        let early = self.early.remove(&round_id).unwrap_or_default();
+        self.early_count = self.early.values().map(Vec::len).sum();
+        for envelope in early {
+            if let Some(round) = &mut self.round {
+                round.handle_message(now, envelope.sender, envelope.body);
+            }
+        }
+    }
+
+    /// Fires every deadline at or before `now`; spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if now >= self.next_announce {
+            self.forget_silent(now);
+            self.announce(now);
+        }
+        if let Some(round) = &mut self.round {
+            round.handle_timeout(now);
+        }
+        if let Some(sync) = &mut self.sync {
+            sync.handle_timeout(now);
+        }
+        self.maybe_propose(now);
+        self.pump(now);
+    }
+
+    fn forget_silent(&mut self, now: Timestamp) {
+        let ttl = self.config.peer_ttl;
+        self.known
+            .retain(|_, k| now.saturating_since(k.seen) <= ttl);
+    }
+
+    /// The next action, or `None` when drained.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest time at which [`Peer::handle_timeout`] has work to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        [
+            Some(self.next_announce),
+            self.round.as_ref().and_then(ReduceRound::poll_timeout),
+            self.sync.as_ref().and_then(StateSync::poll_timeout),
+            self.propose_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn announce(&mut self, now: Timestamp) {
+        let ready_for = matches!(self.stage, Stage::Ready { .. }).then_some(self.next_round);
+        let announce = Announce {
+            state: self.state,
+            ready_for,
+            wants_to_join: self.stage == Stage::Joining,
+            bandwidth_bytes_per_s: self.profile.bandwidth_bytes_per_s,
+            samples_per_s: self.profile.samples_per_s,
+            samples_per_step: self.profile.samples_per_step,
+        };
+        let envelope = Envelope::new(self.me, self.next_round, Body::Announce(announce));
+        self.outputs.push_back(Output::Broadcast { envelope });
+        self.next_announce = now + self.config.announce_interval;
+    }
+
+    fn send(&mut self, to: PeerId, round: RoundId, body: Body) {
+        let envelope = Envelope::new(self.me, round, body);
+        self.outputs.push_back(Output::Send { to, envelope });
+    }
+
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    /// Moves the sub-machines' outputs into ours and reacts to their conclusions.
+    fn pump(&mut self, now: Timestamp) {
+        while let Some(out) = self.round.as_mut().and_then(ReduceRound::poll_output) {
+            let round = self.next_round;
+            match out {
+                RoundOutput::Send { to, body } => self.send(to, round, body),
+                RoundOutput::Rejected { peer, reason } => {
+                    self.event(Event::Rejected {
+                        peer,
+                        round,
+                        reason,
+                    });
+                }
+                RoundOutput::Finished(outcome) => self.finish_round(now, outcome),
+            }
+        }
+        while let Some(out) = self.sync.as_mut().and_then(StateSync::poll_output) {
+            let round = self.sync.as_ref().map_or(RoundId(0), |s| s.target().round);
+            match out {
+                SyncOutput::Send { to, body } => self.send(to, round, body),
+                SyncOutput::DonorDropped { peer, fault } => {
+                    self.event(Event::DonorDropped { peer, fault });
+                }
+                SyncOutput::Done(snapshot) => self.finish_sync(now, snapshot),
+                SyncOutput::Failed => {
+                    if let Some(target) = self.sync.take().map(|s| s.target()) {
+                        self.event(Event::SyncFailed { target });
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_round(&mut self, now: Timestamp, outcome: RoundOutcome) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let id = round.round();
+        let contributor = round.roster().role(self.me) == Some(Role::Contributor);
+        self.next_round = id.next();
+        match outcome {
+            RoundOutcome::Committed(result) => {
+                let contributors = result
+                    .spans
+                    .iter()
+                    .flat_map(|s| &s.contributors)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
+                self.event(Event::RoundCommitted {
+                    round: id,
+                    digest: result.digest,
+                    contributors,
+                });
+                self.apply_or_buffer(result);
+            }
+            RoundOutcome::Aborted { reason } => {
+                self.event(Event::RoundAborted { round: id, reason });
+                if contributor {
+                    self.stage = Stage::Ready { since: now };
+                    self.check_behind(now);
+                } else if self.sync.is_none() && self.state == Some(round.roster().base()) {
+                    // An observer that finished its sync during an aborted round is current.
+                    self.apply_next_pending();
+                }
+            }
+            RoundOutcome::Diverged { committed } => {
+                self.event(Event::Diverged {
+                    round: id,
+                    committed,
+                });
+                self.become_joiner(now);
+            }
+        }
+        self.announce(now);
+    }
+
+    /// Applies a committed result now if the shell is idle and holds its base state; keeps it
+    /// while a sync or an earlier apply is in flight.
+    fn apply_or_buffer(&mut self, result: RoundResult) {
+        let busy = self.sync.is_some() || matches!(self.stage, Stage::Applying { .. });
+        if busy {
+            self.pending.insert(result.round, result);
+        } else if self.state == Some(result.base) {
+            self.begin_apply(result);
+        }
+    }
+
+    /// After a state change: applies the next buffered result built on it, or asks for a
+    /// gradient on the new state.
+    fn apply_next_pending(&mut self) {
+        let Some(state) = self.state else { return };
+        self.pending.retain(|r, _| *r > state.round);
+        let next = self
+            .pending
+            .iter()
+            .find(|(_, r)| r.base == state)
+            .map(|(r, _)| *r);
+        if let Some(result) = next.and_then(|r| self.pending.remove(&r)) {
+            self.begin_apply(result);
+        } else if self.sync.is_none() {
+            self.pending.clear();
+            self.compute_next();
+        }
+    }
+
+    fn begin_apply(&mut self, result: RoundResult) {
+        self.applying = Some((result.round, result.committee.clone()));
+        self.stage = Stage::Applying {
+            round: result.round,
+        };
+        self.outputs.push_back(Output::ApplyRound(result));
+    }
+
+    fn finish_sync(&mut self, now: Timestamp, snapshot: StateSnapshot) {
+        self.sync = None;
+        self.outputs.push_back(Output::LoadState(snapshot.clone()));
+        self.install(snapshot);
+        self.apply_next_pending();
+        self.announce(now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

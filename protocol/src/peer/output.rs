@@ -1,0 +1,129 @@
+//! What a peer machine asks of its shell, and what it reports.
+
+use crate::ids::{Digest, PeerId, RoundId};
+use crate::reduce::{AbortReason, RejectReason, RoundResult};
+use crate::roster::RosterError;
+use crate::sync::{DonorFault, StateSnapshot};
+use crate::wire::{Envelope, Role, StateSummary};
+
+/// An action for the shell. Drain with [`super::Peer::poll_output`] after every input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send to one peer over the direct frame protocol.
+    Send {
+        /// Recipient.
+        to: PeerId,
+        /// Message.
+        envelope: Envelope,
+    },
+    /// Publish to every peer over gossip (announcements only).
+    Broadcast {
+        /// Message.
+        envelope: Envelope,
+    },
+    /// Compute a gradient on the current state; answer with [`super::Peer::handle_gradient`].
+    ComputeGradient {
+        /// The round it is for (informational: a gradient stays valid while the state does).
+        round: RoundId,
+    },
+    /// Replace the local state with this verified snapshot (parameters and optimizer state).
+    LoadState(StateSnapshot),
+    /// Apply this committed average (optimizer step), then report the new state with
+    /// [`super::Peer::handle_state`].
+    ApplyRound(RoundResult),
+    /// Something worth logging or counting; requires no action.
+    Event(Event),
+}
+
+/// Observable protocol events.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// This peer accepted a roster.
+    RoundStarted {
+        /// Round.
+        round: RoundId,
+        /// Our role.
+        role: Role,
+        /// Contributors in the roster.
+        contributors: usize,
+        /// Members in the roster (contributors and observers).
+        members: usize,
+    },
+    /// The round committed this result.
+    RoundCommitted {
+        /// Round.
+        round: RoundId,
+        /// Result digest.
+        digest: Digest,
+        /// Contributors whose gradients it averages (in at least one span).
+        contributors: usize,
+    },
+    /// The round ended without a result; the state is unchanged.
+    RoundAborted {
+        /// Round.
+        round: RoundId,
+        /// Why.
+        reason: AbortReason,
+    },
+    /// The mesh committed a result this peer does not hold; it will resync.
+    Diverged {
+        /// Round.
+        round: RoundId,
+        /// The committed digest.
+        committed: Digest,
+    },
+    /// A message from `peer` was refused.
+    Rejected {
+        /// Sender.
+        peer: PeerId,
+        /// Round of the message.
+        round: RoundId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A roster proposal from `peer` was malformed.
+    BadProposal {
+        /// Proposer.
+        peer: PeerId,
+        /// Round.
+        round: RoundId,
+        /// The violated rule.
+        error: RosterError,
+    },
+    /// A message's claimed sender differs from the transport's authenticated peer.
+    Impersonation {
+        /// Authenticated transport peer.
+        peer: PeerId,
+        /// Claimed sender.
+        claimed: PeerId,
+    },
+    /// This peer needs the mesh's state and started fetching it.
+    SyncStarted {
+        /// The target state.
+        target: StateSummary,
+        /// Donors.
+        donors: usize,
+    },
+    /// A state donor was dropped.
+    DonorDropped {
+        /// Donor.
+        peer: PeerId,
+        /// Why.
+        fault: DonorFault,
+    },
+    /// Every donor failed; the peer will try again with the next roster.
+    SyncFailed {
+        /// The target state.
+        target: StateSummary,
+    },
+    /// This peer proposed the roster of a round.
+    Proposed {
+        /// Round.
+        round: RoundId,
+        /// Contributors named.
+        contributors: usize,
+        /// Observers named.
+        observers: usize,
+    },
+}
