@@ -76,7 +76,7 @@ pub enum Body {
     Reduced(Reduced),
     /// The sender still lacks this reduced span at the failover deadline; a member holding it
     /// answers with [`Body::Reduced`].
-    SpanRequest(u32),
+    SpanRequest(SpanRequest),
     /// The sender's digest of the full reduced vector.
     Vote(Vote),
     /// The sender saw a quorum of votes for this digest and committed it.
@@ -152,6 +152,10 @@ pub struct Proposal {
 /// A sender's slice of one span.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
+    /// The roster this belongs to ([`crate::roster::Roster::digest`]): rosters of one round can
+    /// differ while leaders disagree, and a slice must never be averaged into another roster's
+    /// span of the same index.
+    pub roster: Digest,
     /// Which span.
     pub span: u32,
     /// Samples behind this gradient (its weight in the mean).
@@ -166,6 +170,8 @@ pub struct Contribution {
 /// A span's reduced values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reduced {
+    /// The roster this belongs to.
+    pub roster: Digest,
     /// Which span.
     pub span: u32,
     /// Bitmap over roster ranks of the contributors included.
@@ -177,6 +183,15 @@ pub struct Reduced {
     /// The weighted mean, sent raw after the header.
     #[serde(skip)]
     pub data: Arc<[f32]>,
+}
+
+/// A request for a reduced span the sender still lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanRequest {
+    /// The roster it belongs to.
+    pub roster: Digest,
+    /// Which span.
+    pub span: u32,
 }
 
 /// A digest of a round's full result.
@@ -504,19 +519,24 @@ mod tests {
                 }],
             }),
             Body::Contribution(Contribution {
+                roster: Digest::of(b"r"),
                 span: 1,
                 weight: 64,
                 floats: 3,
                 data: Arc::from(vec![1.0, -2.5, f32::MIN_POSITIVE]),
             }),
             Body::Reduced(Reduced {
+                roster: Digest::of(b"r"),
                 span: 0,
                 contributors: vec![0b101],
                 total_weight: 128,
                 floats: 2,
                 data: Arc::from(vec![0.5, 0.25]),
             }),
-            Body::SpanRequest(2),
+            Body::SpanRequest(SpanRequest {
+                roster: Digest::of(b"r"),
+                span: 2,
+            }),
             Body::Vote(Vote {
                 result: Digest::of(b"v"),
             }),

@@ -2,14 +2,17 @@
 //!
 //! Each schedule draws a mesh of 2..=16 peers, latencies, message loss, kills (a minority of the
 //! founders, landing anywhere, mid-round included), joins and a partition; faults stop at 4 s and
-//! the mesh then runs 6 s more. The driver checks on every output:
+//! the mesh then runs 8 s more. The driver checks on every output:
 //! (a) every peer that commits round r holds bit-identical bytes, each span equal to the weighted
 //!     mean of the contributions it names (recomputed independently);
 //! (b) no round outlives its timeout on any peer;
 //! (c) a joiner loads only a state the mesh committed;
 //! (d) no two peers hold different states after the same round;
-//! and, in the 6 s after the faults end, that every live peer keeps contributing to commits (a
-//! peer alive for the last 6 s contributed to a committed round in the last 3 s).
+//! and, in the 8 s after the faults end, that every live peer keeps contributing to commits (a
+//! peer alive for the last 8 s contributed to a committed round in the last 4 s, i.e. within
+//! four round timeouts) — unless a
+//! majority of the newest round's contributors is dead, where the protocol halts by design
+//! rather than risk two histories; such runs are counted and printed.
 //!
 //! `GRADMESH_SCHEDULES` sets the number of schedules (default 2000; `make soak` runs more) and
 //! `GRADMESH_SEED` the seed of the schedule generator, so any failure replays exactly.
@@ -59,7 +62,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
                     joins: joins.into_iter().map(ms).collect(),
                     partition: partition.map(|(start, len, mask)| (ms(start), ms(len), mask)),
                     faults_end: FAULTS_END,
-                    run_for: FAULTS_END + Duration::from_secs(6),
+                    run_for: FAULTS_END + Duration::from_secs(8),
                     through_wire: seed % 4 == 0,
                     config: test_config(),
                 }
@@ -74,10 +77,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[test]
-fn fault_schedules_keep_every_invariant() {
-    let cases = env_u64("GRADMESH_SCHEDULES", 2000);
-    let seed = env_u64("GRADMESH_SEED", 20_261_123);
+/// Runs `cases` schedules drawn from `seed`; two halves run as two tests, one per core.
+fn run_schedules(cases: u64, seed: u64) {
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = Config {
@@ -90,6 +91,7 @@ fn fault_schedules_keep_every_invariant() {
     let commits = AtomicU64::new(0);
     let kills = AtomicU64::new(0);
     let joins = AtomicU64::new(0);
+    let halted = AtomicU64::new(0);
     let result = runner.run(&schedule(), |schedule| {
         ran.fetch_add(1, Ordering::Relaxed);
         let mut driver = Driver::new(schedule.clone());
@@ -97,17 +99,35 @@ fn fault_schedules_keep_every_invariant() {
         commits.fetch_add(driver.checker().commits, Ordering::Relaxed);
         kills.fetch_add(driver.stats().kills, Ordering::Relaxed);
         joins.fetch_add(driver.stats().joins, Ordering::Relaxed);
+        halted.fetch_add(
+            u64::from(driver.checker().halted_by_design),
+            Ordering::Relaxed,
+        );
         prop_assert!(verdict.is_ok(), "{:?} in {:?}", verdict, schedule);
         Ok(())
     });
     println!(
-        "fault schedules: {} run (generator seed {seed}), {} peer commits, {} kills, {} joins",
+        "fault schedules: {} run (generator seed {seed}), {} peer commits, {} kills, {} joins, \
+         {} halted with a majority of the last committee dead (liveness not required)",
         ran.load(Ordering::Relaxed),
         commits.load(Ordering::Relaxed),
         kills.load(Ordering::Relaxed),
         joins.load(Ordering::Relaxed),
+        halted.load(Ordering::Relaxed),
     );
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+#[test]
+fn fault_schedules_keep_every_invariant_first_half() {
+    let cases = env_u64("GRADMESH_SCHEDULES", 2000);
+    run_schedules(cases / 2, env_u64("GRADMESH_SEED", 20_261_123));
+}
+
+#[test]
+fn fault_schedules_keep_every_invariant_second_half() {
+    let cases = env_u64("GRADMESH_SCHEDULES", 2000);
+    run_schedules(cases - cases / 2, env_u64("GRADMESH_SEED", 20_261_123) + 1);
 }

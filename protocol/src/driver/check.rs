@@ -13,6 +13,9 @@ use crate::wire::{StateSummary, WireError};
 
 use super::Node;
 
+/// A gradient and the samples behind it.
+type WeightedGradient = (u32, Arc<[f32]>);
+
 /// A broken invariant, with what is needed to understand it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -78,8 +81,12 @@ pub enum Violation {
 #[derive(Debug, Default)]
 pub struct InvariantChecker {
     round_timeout: Duration,
-    gradients: BTreeMap<(PeerId, StateSummary), (u32, Arc<[f32]>)>,
+    gradients: BTreeMap<(PeerId, StateSummary), WeightedGradient>,
     results: BTreeMap<RoundId, Digest>,
+    committees: BTreeMap<RoundId, Vec<PeerId>>,
+    /// Set when the run ended with a majority of the newest committee dead: the protocol then
+    /// halts by design (it will not risk two histories), so liveness is not required.
+    pub halted_by_design: bool,
     states: BTreeMap<RoundId, Digest>,
     starts: BTreeMap<(usize, RoundId), Timestamp>,
     killed: BTreeSet<usize>,
@@ -218,6 +225,8 @@ impl InvariantChecker {
             Some(_) => return,
             None => {
                 self.results.insert(result.round, result.digest);
+                self.committees
+                    .insert(result.round, result.committee.clone());
             }
         }
         for span in &result.spans {
@@ -293,6 +302,16 @@ impl InvariantChecker {
     ) -> Result<(), Violation> {
         if let Some(v) = &self.violation {
             return Err(v.clone());
+        }
+        if let Some((_, committee)) = self.committees.last_key_value() {
+            let alive = committee
+                .iter()
+                .filter(|p| nodes.iter().any(|n| n.id == **p && n.is_alive()))
+                .count();
+            if alive <= committee.len() / 2 {
+                self.halted_by_design = true;
+                return Ok(());
+            }
         }
         for n in nodes.iter().filter(|n| n.is_alive()) {
             let born = self.born.get(&n.index).copied().unwrap_or(Timestamp::ZERO);

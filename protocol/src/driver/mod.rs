@@ -92,7 +92,7 @@ pub fn test_config() -> PeerConfig {
         .scaled_to(Duration::from_secs(1))
         .announce_interval(Duration::from_millis(250))
         .peer_ttl(Duration::from_millis(1000))
-        .collect_window(Duration::from_millis(60))
+        .collect_window(Duration::from_millis(150))
         .state_chunk_bytes(64)
         .build()
         .unwrap_or_default()
@@ -332,10 +332,7 @@ impl Driver {
     /// Drains node `i`'s outputs into the network and its shell, then rearms its timer.
     fn drain(&mut self, i: usize) {
         let now = self.now;
-        loop {
-            let Some(out) = self.nodes[i].peer.as_mut().and_then(Peer::poll_output) else {
-                break;
-            };
+        while let Some(out) = self.nodes[i].peer.as_mut().and_then(Peer::poll_output) {
             match out {
                 Output::Send { to, envelope } => self.transmit(i, to, envelope),
                 Output::Broadcast { envelope } => {

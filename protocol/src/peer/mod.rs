@@ -27,7 +27,7 @@ use std::sync::Arc;
 use crate::config::PeerConfig;
 use crate::ids::{PeerId, RoundId};
 use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult};
-use crate::roster::Roster;
+use crate::roster::{Roster, leader_key};
 use crate::sync::{SnapshotError, StateSnapshot, StateSync, SyncOutput};
 use crate::time::Timestamp;
 use crate::wire::{Announce, Body, Envelope, Proposal, Role, StateSummary};
@@ -97,6 +97,8 @@ pub struct Peer {
     early_count: usize,
     /// The last proposal attempt lacked a committee majority; retry on the next announcement.
     propose_blocked: bool,
+    /// Who proposed the roster of the running round.
+    round_leader: Option<PeerId>,
     /// The last round this peer proposed a roster for; it proposes once per round.
     proposed: Option<RoundId>,
     next_announce: Timestamp,
@@ -135,6 +137,7 @@ impl Peer {
             early: BTreeMap::new(),
             early_count: 0,
             propose_blocked: false,
+            round_leader: None,
             proposed: None,
             next_announce: now,
             outputs: VecDeque::new(),
@@ -285,6 +288,16 @@ impl Peer {
             },
         );
         self.propose_blocked = false;
+        // A member of our round that is already past it will never send its part.
+        if let Some(round) = &mut self.round {
+            let r = round.round();
+            // Ready for a later round on a state older than this round: it gave up on it. (A
+            // state of this round or newer means it committed, perhaps this very round.)
+            let past = ready_for.is_some_and(|x| x > r) && theirs.is_none_or(|s| s.round < r);
+            if past {
+                round.handle_desertion(from);
+            }
+        }
         if self.check_behind(now) {
             return;
         }
@@ -359,6 +372,11 @@ impl Peer {
             ))
         });
         let Some((target, donors)) = best else { return };
+        // The initial state is the founders' own: a peer that fetches it would count as a
+        // founder in the first round's genesis quorum. Joiners wait for the first commit.
+        if target.round == RoundId(0) {
+            return;
+        }
         if self.state.is_some_and(|s| s.round >= target.round) {
             return;
         }
@@ -371,7 +389,7 @@ impl Peer {
     }
 
     fn handle_proposal(&mut self, now: Timestamp, from: PeerId, round: RoundId, p: &Proposal) {
-        if round < self.next_round || self.round.is_some() {
+        if round < self.next_round || !self.may_supersede(now, from, round) {
             return;
         }
         let roster = match Roster::from_proposal(round, p) {
@@ -393,6 +411,33 @@ impl Peer {
                 }
             }
         }
+        if self.round.as_ref().is_some_and(|r| r.round() == round) {
+            self.round_leader = Some(from);
+        }
+    }
+
+    /// Whether a proposal for `round` from `from` may be taken up: always when no round runs;
+    /// when ours is the same round under a worse-ranked leader and we have not voted yet, we
+    /// abandon ours for it. Before voting a peer has committed to nothing (its parts are bound
+    /// to the roster's digest), so switching keeps every quorum argument intact, and peers
+    /// that disagreed about the leader converge on the best-ranked one.
+    fn may_supersede(&mut self, now: Timestamp, from: PeerId, round: RoundId) -> bool {
+        let Some(current) = &self.round else {
+            return true;
+        };
+        let better = current.round() == round
+            && !current.has_voted()
+            && current.roster().role(self.me) == Some(Role::Contributor)
+            && self
+                .round_leader
+                .is_some_and(|l| leader_key(round, from) < leader_key(round, l));
+        if better {
+            self.round = None;
+            self.stage = Stage::Ready { since: now };
+            let reason = crate::reduce::AbortReason::Superseded;
+            self.event(Event::RoundAborted { round, reason });
+        }
+        better
     }
 
     fn start_contributing(&mut self, now: Timestamp, roster: Arc<Roster>) {
@@ -469,6 +514,8 @@ impl Peer {
         self.next_round = round_id;
         if role == Role::Contributor {
             self.stage = Stage::InRound;
+            // Tell would-be leaders we are busy, so they stop counting us as ready.
+            self.announce(now);
         }
         self.event(Event::RoundStarted {
             round: round_id,

@@ -39,7 +39,7 @@ use crate::config::PeerConfig;
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::roster::Roster;
 use crate::time::Timestamp;
-use crate::wire::{Body, Contribution, Reduced, Role, Vote};
+use crate::wire::{Body, Contribution, Reduced, Role, SpanRequest, Vote};
 
 use span::{OwnedSpan, reduce_span, validate_values};
 pub use span::{ReducedSpan, SpanResult};
@@ -114,6 +114,10 @@ pub enum AbortReason {
     MissingSpans,
     /// All spans arrived but no digest reached a quorum of votes.
     NoQuorum,
+    /// So many contributors moved past this round that no quorum is possible any more.
+    Deserted,
+    /// A better-ranked leader's roster for the same round arrived before this peer voted.
+    Superseded,
 }
 
 /// The committed result of a round: bit-identical on every peer that commits it.
@@ -182,6 +186,8 @@ pub struct ReduceRound {
     requested: BTreeSet<usize>,
     votes: BTreeMap<PeerId, Digest>,
     commit_claims: BTreeSet<Digest>,
+    /// Contributors known to have moved past this round without us.
+    deserted: BTreeSet<PeerId>,
     finished: bool,
     outputs: VecDeque<RoundOutput>,
 }
@@ -238,6 +244,7 @@ impl ReduceRound {
             requested: BTreeSet::new(),
             votes: BTreeMap::new(),
             commit_claims: BTreeSet::new(),
+            deserted: BTreeSet::new(),
             finished: false,
             outputs: VecDeque::new(),
         };
@@ -263,6 +270,12 @@ impl ReduceRound {
         self.finished
     }
 
+    /// Whether this peer has voted (it has the full result); it may not switch rosters after.
+    #[must_use]
+    pub const fn has_voted(&self) -> bool {
+        self.result.is_some()
+    }
+
     /// The hard deadline of this round.
     #[must_use]
     pub const fn deadline(&self) -> Timestamp {
@@ -283,7 +296,7 @@ impl ReduceRound {
                 self.owned.insert(j, own);
             } else {
                 let to = self.roster.contributors()[j];
-                self.send(to, contribution(j, weight, data));
+                self.send(to, contribution(self.roster.digest(), j, weight, data));
             }
         }
         self.try_reduce(rank, Timestamp::ZERO);
@@ -317,10 +330,21 @@ impl ReduceRound {
         if self.finished {
             return;
         }
+        // Parts of another roster for this round (leaders disagreed) are not ours to judge.
+        let roster = self.roster.digest();
+        let foreign = match &body {
+            Body::Contribution(c) => c.roster != roster,
+            Body::Reduced(r) => r.roster != roster,
+            Body::SpanRequest(s) => s.roster != roster,
+            _ => false,
+        };
+        if foreign {
+            return;
+        }
         let verdict = match body {
             Body::Contribution(c) => self.handle_contribution(now, from, c),
             Body::Reduced(r) => self.handle_reduced(from, r),
-            Body::SpanRequest(span) => self.handle_span_request(from, span),
+            Body::SpanRequest(s) => self.handle_span_request(from, s.span),
             Body::Vote(v) => self.handle_vote(from, v.result),
             Body::Commit(v) => self.handle_commit(from, v.result),
             _ => Ok(()),
@@ -362,7 +386,7 @@ impl ReduceRound {
         }
         // A failover contribution: relay the owner's span if we have it, else back it up.
         if let Some(span) = self.reduced[j].clone() {
-            self.send(from, span.to_body(j));
+            self.send(from, span.to_body(self.roster.digest(), j));
             return Ok(());
         }
         self.activate_backup(j);
@@ -414,7 +438,7 @@ impl ReduceRound {
         if let Some(own) = self.owned.get_mut(&j) {
             own.done = true;
         }
-        let body = reduced.to_body(j);
+        let body = reduced.to_body(self.roster.digest(), j);
         self.broadcast(&body);
         self.accept_reduced(j, reduced);
     }
@@ -443,7 +467,7 @@ impl ReduceRound {
         }
         let j = span_index(&self.roster, span)?;
         if let Some(reduced) = &self.reduced[j] {
-            let body = reduced.to_body(j);
+            let body = reduced.to_body(self.roster.digest(), j);
             self.send(from, body);
         }
         Ok(())
@@ -463,7 +487,7 @@ impl ReduceRound {
             own.done = true;
             let requesters: Vec<PeerId> = own.requesters.iter().copied().collect();
             for to in requesters {
-                self.send(to, span.to_body(j));
+                self.send(to, span.to_body(self.roster.digest(), j));
             }
         }
         self.reduced[j] = Some(span);
@@ -565,6 +589,29 @@ impl ReduceRound {
         self.outputs.push_back(RoundOutput::Finished(outcome));
     }
 
+    /// `peer` announced a state or readiness past this round: it will not take part any more.
+    /// The round aborts at once when the remaining contributors can no longer form a quorum,
+    /// instead of waiting for its deadline.
+    pub fn handle_desertion(&mut self, peer: PeerId) {
+        if self.finished
+            || self.roster.role(peer) != Some(Role::Contributor)
+            || self.votes.contains_key(&peer)
+        {
+            return;
+        }
+        self.deserted.insert(peer);
+        let remaining = self.roster.contributors().len() - self.deserted.len();
+        let committee_left = self.committee.as_ref().is_none_or(|c| {
+            let left = c.iter().filter(|p| !self.deserted.contains(p)).count();
+            c.is_empty() || left > c.len() / 2
+        });
+        if remaining < self.roster.quorum() || !committee_left {
+            self.finish(RoundOutcome::Aborted {
+                reason: AbortReason::Deserted,
+            });
+        }
+    }
+
     /// Fires every deadline at or before `now`; spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         if self.finished {
@@ -615,7 +662,9 @@ impl ReduceRound {
             .collect();
         for j in missing {
             self.requested.insert(j);
-            self.broadcast(&Body::SpanRequest(u32::try_from(j).unwrap_or(u32::MAX)));
+            let span = u32::try_from(j).unwrap_or(u32::MAX);
+            let roster = self.roster.digest();
+            self.broadcast(&Body::SpanRequest(SpanRequest { roster, span }));
             let Some(backup) = self.roster.backup_owner(j) else {
                 continue;
             };
@@ -627,7 +676,7 @@ impl ReduceRound {
             let (Some((weight, grad)), Some(range)) = (&self.local, self.roster.span(j)) else {
                 continue;
             };
-            let body = contribution(j, *weight, Arc::from(&grad[range]));
+            let body = contribution(self.roster.digest(), j, *weight, Arc::from(&grad[range]));
             self.send(backup, body);
         }
     }
@@ -678,8 +727,9 @@ pub enum StartError {
     },
 }
 
-fn contribution(j: usize, weight: u32, data: Arc<[f32]>) -> Body {
+fn contribution(roster: Digest, j: usize, weight: u32, data: Arc<[f32]>) -> Body {
     Body::Contribution(Contribution {
+        roster,
         span: u32::try_from(j).unwrap_or(u32::MAX),
         weight,
         floats: u32::try_from(data.len()).unwrap_or(u32::MAX),

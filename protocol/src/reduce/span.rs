@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::ids::PeerId;
+use crate::ids::{Digest, PeerId};
 use crate::roster::Roster;
 use crate::wire::{Body, Reduced, f32_bytes};
 
@@ -65,8 +65,9 @@ pub struct ReducedSpan {
 }
 
 impl ReducedSpan {
-    pub(super) fn to_body(&self, j: usize) -> Body {
+    pub(super) fn to_body(&self, roster: Digest, j: usize) -> Body {
         Body::Reduced(Reduced {
+            roster,
             span: u32::try_from(j).unwrap_or(u32::MAX),
             contributors: self.contributors.clone(),
             total_weight: self.total_weight,

@@ -190,7 +190,8 @@ fn nan_contribution_is_rejected_and_named() {
         let range = pump.rounds[0].roster().span(j).expect("span");
         let mut data = vec![0.5f32; range.len()];
         data[0] = f32::NAN;
-        let body = contribution(j, 7, Arc::from(data));
+        let roster = pump.rounds[0].roster().digest();
+        let body = contribution(roster, j, 7, Arc::from(data));
         pump.rounds[j].handle_message(Timestamp::ZERO, bad, body);
     }
     pump.run();
