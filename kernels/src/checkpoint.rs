@@ -225,3 +225,91 @@ pub fn load_checkpoint(path: &Path, layout: &FlatLayout) -> Result<Checkpoint> {
         state,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Device, ModelKind, OptimizerConfig, Trainer};
+
+    fn trainer(seed: u64) -> Trainer {
+        let config = OptimizerConfig::adamw(1e-3, 0.9, 0.999, 1e-8, 0.0).unwrap();
+        Trainer::new(ModelKind::Mlp, config, Device::Cpu, seed).unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_is_byte_deterministic() {
+        let t = trainer(1);
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
+        let checkpoint = t.checkpoint(3, MeshDigest([7; 32]));
+        write_checkpoint(&a, &checkpoint, t.layout()).unwrap();
+        write_checkpoint(&b, &checkpoint, t.layout()).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert_eq!(load_checkpoint(&a, t.layout()).unwrap(), checkpoint);
+        assert!(
+            !temp_path(&a).exists(),
+            "the temporary file is renamed away"
+        );
+    }
+
+    #[test]
+    fn crash_before_rename_keeps_the_previous_checkpoint() {
+        let (old, new) = (trainer(1), trainer(2));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        let previous = old.checkpoint(1, MeshDigest([1; 32]));
+        write_checkpoint(&path, &previous, old.layout()).unwrap();
+
+        // Crash mid-write: a truncated temporary file is left behind and never renamed.
+        let next = encode(&new.checkpoint(2, MeshDigest([2; 32])), new.layout()).unwrap();
+        stage(&path, &next[..next.len() / 2]).unwrap();
+        assert_eq!(load_checkpoint(&path, old.layout()).unwrap(), previous);
+        // Crash after the full write and fsync, before the rename: still the previous one.
+        stage(&path, &next).unwrap();
+        assert_eq!(load_checkpoint(&path, old.layout()).unwrap(), previous);
+        // The next successful write replaces the stale temporary file and the checkpoint.
+        let latest = new.checkpoint(2, MeshDigest([2; 32]));
+        write_checkpoint(&path, &latest, new.layout()).unwrap();
+        assert_eq!(load_checkpoint(&path, new.layout()).unwrap(), latest);
+    }
+
+    #[test]
+    fn load_rejects_damaged_or_foreign_files() {
+        let t = trainer(1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        write_checkpoint(&path, &t.checkpoint(1, MeshDigest([0; 32])), t.layout()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+
+        let truncated = dir.path().join("truncated.safetensors");
+        std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+        assert!(matches!(
+            load_checkpoint(&truncated, t.layout()),
+            Err(KernelError::Safetensors { .. })
+        ));
+
+        let foreign = dir.path().join("foreign.safetensors");
+        let data = [0_u8; 4];
+        let view = TensorView::new(Dtype::F32, vec![1], &data).unwrap();
+        std::fs::write(
+            &foreign,
+            safetensors::serialize([("x", view)], None).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            load_checkpoint(&foreign, t.layout()),
+            Err(KernelError::NotACheckpoint { .. })
+        ));
+
+        let config = OptimizerConfig::sgd(0.1, 0.0, false, 0.0).unwrap();
+        let cnn = Trainer::new(ModelKind::Cnn, config, Device::Cpu, 1).unwrap();
+        assert!(matches!(
+            load_checkpoint(&path, cnn.layout()),
+            Err(KernelError::MissingTensor { .. })
+        ));
+        assert!(load_checkpoint(&dir.path().join("absent"), t.layout()).is_err());
+    }
+}
