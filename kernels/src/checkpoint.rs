@@ -198,8 +198,8 @@ pub fn load_checkpoint(path: &Path, layout: &FlatLayout) -> Result<Checkpoint> {
         let (data, shape) = read_tensor(&file, path, &name, Dtype::F32)?;
         if !shape
             .iter()
-            .map(|&d| d as i64)
-            .eq(span.shape.iter().copied())
+            .map(|&d| i64::try_from(d).ok())
+            .eq(span.shape.iter().map(|&d| Some(d)))
         {
             return Err(bad_shape(&name, &format!("{:?}", span.shape), &shape));
         }
