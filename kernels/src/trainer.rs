@@ -233,3 +233,15 @@ impl Trainer {
 pub fn set_torch_threads(threads: usize) {
     tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX).max(1));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trainer_can_move_to_a_worker_thread() {
+        // The node runs LibTorch work on a SyncArbiter thread, so the trainer must be Send.
+        fn assert_send<T: Send>() {}
+        assert_send::<Trainer>();
+    }
+}
