@@ -2,5 +2,45 @@
 //! optimizers, flat gradient buffers, compression codecs and checkpoints. It never sees the
 //! network. Codecs work on `&[f32]` and expose no LibTorch types, so they build without the
 //! `torch` feature (the simulator uses them to count bytes).
+//!
+//! With `torch` (the default), the node's trainer drives a [`Trainer`]: it computes a loss and
+//! gradients into one flat `f32` buffer, lets the caller all-reduce that buffer, and applies it with
+//! an optimizer of ours that runs over flat buffers in plain Rust, so every peer that applies the
+//! same averaged gradient ends with bit-identical parameters. See `docs/kernels.md`.
 
 pub mod codec;
+
+#[cfg(feature = "torch")]
+mod checkpoint;
+#[cfg(feature = "torch")]
+mod data;
+#[cfg(feature = "torch")]
+mod device;
+#[cfg(feature = "torch")]
+mod diloco;
+#[cfg(feature = "torch")]
+mod error;
+#[cfg(feature = "torch")]
+mod flat;
+#[cfg(feature = "torch")]
+mod model;
+#[cfg(feature = "torch")]
+mod optim;
+#[cfg(feature = "torch")]
+mod state;
+#[cfg(feature = "torch")]
+mod trainer;
+
+#[cfg(feature = "torch")]
+pub use crate::{
+    checkpoint::{Checkpoint, MeshDigest, load_checkpoint, write_checkpoint},
+    data::{Batch, BatchSampler, CharCorpus, Dataset},
+    device::Device,
+    diloco::{DilocoConfig, OuterOptimizer},
+    error::KernelError,
+    flat::{FlatLayout, FlatParams, ParamSpan},
+    model::{ModelKind, TransformerConfig},
+    optim::{Optimizer, OptimizerConfig, OptimizerState},
+    state::TrainingState,
+    trainer::{Trainer, set_torch_threads},
+};

@@ -1,0 +1,94 @@
+//! The one error type of the LibTorch side of the crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading data, training or checkpointing.
+///
+/// File- and peer-derived problems are values of this enum, never panics.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// LibTorch reported an error (shape mismatch, device unavailable, ...).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// Reading or writing a file failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What we were doing (`read`, `write`, `rename`, `fsync`, ...).
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A safetensors file could not be parsed or written.
+    #[error("safetensors {path}: {reason}")]
+    Safetensors {
+        /// The file concerned.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A tensor we need is absent from a file.
+    #[error("{path}: missing tensor {name}")]
+    MissingTensor {
+        /// The file concerned.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+    },
+    /// A tensor has the wrong dtype or shape.
+    #[error("{name}: expected {expected}, found {found}")]
+    BadTensor {
+        /// The tensor's name.
+        name: String,
+        /// What we require, e.g. `F32 [128, 64]`.
+        expected: String,
+        /// What the file holds.
+        found: String,
+    },
+    /// A checkpoint's header does not name our format.
+    #[error("{path}: not a gradmesh checkpoint (format {found:?})")]
+    NotACheckpoint {
+        /// The file concerned.
+        path: PathBuf,
+        /// The format tag found, if any.
+        found: Option<String>,
+    },
+    /// A flat buffer has a length other than the layout's.
+    #[error("{what}: expected {expected} values, got {found}")]
+    LengthMismatch {
+        /// Which buffer.
+        what: &'static str,
+        /// The layout's element count.
+        expected: usize,
+        /// The buffer's element count.
+        found: usize,
+    },
+    /// Serialized training state is malformed.
+    #[error("training state: {0}")]
+    BadState(&'static str),
+    /// The requested device cannot be used in this process.
+    #[error("device {0} is not available")]
+    DeviceUnavailable(String),
+    /// A device name other than `cpu`, `cuda` or `cuda:N`.
+    #[error("unknown device {0:?} (expected cpu, cuda or cuda:N)")]
+    UnknownDevice(String),
+    /// A data set is too small for the requested batch or context.
+    #[error("data set too small: {0}")]
+    DatasetTooSmall(&'static str),
+    /// An optimizer or DiLoCo hyper-parameter is out of range.
+    #[error("invalid config: {0}")]
+    InvalidConfig(&'static str),
+}
+
+/// Shorthand used across the crate.
+pub(crate) type Result<T, E = KernelError> = std::result::Result<T, E>;
+
+pub(crate) fn io_error(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> KernelError {
+    let path = path.to_path_buf();
+    move |source| KernelError::Io { op, path, source }
+}

@@ -1,0 +1,37 @@
+//! The networks a peer can train. Each is a plain forward function over parameters registered in a
+//! `tch::nn::VarStore`; training, flat buffers and optimizers live in [`crate::Trainer`].
+
+mod cnn;
+mod mlp;
+mod transformer;
+
+use tch::{Tensor, nn};
+
+pub use self::transformer::TransformerConfig;
+
+/// Which network to build. Every kind is constructed under a fixed seed by [`crate::Trainer::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelKind {
+    /// 64→128→10 ReLU MLP for the 8×8 digits (9,610 parameters).
+    Mlp,
+    /// Two 3×3 convolutions (16, 32 channels), 2×2 max-pool, linear 512→10, for the digits.
+    Cnn,
+    /// Byte-level causal transformer for a text corpus.
+    Transformer(TransformerConfig),
+}
+
+/// A network maps a batch's inputs to logits `[B, classes]` or `[B, T, vocab]`.
+pub(crate) trait Network: std::fmt::Debug + Send {
+    fn forward(&self, xs: &Tensor) -> Tensor;
+}
+
+impl ModelKind {
+    pub(crate) fn build(self, root: &nn::Path<'_>) -> Box<dyn Network> {
+        match self {
+            Self::Mlp => Box::new(mlp::Mlp::new(root)),
+            Self::Cnn => Box::new(cnn::Cnn::new(root)),
+            Self::Transformer(config) => Box::new(transformer::Transformer::new(root, config)),
+        }
+    }
+}
