@@ -10,10 +10,12 @@
 //! one `u64` seed ([`rng::SeedTree`]); nothing that reaches an output iterates a hash map.
 #![forbid(unsafe_code)]
 
+pub mod collective;
 pub mod engine;
 pub mod net;
 pub mod rng;
 pub mod time;
+pub mod validate;
 
 pub use engine::{Application, Outbox, RunOutcome, Simulation};
 pub use net::{Delivered, NetConfig, Network, PeerIdx};
