@@ -10,7 +10,9 @@
 //! one `u64` seed ([`rng::SeedTree`]); nothing that reaches an output iterates a hash map.
 #![forbid(unsafe_code)]
 
+pub mod churn;
 pub mod collective;
+pub mod compute;
 pub mod engine;
 pub mod net;
 pub mod rng;
