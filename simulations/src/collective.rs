@@ -271,31 +271,44 @@ pub struct CollectiveMsg {
     pub step: u32,
 }
 
-/// Runs programs for many peers at once (one collective, or many disjoint groups).
+/// Runs the programs of one group of peers for one attempt. State is indexed by the member's
+/// position, so a 10,000-peer run of many small groups costs memory per member, not per peer.
 #[derive(Debug, Default)]
 pub struct Executor {
     attempt: u32,
+    members: Vec<PeerIdx>,
+    /// (peer, position) sorted by peer, for lookups on delivery.
+    index: Vec<(PeerIdx, u32)>,
     programs: Vec<Program>,
     step: Vec<u32>,
     recv: Vec<Vec<u32>>,
     finished_at: Vec<Option<SimTime>>,
-    unfinished: usize,
     is_started: Vec<bool>,
+    unfinished: usize,
 }
 
 impl Executor {
-    /// An executor for `attempt`, where `programs[peer]` is that peer's program (empty for
-    /// non-members). Nothing runs until [`Self::start_peer`].
+    /// An executor for `attempt`, where `programs[k]` is `members[k]`'s program. Nothing runs
+    /// until [`Self::start_peer`].
     #[must_use]
-    pub fn new(attempt: u32, programs: Vec<Program>) -> Self {
-        let n = programs.len();
+    pub fn new(attempt: u32, members: Vec<PeerIdx>, programs: Vec<Program>) -> Self {
+        assert_eq!(members.len(), programs.len(), "one program per member");
+        let n = members.len();
+        let mut index: Vec<(PeerIdx, u32)> =
+            members.iter().zip(0_u32..).map(|(&p, k)| (p, k)).collect();
+        index.sort_unstable();
         Self {
             attempt,
             recv: programs.iter().map(|p| vec![0; p.steps.len()]).collect(),
             unfinished: programs.iter().filter(|p| !p.steps.is_empty()).count(),
+            finished_at: programs
+                .iter()
+                .map(|p| p.steps.is_empty().then_some(SimTime::ZERO))
+                .collect(),
+            members,
+            index,
             programs,
             step: vec![0; n],
-            finished_at: vec![None; n],
             is_started: vec![false; n],
         }
     }
@@ -306,27 +319,48 @@ impl Executor {
         self.attempt
     }
 
+    /// The members in rank order.
+    #[must_use]
+    pub fn members(&self) -> &[PeerIdx] {
+        &self.members
+    }
+
     /// Whether every member has finished.
     #[must_use]
     pub const fn is_done(&self) -> bool {
         self.unfinished == 0
     }
 
+    fn position(&self, peer: PeerIdx) -> Option<usize> {
+        self.index
+            .binary_search_by_key(&peer, |&(p, _)| p)
+            .ok()
+            .map(|i| self.index[i].1 as usize)
+    }
+
+    /// Whether `peer` is a member.
+    #[must_use]
+    pub fn is_member(&self, peer: PeerIdx) -> bool {
+        self.position(peer).is_some()
+    }
+
     /// When `peer` finished, if it has.
     #[must_use]
     pub fn finished_at(&self, peer: PeerIdx) -> Option<SimTime> {
-        self.finished_at.get(peer.get()).copied().flatten()
+        self.position(peer).and_then(|k| self.finished_at[k])
     }
 
     /// Bytes `peer` sends over the whole program.
     #[must_use]
     pub fn bytes_sent(&self, peer: PeerIdx) -> u64 {
-        self.programs[peer.get()]
-            .steps
-            .iter()
-            .flat_map(|s| &s.sends)
-            .map(|s| s.bytes)
-            .sum()
+        self.position(peer).map_or(0, |k| {
+            self.programs[k]
+                .steps
+                .iter()
+                .flat_map(|s| &s.sends)
+                .map(|s| s.bytes)
+                .sum()
+        })
     }
 
     /// `peer` is ready (its gradient is computed): it enters its first step.
@@ -336,12 +370,12 @@ impl Executor {
         peer: PeerIdx,
         out: &mut Outbox<P, T>,
     ) {
-        let i = peer.get();
-        if self.is_started[i] || self.programs[i].steps.is_empty() {
+        let Some(k) = self.position(peer) else { return };
+        if self.is_started[k] || self.programs[k].steps.is_empty() {
             return;
         }
-        self.is_started[i] = true;
-        self.enter_step(now, peer, out);
+        self.is_started[k] = true;
+        self.enter_step(now, k, out);
     }
 
     /// A collective message arrived. Returns `true` if it belonged to this attempt.
@@ -355,13 +389,15 @@ impl Executor {
         if tag.attempt != self.attempt {
             return false;
         }
-        let i = msg.to.get();
-        let Some(count) = self.recv[i].get_mut(tag.step as usize) else {
+        let Some(k) = self.position(msg.to) else {
+            return false;
+        };
+        let Some(count) = self.recv[k].get_mut(tag.step as usize) else {
             return false;
         };
         *count += 1;
-        if self.is_started[i] {
-            self.try_advance(now, msg.to, out);
+        if self.is_started[k] {
+            self.try_advance(now, k, out);
         }
         true
     }
@@ -369,40 +405,37 @@ impl Executor {
     fn enter_step<P: From<CollectiveMsg>, T>(
         &mut self,
         now: SimTime,
-        peer: PeerIdx,
+        k: usize,
         out: &mut Outbox<P, T>,
     ) {
-        let i = peer.get();
-        let s = self.step[i];
-        let step = &self.programs[i].steps[s as usize];
+        let step = &self.programs[k].steps[self.step[k] as usize];
         for m in &step.sends {
             let tag = CollectiveMsg {
                 attempt: self.attempt,
                 step: m.step_at_receiver,
             };
-            out.send(peer, m.to, m.bytes, P::from(tag));
+            out.send(self.members[k], m.to, m.bytes, P::from(tag));
         }
-        self.try_advance(now, peer, out);
+        self.try_advance(now, k, out);
     }
 
     fn try_advance<P: From<CollectiveMsg>, T>(
         &mut self,
         now: SimTime,
-        peer: PeerIdx,
+        k: usize,
         out: &mut Outbox<P, T>,
     ) {
-        let i = peer.get();
-        let s = self.step[i] as usize;
-        let steps = &self.programs[i].steps;
-        if s >= steps.len() || self.recv[i][s] < steps[s].recvs {
+        let s = self.step[k] as usize;
+        let steps = &self.programs[k].steps;
+        if s >= steps.len() || self.recv[k][s] < steps[s].recvs {
             return;
         }
-        self.step[i] += 1;
-        if self.step[i] as usize == steps.len() {
-            self.finished_at[i] = Some(now);
+        self.step[k] += 1;
+        if self.step[k] as usize == steps.len() {
+            self.finished_at[k] = Some(now);
             self.unfinished -= 1;
             return;
         }
-        self.enter_step(now, peer, out);
+        self.enter_step(now, k, out);
     }
 }

@@ -10,12 +10,16 @@
 //! one `u64` seed ([`rng::SeedTree`]); nothing that reaches an output iterates a hash map.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod churn;
 pub mod collective;
 pub mod compute;
 pub mod engine;
 pub mod net;
+pub mod report;
 pub mod rng;
+pub mod runner;
+pub mod scenario;
 pub mod time;
 pub mod validate;
 

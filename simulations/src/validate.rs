@@ -102,7 +102,7 @@ pub fn simulate(
         .map(PeerIdx)
         .collect();
     let programs = collective::programs(algorithm, &members, bytes, None);
-    let exec = Executor::new(0, programs);
+    let exec = Executor::new(0, members.clone(), programs);
     let mut sim = Simulation::new(
         OneShot { exec, members },
         Network::new(config, SeedTree::new(0)),

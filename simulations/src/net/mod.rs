@@ -12,6 +12,7 @@
 //! max-min fair share; it drains `B` bytes (more under [`LossModel::Retransmit`]); then it arrives
 //! after `latency(a, b)`. So an isolated message takes `latency + B / bandwidth`, the α-β cost.
 
+mod buckets;
 mod config;
 mod flow;
 mod maxmin;
@@ -22,12 +23,12 @@ pub use config::{LossModel, NetConfig, NetConfigError, PeerLink, SiteLink};
 
 use crate::rng::{Domain, SeedTree};
 use crate::time::SimTime;
-use core::cmp::Reverse;
+use buckets::TimeBuckets;
 use flow::{FlowSlot, FlowTable, LINKS_PER_FLOW_MAX, NewFlow};
 use maxmin::{Rescheduled, Solver};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 /// A simulated peer, by index into the network configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -100,6 +101,8 @@ struct PeerState {
 /// Per-flow facts the table does not need: kept with the payload.
 #[derive(Debug)]
 struct InTransit<P> {
+    /// Send order: messages completing at one instant are delivered in send order.
+    seq: u64,
     bytes: u64,
     sent_at: SimTime,
     dst_incarnation: u32,
@@ -107,31 +110,12 @@ struct InTransit<P> {
     payload: P,
 }
 
-/// A message that has drained and is propagating; ordered by (arrival, seq) only.
+/// A message that has drained and is propagating.
 #[derive(Debug)]
 struct Propagating<P> {
-    arrive_at: SimTime,
-    seq: u64,
     from: u32,
     to: u32,
     transit: InTransit<P>,
-}
-
-impl<P> PartialEq for Propagating<P> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.arrive_at, self.seq) == (other.arrive_at, other.seq)
-    }
-}
-impl<P> Eq for Propagating<P> {}
-impl<P> PartialOrd for Propagating<P> {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<P> Ord for Propagating<P> {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        (self.arrive_at, self.seq).cmp(&(other.arrive_at, other.seq))
-    }
 }
 
 /// The network model. `P` is the application's payload type.
@@ -141,8 +125,8 @@ pub struct Network<P> {
     table: FlowTable<InTransit<P>>,
     solver: Solver,
     peers: Vec<PeerState>,
-    completions: BinaryHeap<Reverse<Rescheduled>>,
-    propagating: BinaryHeap<Reverse<Propagating<P>>>,
+    completions: TimeBuckets<Rescheduled>,
+    propagating: TimeBuckets<Propagating<P>>,
     ready: VecDeque<Delivered<P>>,
     dirty: Vec<u32>,
     rescheduled: Vec<Rescheduled>,
@@ -173,8 +157,8 @@ impl<P> Network<P> {
             table: FlowTable::new(caps),
             config,
             solver: Solver::default(),
-            completions: BinaryHeap::new(),
-            propagating: BinaryHeap::new(),
+            completions: TimeBuckets::default(),
+            propagating: TimeBuckets::default(),
             ready: VecDeque::new(),
             dirty: Vec::new(),
             rescheduled: Vec::new(),
@@ -238,7 +222,9 @@ impl<P> Network<P> {
             LossModel::Drop { rate } => self.loss_rng.random_bool(rate),
             _ => false,
         };
+        self.seq += 1;
         let transit = InTransit {
+            seq: self.seq,
             bytes,
             sent_at: now,
             dst_incarnation: dst.incarnation,
@@ -290,66 +276,68 @@ impl<P> Network<P> {
 
     fn start_propagation(&mut self, drained_at: SimTime, from: u32, to: u32, t: InTransit<P>) {
         let arrive_at = drained_at.plus_micros(self.config.latency_us(from as usize, to as usize));
-        self.seq += 1;
-        self.propagating.push(Reverse(Propagating {
+        self.propagating.push(
             arrive_at,
-            seq: self.seq,
-            from,
-            to,
-            transit: t,
-        }));
+            Propagating {
+                from,
+                to,
+                transit: t,
+            },
+        );
     }
 
     /// Completes every flow that has drained by `now` and delivers every message that has
     /// arrived by `now`. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: SimTime) {
         self.advance(now);
-        while let Some(&Reverse(top)) = self.completions.peek() {
-            if top.finish_at > now {
-                break;
+        while let Some((at, mut due)) = self.completions.pop_due(now) {
+            let table = &self.table;
+            due.sort_by_key(|r| {
+                table.flows[r.slot as usize]
+                    .message
+                    .as_ref()
+                    .map_or(u64::MAX, |m| m.seq)
+            });
+            for r in &due {
+                let flow = &self.table.flows[r.slot as usize];
+                if !self.table.is_live(r.slot) || flow.version != r.version {
+                    continue; // Superseded by a rate change, or cancelled.
+                }
+                let (src, dst, links, n) = (flow.src, flow.dst, flow.links, flow.n_links);
+                self.dirty.extend_from_slice(&links[..usize::from(n)]);
+                let transit = self.table.remove(r.slot).expect("checked live above");
+                self.start_propagation(at, src, dst, transit);
             }
-            self.completions.pop();
-            let flow = &self.table.flows[top.slot as usize];
-            if !self.table.is_live(top.slot) || flow.version != top.version {
-                continue; // Superseded by a rate change, or cancelled.
-            }
-            let (src, dst, links, n) = (flow.src, flow.dst, flow.links, flow.n_links);
-            self.dirty.extend_from_slice(&links[..usize::from(n)]);
-            let transit = self.table.remove(top.slot).expect("checked live above");
-            self.start_propagation(top.finish_at, src, dst, transit);
+            self.completions.recycle(due);
         }
         self.deliver_arrived(now);
     }
 
     fn deliver_arrived(&mut self, now: SimTime) {
-        while self
-            .propagating
-            .peek()
-            .is_some_and(|Reverse(p)| p.arrive_at <= now)
-        {
-            let Some(Reverse(p)) = self.propagating.pop() else {
-                break;
-            };
-            let (src, dst) = (self.peers[p.from as usize], self.peers[p.to as usize]);
-            let t = p.transit;
-            if t.is_lost
-                || !dst.is_up
-                || dst.incarnation != t.dst_incarnation
-                || src.side != dst.side
-            {
-                self.stats.dropped += 1;
-                continue;
+        while let Some((_, mut arrived)) = self.propagating.pop_due(now) {
+            for p in arrived.drain(..) {
+                self.deliver(p);
             }
-            self.stats.delivered += 1;
-            self.stats.bytes_delivered += t.bytes;
-            self.ready.push_back(Delivered {
-                from: PeerIdx(p.from),
-                to: PeerIdx(p.to),
-                bytes: t.bytes,
-                sent_at: t.sent_at,
-                payload: t.payload,
-            });
+            self.propagating.recycle(arrived);
         }
+    }
+
+    fn deliver(&mut self, p: Propagating<P>) {
+        let (src, dst) = (self.peers[p.from as usize], self.peers[p.to as usize]);
+        let t = p.transit;
+        if t.is_lost || !dst.is_up || dst.incarnation != t.dst_incarnation || src.side != dst.side {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.stats.delivered += 1;
+        self.stats.bytes_delivered += t.bytes;
+        self.ready.push_back(Delivered {
+            from: PeerIdx(p.from),
+            to: PeerIdx(p.to),
+            bytes: t.bytes,
+            sent_at: t.sent_at,
+            payload: t.payload,
+        });
     }
 
     /// The next delivered message, in (arrival time, send order) order.
@@ -366,16 +354,13 @@ impl<P> Network<P> {
         if !self.ready.is_empty() {
             return Some(self.now);
         }
-        while let Some(&Reverse(top)) = self.completions.peek() {
-            let live = self.table.is_live(top.slot)
-                && self.table.flows[top.slot as usize].version == top.version;
-            if live {
-                break;
-            }
-            self.completions.pop();
-        }
-        let flow = self.completions.peek().map(|Reverse(r)| r.finish_at);
-        let arrival = self.propagating.peek().map(|Reverse(p)| p.arrive_at);
+        let table = &self.table;
+        let is_current = |r: &Rescheduled| {
+            table.is_live(r.slot) && table.flows[r.slot as usize].version == r.version
+        };
+        while self.completions.drop_first_if_none(is_current) {}
+        let flow = self.completions.first_time();
+        let arrival = self.propagating.first_time();
         flow.into_iter().chain(arrival).min()
     }
 
@@ -460,8 +445,9 @@ impl<P> Network<P> {
             .recompute(&mut self.table, &dirty, self.now, &mut self.rescheduled);
         dirty.clear();
         self.dirty = dirty;
-        self.completions
-            .extend(self.rescheduled.drain(..).map(Reverse));
+        for r in self.rescheduled.drain(..) {
+            self.completions.push(r.finish_at, r);
+        }
         if self.completions.len() > 2 * self.table.live() + 4096 {
             self.compact_completions();
         }
@@ -470,8 +456,7 @@ impl<P> Network<P> {
     /// Drops superseded completion entries so the heap stays proportional to live flows.
     fn compact_completions(&mut self) {
         let table = &self.table;
-        self.completions.retain(|Reverse(r)| {
-            table.is_live(r.slot) && table.flows[r.slot as usize].version == r.version
-        });
+        self.completions
+            .retain(|r| table.is_live(r.slot) && table.flows[r.slot as usize].version == r.version);
     }
 }
