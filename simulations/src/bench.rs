@@ -5,6 +5,7 @@
 //! replaces it by N(g−1) flows per phase and needs ⌈log_g N⌉ rounds to reach the global mean.
 
 use crate::collective::Algorithm;
+use crate::net::RecomputeScope;
 use crate::runner::{self, RunSummary, grid_dims};
 use crate::scenario::{RawClass, RawScenario, Scenario, ScenarioError};
 
@@ -46,6 +47,8 @@ pub struct BenchConfig {
     pub step_s: f64,
     /// Master seed.
     pub seed: u64,
+    /// Max-min recomputation scope (component by default; global to measure the saving).
+    pub scope: RecomputeScope,
 }
 
 /// What one benchmark shape produced (wall time and memory are measured by the caller).
@@ -107,7 +110,7 @@ pub fn scenario(cfg: &BenchConfig, shape: BenchShape) -> Result<Scenario, Scenar
 /// Runs one shape.
 pub fn run(cfg: &BenchConfig, shape: BenchShape) -> Result<BenchOutcome, ScenarioError> {
     let scenario = scenario(cfg, shape)?;
-    let summary = runner::run(&scenario, cfg.seed, |_| {});
+    let summary = runner::run_with_scope(&scenario, cfg.seed, cfg.scope, |_| {});
     let n = summary.records.len().max(1) as f64;
     let round_s_mean = summary
         .records

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use gradmesh_sim::bench::{self, BenchConfig, BenchShape};
+use gradmesh_sim::net::RecomputeScope;
 use gradmesh_sim::scenario::Scenario;
 use gradmesh_sim::{report, runner, validate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -62,6 +63,10 @@ enum Command {
         /// Master seed (the benchmark is deterministic; this fixes it explicitly).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Recompute max-min rates over all flows at every change (to measure the saving of the
+        /// default connected-component scope).
+        #[arg(long)]
+        global_recompute: bool,
     },
 }
 
@@ -82,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             mbit_s,
             latency_ms,
             seed,
+            global_recompute,
         } => {
             let cfg = BenchConfig {
                 peers,
@@ -91,6 +97,11 @@ fn main() -> anyhow::Result<()> {
                 latency_ms,
                 step_s: 0.0,
                 seed,
+                scope: if global_recompute {
+                    RecomputeScope::Global
+                } else {
+                    RecomputeScope::Component
+                },
             };
             let mut shapes: Vec<BenchShape> = groups.into_iter().map(BenchShape::Moshpit).collect();
             if !no_butterfly {

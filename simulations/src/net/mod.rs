@@ -70,6 +70,19 @@ pub enum SendStatus {
     Partitioned,
 }
 
+/// Which flows a rate recomputation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecomputeScope {
+    /// Only the connected component (links ↔ flows) of the links whose flow set changed. The
+    /// result is identical to a global recomputation: max-min rates of one component do not
+    /// depend on any other component.
+    #[default]
+    Component,
+    /// Every flow, every time: the textbook scheme, kept to measure what the component scope saves.
+    Global,
+}
+
 /// Counters of the network's work, for reports and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -131,6 +144,7 @@ pub struct Network<P> {
     dirty: Vec<u32>,
     rescheduled: Vec<Rescheduled>,
     loss_rng: ChaCha8Rng,
+    scope: RecomputeScope,
     seq: u64,
     now: SimTime,
     stats: NetStats,
@@ -163,10 +177,16 @@ impl<P> Network<P> {
             dirty: Vec::new(),
             rescheduled: Vec::new(),
             loss_rng: seeds.rng(Domain::Loss, 0),
+            scope: RecomputeScope::Component,
             seq: 0,
             now: SimTime::ZERO,
             stats: NetStats::default(),
         }
+    }
+
+    /// Sets which flows a recomputation covers (rates are the same either way; cost differs).
+    pub fn set_recompute_scope(&mut self, scope: RecomputeScope) {
+        self.scope = scope;
     }
 
     /// The validated configuration.
@@ -441,6 +461,10 @@ impl<P> Network<P> {
         }
         self.rescheduled.clear();
         let mut dirty = core::mem::take(&mut self.dirty);
+        if self.scope == RecomputeScope::Global {
+            dirty.clear();
+            dirty.extend(0..u32::try_from(self.table.links.len()).expect("link count fits u32"));
+        }
         self.solver
             .recompute(&mut self.table, &dirty, self.now, &mut self.rescheduled);
         dirty.clear();

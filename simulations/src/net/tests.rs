@@ -189,3 +189,48 @@ fn drop_loss_loses_about_the_configured_fraction() {
         "delivered {delivered} of 2000"
     );
 }
+
+/// Random sends among 24 peers in 3 sites: component-scoped recomputation must give exactly the
+/// same delivery times as recomputing every flow.
+#[test]
+fn component_scope_matches_global_recomputation() {
+    use rand::Rng;
+    let run = |scope: RecomputeScope| {
+        let mut peers = Vec::new();
+        for i in 0..24_u32 {
+            let mut p = peer(
+                MB * f64::from(1 + i % 5),
+                MB * f64::from(2 + i % 3),
+                100 * u64::from(i % 4),
+            );
+            p.site = Some(i % 3);
+            peers.push(p);
+        }
+        let site = SiteLink {
+            up_bytes_per_s: 3.0 * MB,
+            down_bytes_per_s: 5.0 * MB,
+            latency_us: 500,
+        };
+        let config = NetConfig::new(peers, vec![site; 3], LossModel::None).unwrap();
+        let mut n = Network::new(config, SeedTree::new(5));
+        n.set_recompute_scope(scope);
+        let mut rng = SeedTree::new(42).rng(crate::rng::Domain::Runner, 0);
+        let mut got = Vec::new();
+        for step in 0..300_u64 {
+            let at = step * 20_000;
+            got.extend(drain(&mut n, SimTime::from_micros(at)));
+            let (a, b) = (rng.random_range(0..24), rng.random_range(0..24));
+            if a != b {
+                let bytes = f64::from(rng.random_range(1_000..2_000_000_u32));
+                send(&mut n, at, a, b, bytes, "m");
+            }
+        }
+        got.extend(drain(&mut n, SimTime::MAX));
+        (got, n.stats().recompute_visits)
+    };
+    let (component, visits_component) = run(RecomputeScope::Component);
+    let (global, visits_global) = run(RecomputeScope::Global);
+    assert_eq!(component.len(), global.len());
+    assert_eq!(component, global);
+    assert!(visits_component < visits_global);
+}

@@ -20,7 +20,7 @@ use crate::churn::{ChurnProcess, Transition};
 use crate::collective::CollectiveMsg;
 use crate::compute::ComputeModel;
 use crate::engine::{Application, Outbox, RunOutcome, Simulation};
-use crate::net::{Delivered, NetStats, Network, PeerIdx};
+use crate::net::{Delivered, NetStats, Network, PeerIdx, RecomputeScope};
 use crate::rng::{Domain, SeedTree};
 use crate::scenario::{Scenario, Topology};
 use crate::time::SimTime;
@@ -218,9 +218,20 @@ pub struct RunSummary {
 pub const RUN_EVENTS_MAX: u64 = 20_000_000_000;
 
 /// Runs `scenario` with `seed`, calling `on_round` after each commit.
-pub fn run(scenario: &Scenario, seed: u64, mut on_round: impl FnMut(&RoundRecord)) -> RunSummary {
+pub fn run(scenario: &Scenario, seed: u64, on_round: impl FnMut(&RoundRecord)) -> RunSummary {
+    run_with_scope(scenario, seed, RecomputeScope::Component, on_round)
+}
+
+/// [`run`] with a chosen max-min recomputation scope (for measuring its cost).
+pub fn run_with_scope(
+    scenario: &Scenario,
+    seed: u64,
+    scope: RecomputeScope,
+    mut on_round: impl FnMut(&RoundRecord),
+) -> RunSummary {
     let seeds = SeedTree::new(seed);
-    let net = Network::new(scenario.net().clone(), seeds);
+    let mut net = Network::new(scenario.net().clone(), seeds);
+    net.set_recompute_scope(scope);
     let mut sim = Simulation::new(RoundRunner::new(scenario, seeds), net);
     sim.schedule(SimTime::ZERO, RunTimer::Init);
     let t_max = SimTime::from_secs_f64(scenario.max_sim_time_s());
