@@ -8,6 +8,9 @@
 use crate::time::SimTime;
 use std::collections::BTreeMap;
 
+/// Largest bucket buffer kept for reuse, in items.
+const SPARE_CAPACITY_MAX: usize = 4096;
+
 /// Items keyed by due time, FIFO within a time.
 #[derive(Debug)]
 pub(crate) struct TimeBuckets<T> {
@@ -57,23 +60,28 @@ impl<T> TimeBuckets<T> {
     /// Returns a drained bucket's storage for reuse.
     pub(crate) fn recycle(&mut self, mut items: Vec<T>) {
         items.clear();
-        if self.spare.len() < 64 {
+        // Huge batches are rare; keeping their buffers would pin their peak memory forever.
+        if self.spare.len() < 64 && items.capacity() <= SPARE_CAPACITY_MAX {
             self.spare.push(items);
         }
     }
 
-    /// Drops the earliest bucket if no item in it satisfies `keep`; returns whether it did.
-    pub(crate) fn drop_first_if_none(&mut self, keep: impl Fn(&T) -> bool) -> bool {
-        let Some(entry) = self.buckets.first_entry() else {
-            return false;
-        };
-        if entry.get().iter().any(keep) {
-            return false;
+    /// Drops items failing `keep` from the front buckets until the earliest item is kept, so
+    /// [`Self::first_time`] is the time of a kept item. O(1) when the first item is kept.
+    pub(crate) fn prune_front(&mut self, keep: impl Fn(&T) -> bool) {
+        while let Some(mut entry) = self.buckets.first_entry() {
+            if entry.get().first().is_some_and(&keep) {
+                return;
+            }
+            let before = entry.get().len();
+            entry.get_mut().retain(&keep);
+            self.len -= before - entry.get().len();
+            if !entry.get().is_empty() {
+                return;
+            }
+            let items = entry.remove();
+            self.recycle(items);
         }
-        let items = entry.remove();
-        self.len -= items.len();
-        self.recycle(items);
-        true
     }
 
     /// Keeps only items satisfying `keep`, dropping emptied buckets.
@@ -104,7 +112,12 @@ mod tests {
             q.pop_due(SimTime::from_micros(9)),
             Some((SimTime::from_micros(1), vec!['a']))
         );
-        assert!(q.drop_first_if_none(|&c| c == 'z'));
+        q.push(SimTime::from_micros(7), 'x');
+        q.push(SimTime::from_micros(7), 'y');
+        q.prune_front(|&c| c == 'y');
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.first_time(), Some(SimTime::from_micros(7)));
+        q.prune_front(|&c| c == 'z');
         assert_eq!(q.len(), 0);
         assert_eq!(q.first_time(), None);
     }

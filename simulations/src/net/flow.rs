@@ -43,6 +43,8 @@ pub(crate) struct Flow<P> {
     pub(crate) stamp: u32,
     pub(crate) frozen: bool,
     pub(crate) new_rate: f64,
+    /// Send order (unique per network).
+    pub(crate) seq: u64,
     pub(crate) message: Option<P>,
 }
 
@@ -55,6 +57,7 @@ pub(crate) struct NewFlow<P> {
     pub(crate) n_links: u8,
     pub(crate) wire_bytes: f64,
     pub(crate) now: SimTime,
+    pub(crate) seq: u64,
     pub(crate) message: P,
 }
 
@@ -112,6 +115,7 @@ impl<P> FlowTable<P> {
             stamp: 0,
             frozen: false,
             new_rate: 0.0,
+            seq: new.seq,
             message: Some(new.message),
         };
         let slot = match self.free.pop() {
@@ -178,6 +182,7 @@ mod tests {
             n_links: u8::try_from(links.len()).unwrap(),
             wire_bytes: 10.0,
             now: SimTime::ZERO,
+            seq: 0,
             message: src * 100 + dst,
         }
     }

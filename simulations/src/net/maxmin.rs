@@ -5,8 +5,10 @@
 //! flows crossing it freeze at that link's fair share (residual / unfrozen flows), and the others
 //! continue. Processing links in increasing order of fair share with a heap gives exactly that
 //! order, because freezing a flow at the minimal share never lowers another link's share:
-//! (r − s)/(n − 1) ≥ r/n whenever s ≤ r/n. Cost: O((F·k + L) log(F·k)) for the F flows and L links
-//! of the affected component, each flow crossing k ≤ 4 links. Flows in other components keep their
+//! (r − s)/(n − 1) ≥ r/n whenever s ≤ r/n. That monotonicity also permits a lazy heap (entries are
+//! refreshed when popped, not when updated). Cost: O(F·k + L·log L) for the F flows and L links
+//! of the affected component, each flow crossing k ≤ 4 links, plus one heap operation per observed
+//! share rise. Flows in other components keep their
 //! rates, which is what makes a 10,000-peer run of independent groups cheap.
 
 use super::flow::{FlowSlot, FlowTable, LinkIdx};
@@ -34,6 +36,8 @@ pub(crate) struct Rescheduled {
     pub(crate) finish_at: SimTime,
     pub(crate) slot: FlowSlot,
     pub(crate) version: u32,
+    /// The flow's send order, to complete same-instant flows in send order.
+    pub(crate) seq: u64,
 }
 
 impl Solver {
@@ -103,33 +107,23 @@ impl Solver {
         }
         while let Some(Reverse((key, l))) = self.heap.pop() {
             let link = &table.links[l as usize];
-            if link.unfrozen == 0 || share_key(link.residual, link.unfrozen) != key {
-                continue; // Saturated already, or a stale entry superseded by a later push.
+            if link.unfrozen == 0 {
+                continue; // Saturated already.
             }
-            let share = f64::from_bits(key);
+            // Shares only rise while filling, so entries are not pushed on updates: a popped
+            // entry whose link's share has risen since goes back with its current share (lazy
+            // increase-key): one push per link plus one per rise actually observed.
+            let current = share_key(link.residual, link.unfrozen);
+            if f64::from_bits(current) > f64::from_bits(key) * (1.0 + SHARE_TOLERANCE) {
+                self.heap.push(Reverse((current, l)));
+                continue;
+            }
+            let share = f64::from_bits(current);
             for i in 0..table.links[l as usize].flows.len() {
                 let slot = table.links[l as usize].flows[i];
-                if table.flows[slot as usize].frozen {
-                    continue;
+                if !table.flows[slot as usize].frozen {
+                    freeze(table, slot, share);
                 }
-                self.freeze(table, slot, share, l);
-            }
-        }
-    }
-
-    fn freeze<P>(&mut self, table: &mut FlowTable<P>, slot: FlowSlot, share: f64, at: LinkIdx) {
-        let flow = &mut table.flows[slot as usize];
-        flow.frozen = true;
-        flow.new_rate = share;
-        let (links, n) = (flow.links, usize::from(flow.n_links));
-        for &l in &links[..n] {
-            let link = &mut table.links[l as usize];
-            link.residual = (link.residual - share).max(0.0);
-            link.unfrozen -= 1;
-            // The saturating link `at` is being drained right now: no new heap entry for it.
-            if link.unfrozen > 0 && l != at {
-                self.heap
-                    .push(Reverse((share_key(link.residual, link.unfrozen), l)));
             }
         }
     }
@@ -151,8 +145,26 @@ impl Solver {
                 finish_at: now.plus_micros(finish_us),
                 slot,
                 version: flow.version,
+                seq: flow.seq,
             });
         }
+    }
+}
+
+/// Relative slack under which a popped share counts as current: float rounding may make a share
+/// that is mathematically unchanged differ in its last bits.
+const SHARE_TOLERANCE: f64 = 1e-12;
+
+/// Freezes `slot` at `share`, taking it off the residual of every link it crosses.
+fn freeze<P>(table: &mut FlowTable<P>, slot: FlowSlot, share: f64) {
+    let flow = &mut table.flows[slot as usize];
+    flow.frozen = true;
+    flow.new_rate = share;
+    let (links, n) = (flow.links, usize::from(flow.n_links));
+    for &l in &links[..n] {
+        let link = &mut table.links[l as usize];
+        link.residual = (link.residual - share).max(0.0);
+        link.unfrozen -= 1;
     }
 }
 

@@ -272,6 +272,7 @@ impl<P> Network<P> {
             n_links,
             wire_bytes,
             now,
+            seq: transit.seq,
             message: transit,
         });
         self.dirty.extend_from_slice(&links[..usize::from(n_links)]);
@@ -311,13 +312,7 @@ impl<P> Network<P> {
     pub fn handle_timeout(&mut self, now: SimTime) {
         self.advance(now);
         while let Some((at, mut due)) = self.completions.pop_due(now) {
-            let table = &self.table;
-            due.sort_by_key(|r| {
-                table.flows[r.slot as usize]
-                    .message
-                    .as_ref()
-                    .map_or(u64::MAX, |m| m.seq)
-            });
+            due.sort_unstable_by_key(|r| r.seq);
             for r in &due {
                 let flow = &self.table.flows[r.slot as usize];
                 if !self.table.is_live(r.slot) || flow.version != r.version {
@@ -378,7 +373,7 @@ impl<P> Network<P> {
         let is_current = |r: &Rescheduled| {
             table.is_live(r.slot) && table.flows[r.slot as usize].version == r.version
         };
-        while self.completions.drop_first_if_none(is_current) {}
+        self.completions.prune_front(is_current);
         let flow = self.completions.first_time();
         let arrival = self.propagating.first_time();
         flow.into_iter().chain(arrival).min()
