@@ -343,6 +343,62 @@ impl<A: Application> Simulation<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::NetConfig;
+    use crate::rng::SeedTree;
+
+    /// Peers 0 and 1 bounce one 1 kB message forever; counts arrivals.
+    #[derive(Debug, Default)]
+    struct PingPong {
+        arrivals: Vec<(SimTime, PeerIdx)>,
+    }
+
+    impl Application for PingPong {
+        type Payload = u32;
+        type Timer = ();
+
+        fn handle_message(&mut self, now: SimTime, msg: Delivered<u32>, out: &mut Outbox<u32, ()>) {
+            self.arrivals.push((now, msg.to));
+            out.send(msg.to, msg.from, msg.bytes, msg.payload + 1);
+        }
+
+        fn handle_timer(&mut self, _now: SimTime, (): (), out: &mut Outbox<u32, ()>) {
+            out.send(PeerIdx(0), PeerIdx(1), 1_000, 0);
+        }
+    }
+
+    fn ping_pong() -> Simulation<PingPong> {
+        // 1 MB/s and 500 µs per endpoint: each hop is 1 ms of transfer + 1 ms of latency.
+        let config = NetConfig::homogeneous(2, 1e6, 500).unwrap();
+        let mut sim = Simulation::new(PingPong::default(), Network::new(config, SeedTree::new(0)));
+        sim.schedule(SimTime::ZERO, ());
+        sim
+    }
+
+    #[test]
+    fn run_until_stops_on_predicate_or_event_bound_and_time_jumps_per_hop() {
+        let mut sim = ping_pong();
+        let outcome = sim.run_until(|app, _| app.arrivals.len() == 3, 1_000);
+        assert_eq!(outcome, RunOutcome::Reached);
+        let times: Vec<u64> = sim
+            .app()
+            .arrivals
+            .iter()
+            .map(|(t, _)| t.as_micros())
+            .collect();
+        assert_eq!(times, [2_000, 4_000, 6_000]);
+        assert_eq!(sim.app().arrivals[1].1, PeerIdx(0));
+        assert_eq!(sim.run_until(|_, _| false, 10), RunOutcome::EventLimit);
+        assert_eq!(sim.app().arrivals.len(), 13);
+    }
+
+    #[test]
+    fn crashed_receiver_never_gets_the_message_and_the_run_goes_idle() {
+        let mut sim = ping_pong();
+        let _ = sim.run_until(|app, _| app.arrivals.len() == 1, 1_000);
+        sim.net.handle_peer_down(sim.now(), PeerIdx(0));
+        assert_eq!(sim.run_until(|_, _| false, 1_000), RunOutcome::Idle);
+        assert_eq!(sim.app().arrivals.len(), 1);
+    }
 
     #[test]
     fn queue_pops_by_time_then_insertion_order() {
