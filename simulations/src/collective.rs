@@ -8,6 +8,7 @@
 use crate::engine::Outbox;
 use crate::net::{Delivered, PeerIdx};
 use crate::time::SimTime;
+use std::collections::BTreeMap;
 
 /// Which all-reduce shape to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,7 +23,29 @@ pub enum Algorithm {
     AllToAll,
 }
 
+/// When a message may start flowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SendMode {
+    /// As soon as the sender enters its step (hivemind pushes its spans).
+    #[default]
+    Eager,
+    /// Once the receiver has entered the step that consumes it (MPI's rendezvous protocol for
+    /// large messages): a peer still busy with an earlier step is not flooded early.
+    Rendezvous,
+}
+
 impl Algorithm {
+    /// How implementations of this algorithm send: rendezvous for the MPI-style ring and
+    /// butterfly, eager for the hivemind-style all-to-all.
+    #[must_use]
+    pub const fn send_mode(self) -> SendMode {
+        match self {
+            Self::Ring | Self::Butterfly => SendMode::Rendezvous,
+            Self::AllToAll => SendMode::Eager,
+        }
+    }
+
     /// A short lowercase name for tables and CSV.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -285,13 +308,21 @@ pub struct Executor {
     finished_at: Vec<Option<SimTime>>,
     is_started: Vec<bool>,
     unfinished: usize,
+    mode: SendMode,
+    /// Rendezvous sends waiting for their receiver: (receiver position, step) → (sender, bytes).
+    parked: BTreeMap<(usize, u32), Vec<(PeerIdx, u64)>>,
 }
 
 impl Executor {
     /// An executor for `attempt`, where `programs[k]` is `members[k]`'s program. Nothing runs
     /// until [`Self::start_peer`].
     #[must_use]
-    pub fn new(attempt: u32, members: Vec<PeerIdx>, programs: Vec<Program>) -> Self {
+    pub fn new(
+        attempt: u32,
+        members: Vec<PeerIdx>,
+        programs: Vec<Program>,
+        mode: SendMode,
+    ) -> Self {
         assert_eq!(members.len(), programs.len(), "one program per member");
         let n = members.len();
         let mut index: Vec<(PeerIdx, u32)> =
@@ -310,6 +341,8 @@ impl Executor {
             programs,
             step: vec![0; n],
             is_started: vec![false; n],
+            mode,
+            parked: BTreeMap::new(),
         }
     }
 
@@ -408,15 +441,38 @@ impl Executor {
         k: usize,
         out: &mut Outbox<P, T>,
     ) {
-        let step = &self.programs[k].steps[self.step[k] as usize];
+        let s = self.step[k];
+        let from = self.members[k];
+        let step = &self.programs[k].steps[s as usize];
         for m in &step.sends {
+            let receiver = self.position(m.to);
+            let is_posted = receiver.is_none_or(|j| self.has_entered(j, m.step_at_receiver));
+            if self.mode == SendMode::Eager || is_posted {
+                let tag = CollectiveMsg {
+                    attempt: self.attempt,
+                    step: m.step_at_receiver,
+                };
+                out.send(from, m.to, m.bytes, P::from(tag));
+            } else if let Some(j) = receiver {
+                let key = (j, m.step_at_receiver);
+                self.parked.entry(key).or_default().push((from, m.bytes));
+            }
+        }
+        // This peer has now posted step `s`: release what was parked for it.
+        if let Some(waiting) = self.parked.remove(&(k, s)) {
             let tag = CollectiveMsg {
                 attempt: self.attempt,
-                step: m.step_at_receiver,
+                step: s,
             };
-            out.send(self.members[k], m.to, m.bytes, P::from(tag));
+            for (sender, bytes) in waiting {
+                out.send(sender, from, bytes, P::from(tag));
+            }
         }
         self.try_advance(now, k, out);
+    }
+
+    fn has_entered(&self, j: usize, step: u32) -> bool {
+        self.is_started[j] && self.step[j] >= step
     }
 
     fn try_advance<P: From<CollectiveMsg>, T>(

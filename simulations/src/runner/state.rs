@@ -197,7 +197,8 @@ impl RoundRunner {
         );
         let attempt = self.next_attempt;
         self.next_attempt += 1;
-        let mut exec = Executor::new(attempt, group.members.clone(), programs);
+        let mode = algorithm.send_mode();
+        let mut exec = Executor::new(attempt, group.members.clone(), programs, mode);
         for &m in &group.members {
             exec.start_peer(now, m, out);
         }
