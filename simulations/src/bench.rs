@@ -98,6 +98,7 @@ pub fn scenario(cfg: &BenchConfig, shape: BenchShape) -> Result<Scenario, Scenar
         group_size,
         spans_by_bandwidth: false,
         max_sim_time_s: None,
+        attempt_timeout_s: None,
         classes: vec![class],
         sites: Vec::new(),
         stragglers: None,

@@ -135,3 +135,41 @@ fn stragglers_slow_a_ring_round_to_their_pace() {
     // The slowest of 3 stragglers computes ≥ ~4 s; the 50 MB ring at 1 Gbit/s adds ~0.8 s.
     assert!(mean > 4.0, "mean round {mean} s");
 }
+
+#[test]
+fn lost_messages_time_out_and_the_attempt_is_rerun() {
+    let text = r#"
+name = "lossy"
+peers = 8
+rounds = 10
+gradient_bytes = 1_000_000
+algorithm = "butterfly"
+attempt_timeout_s = 2
+
+[[classes]]
+name = "gpu"
+fraction = 1.0
+step_time_mean_s = 0.5
+up_mbit_s = 1_000
+down_mbit_s = 1_000
+latency_ms = 5
+
+[loss]
+model = "drop"
+rate = 0.01
+"#;
+    let scenario = Scenario::from_toml(text, Path::new(".")).unwrap();
+    let summary = runner::run(&scenario, seed(), |_| {});
+    assert_eq!(summary.stop, StopReason::Finished);
+    let aborts: u32 = summary.records.iter().map(|r| r.aborts).sum();
+    assert!(
+        aborts > 0 && summary.net.dropped > 0,
+        "aborts {aborts}, {:?}",
+        summary.net
+    );
+    let rerun = summary.records.iter().find(|r| r.aborts > 0).unwrap();
+    assert!(
+        rerun.seconds() > 2.0,
+        "a timed-out round lasts past its timeout: {rerun:?}"
+    );
+}

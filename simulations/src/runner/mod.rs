@@ -8,6 +8,8 @@
 //!   members are ready (hivemind's matchmaking barrier).
 //! - A member leaving mid-round (crash or partition) aborts its group's attempt; the survivors
 //!   re-run the all-reduce at once as a new attempt (late messages of the old one are ignored).
+//! - An attempt still running `attempt_timeout_s` after it started (a message was lost) is
+//!   aborted and re-run the same way.
 //! - A peer that comes back (or is healed from a partition) downloads `state_bytes` from a random
 //!   in-sync peer before it may join a round; that is a resync.
 
@@ -54,6 +56,8 @@ pub enum RunTimer {
         /// The round.
         round: u32,
     },
+    /// Group attempt `0`'s deadline: if still running, it is aborted and re-run.
+    AttemptTimeout(u32),
     /// A churn transition is due.
     Churn(Transition),
     /// Partition `0` starts.
@@ -102,6 +106,7 @@ pub struct RoundRunner {
     gradient_bytes: u64,
     state_bytes: u64,
     topology: Topology,
+    attempt_timeout_us: u64,
     up_bytes_per_s: Option<Vec<f64>>,
     partitions: Vec<crate::scenario::Partition>,
     compute: ComputeModel,
@@ -131,6 +136,7 @@ impl RoundRunner {
             gradient_bytes: scenario.gradient_bytes(),
             state_bytes: scenario.state_bytes(),
             topology: scenario.topology(),
+            attempt_timeout_us: crate::time::secs_to_micros_ceil(scenario.attempt_timeout_s()),
             up_bytes_per_s: scenario.spans_by_bandwidth().then_some(up),
             partitions: scenario.partitions().to_vec(),
             compute: ComputeModel::new(scenario.step_times(), scenario.stragglers(), seeds),
@@ -178,6 +184,7 @@ impl Application for RoundRunner {
         match timer {
             RunTimer::Init => self.on_init(now, out),
             RunTimer::ComputeDone { peer, round } => self.on_compute_done(now, peer, round, out),
+            RunTimer::AttemptTimeout(attempt) => self.on_attempt_timeout(now, attempt, out),
             RunTimer::Churn(t) => self.on_churn(now, t, out),
             RunTimer::PartitionStart(i) => self.on_partition_start(now, i, out),
             RunTimer::PartitionEnd(i) => self.on_partition_end(now, i, out),

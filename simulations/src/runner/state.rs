@@ -203,11 +203,27 @@ impl RoundRunner {
             exec.start_peer(now, m, out);
         }
         state.attempts.insert(attempt, g);
+        out.set_timer(
+            now.plus_micros(self.attempt_timeout_us),
+            RunTimer::AttemptTimeout(attempt),
+        );
         let done = exec.is_done();
         group.exec = Some(exec);
         if done {
             self.finish_group(now, g, out);
         }
+    }
+
+    pub(super) fn on_attempt_timeout(&mut self, now: SimTime, attempt: u32, out: &mut Out) {
+        let Some(state) = self.current.as_mut() else {
+            return;
+        };
+        let Some(g) = state.attempts.remove(&attempt) else {
+            return; // Finished or aborted already.
+        };
+        state.groups[g].exec = None;
+        state.aborts += 1;
+        self.maybe_launch(now, g, out);
     }
 
     pub(super) fn on_collective(

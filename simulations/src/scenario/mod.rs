@@ -117,6 +117,9 @@ pub enum ScenarioError {
     /// The simulated-time bound must be positive.
     #[error("max_sim_time_s must be > 0")]
     MaxSimTime,
+    /// The attempt timeout must be positive.
+    #[error("attempt_timeout_s must be > 0")]
+    AttemptTimeout,
     /// The network rules (bandwidths, sites, loss rate).
     #[error(transparent)]
     Net(#[from] NetConfigError),
@@ -132,6 +135,7 @@ pub struct Scenario {
     topology: Topology,
     spans_by_bandwidth: bool,
     max_sim_time_s: f64,
+    attempt_timeout_s: f64,
     net: NetConfig,
     step_times: Vec<StepTime>,
     stragglers: Stragglers,
@@ -198,6 +202,11 @@ impl Scenario {
     pub const fn max_sim_time_s(&self) -> f64 {
         self.max_sim_time_s
     }
+    /// Seconds after which an unfinished group attempt is aborted and re-run.
+    #[must_use]
+    pub const fn attempt_timeout_s(&self) -> f64 {
+        self.attempt_timeout_s
+    }
     /// The validated network.
     #[must_use]
     pub const fn net(&self) -> &NetConfig {
@@ -247,6 +256,10 @@ impl TryFrom<RawScenario> for Scenario {
         if !(max_sim_time_s.is_finite() && max_sim_time_s > 0.0) {
             return Err(ScenarioError::MaxSimTime);
         }
+        let attempt_timeout_s = raw.attempt_timeout_s.unwrap_or(300.0);
+        if !(attempt_timeout_s.is_finite() && attempt_timeout_s > 0.0) {
+            return Err(ScenarioError::AttemptTimeout);
+        }
         let topology = topology(&raw.algorithm, raw.group_size)?;
         let (peer_links, step_times) = assign_classes(&raw.classes, raw.peers)?;
         let net = NetConfig::new(peer_links, sites(&raw.sites), loss(raw.loss.as_ref()))?;
@@ -262,6 +275,7 @@ impl TryFrom<RawScenario> for Scenario {
             topology,
             spans_by_bandwidth: raw.spans_by_bandwidth,
             max_sim_time_s,
+            attempt_timeout_s,
             net,
             step_times,
             stragglers: stragglers(raw.stragglers.as_ref())?,

@@ -28,6 +28,9 @@ pub struct RawScenario {
     pub spans_by_bandwidth: bool,
     /// Stop if simulated time passes this. Default: 7 days.
     pub max_sim_time_s: Option<f64>,
+    /// A group attempt that has not finished after this many seconds is aborted and re-run (a
+    /// message lost under `drop` loss would otherwise stall it forever). Default: 300.
+    pub attempt_timeout_s: Option<f64>,
     /// Device classes; fractions must sum to 1. Peers are assigned in blocks, in order.
     pub classes: Vec<RawClass>,
     /// Sites with shared WAN links. Default: none.
