@@ -536,5 +536,7 @@ latency_ms = 1
             parse("bogus = 1\n").unwrap_err(),
             ScenarioError::Toml(_)
         ));
+        let no_timeout = BASE.replace("rounds = 3", "rounds = 3\nattempt_timeout_s = 0");
+        assert!(matches!(bad(&no_timeout), ScenarioError::AttemptTimeout));
     }
 }
