@@ -1,3 +1,28 @@
 //! gradmesh-sim: a discrete-event simulator that drives the same protocol state machines as the
 //! `gradmesh` node, on a simulated clock with bandwidth, latency, loss, compute and churn models.
 //! It never depends on tokio, libp2p or LibTorch: time is simulated, and compute is a model.
+//!
+//! The single interface between the network model and whatever runs on the peers is
+//! [`engine::Application`]: a peer asks for "a message of `bytes` bytes from `a` to `b`"
+//! ([`engine::Outbox::send`]) and the engine later hands it back as one delivery event
+//! ([`engine::Application::handle_message`]) once its flow has drained through the max-min shared
+//! links ([`net::Network`]) and the one-way latency has elapsed. Every run is a pure function of
+//! one `u64` seed ([`rng::SeedTree`]); nothing that reaches an output iterates a hash map.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod churn;
+pub mod collective;
+pub mod compute;
+pub mod engine;
+pub mod net;
+pub mod report;
+pub mod rng;
+pub mod runner;
+pub mod scenario;
+pub mod time;
+pub mod validate;
+
+pub use engine::{Application, Outbox, RunOutcome, Simulation};
+pub use net::{Delivered, NetConfig, Network, PeerIdx};
+pub use time::SimTime;

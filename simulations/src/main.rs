@@ -1,0 +1,236 @@
+//! `gradmesh-sim`: validate the collective models, run scenarios, benchmark scale.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use gradmesh_sim::bench::{self, BenchConfig, BenchShape};
+use gradmesh_sim::net::RecomputeScope;
+use gradmesh_sim::scenario::Scenario;
+use gradmesh_sim::{report, runner, validate};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gradmesh-sim",
+    version,
+    about = "gradmesh's discrete-event network simulator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print simulated all-reduce times against the α-β closed forms (p = 4..1024, 1 MB..1 GB).
+    Validate,
+    /// Run a scenario; write rounds.csv and SVG plots into --out.
+    Run {
+        /// The scenario TOML file.
+        scenario: PathBuf,
+        /// Master seed (mandatory: the same seed gives byte-identical outputs).
+        #[arg(long)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Time a large homogeneous run: global butterfly and Moshpit groups.
+    BenchScale {
+        /// Peers.
+        #[arg(long, default_value_t = 10_000)]
+        peers: u32,
+        /// Rounds per shape.
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+        /// Bytes all-reduced per round.
+        #[arg(long, default_value_t = 100_000_000)]
+        bytes: u64,
+        /// Moshpit group sizes to compare.
+        #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+        groups: Vec<u32>,
+        /// Skip the global butterfly.
+        #[arg(long)]
+        no_butterfly: bool,
+        /// Access bandwidth per direction in Mbit/s.
+        #[arg(long, default_value_t = 1000.0)]
+        mbit_s: f64,
+        /// Per-endpoint latency share in ms (one-way latency is twice this).
+        #[arg(long, default_value_t = 10.0)]
+        latency_ms: f64,
+        /// Master seed (the benchmark is deterministic; this fixes it explicitly).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Recompute max-min rates over all flows at every change (to measure the saving of the
+        /// default connected-component scope).
+        #[arg(long)]
+        global_recompute: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Validate => run_validate(),
+        Command::Run {
+            scenario,
+            seed,
+            out,
+        } => run_scenario(&scenario, seed, &out),
+        Command::BenchScale {
+            peers,
+            rounds,
+            bytes,
+            groups,
+            no_butterfly,
+            mbit_s,
+            latency_ms,
+            seed,
+            global_recompute,
+        } => {
+            let cfg = BenchConfig {
+                peers,
+                rounds,
+                bytes,
+                mbit_s,
+                latency_ms,
+                step_s: 0.0,
+                seed,
+                scope: if global_recompute {
+                    RecomputeScope::Global
+                } else {
+                    RecomputeScope::Component
+                },
+            };
+            let mut shapes: Vec<BenchShape> = groups.into_iter().map(BenchShape::Moshpit).collect();
+            if !no_butterfly {
+                shapes.insert(0, BenchShape::Butterfly);
+            }
+            run_bench(&cfg, &shapes)
+        }
+    }
+}
+
+fn run_validate() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let rows = validate::run_grid(&validate::full_grid()).context("validation grid")?;
+    print!("{}", validate::format_table(&rows));
+    let worst = rows
+        .iter()
+        .map(validate::ValidationRow::relative_error)
+        .fold(0.0, f64::max);
+    println!(
+        "alpha = {} s one-way, bandwidth = {} B/s per direction; worst error {:.4}%; wall {:.1} s",
+        validate::ALPHA_S,
+        validate::BANDWIDTH_BYTES_PER_S,
+        100.0 * worst,
+        started.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        worst < 0.05,
+        "a simulated time is off its closed form by more than 5%"
+    );
+    Ok(())
+}
+
+fn run_scenario(path: &std::path::Path, seed: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    let scenario =
+        Scenario::from_file(path).with_context(|| format!("scenario {}", path.display()))?;
+    let bar = ProgressBar::new(u64::from(scenario.rounds()));
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rounds, {msg}")
+            .context("progress template")?,
+    );
+    let summary = runner::run(&scenario, seed, |r| {
+        bar.inc(1);
+        bar.set_message(format!("t = {:.1} s", r.end_s));
+    });
+    bar.finish_and_clear();
+    report::write_all(out, &summary.records).context("writing outputs")?;
+    let aborts: u32 = summary.records.iter().map(|r| r.aborts).sum();
+    let resyncs: u32 = summary.records.iter().map(|r| r.resyncs).sum();
+    println!(
+        "{}: seed {seed}, {} of {} rounds ({:?}), simulated {}, {} events, {} aborts, {} resyncs, \
+         {} messages delivered; outputs in {}",
+        scenario.name(),
+        summary.records.len(),
+        scenario.rounds(),
+        summary.stop,
+        summary.sim_time,
+        summary.events,
+        aborts,
+        resyncs,
+        summary.net.delivered,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Peak resident set size of this process in KiB (`VmHWM`), if readable.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets `VmHWM` so each shape reports its own peak (Linux `clear_refs` value 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
+    println!(
+        "bench-scale: {} peers, {} rounds, {} bytes, {} Mbit/s, {} ms one-way, seed {}",
+        cfg.peers,
+        cfg.rounds,
+        cfg.bytes,
+        cfg.mbit_s,
+        2.0 * cfg.latency_ms,
+        cfg.seed
+    );
+    println!(
+        "{:<20} {:>8} {:>12} {:>12} {:>10} {:>11} {:>11} {:>8} {:>12} {:>9} {:>12}",
+        "shape",
+        "wall_s",
+        "events",
+        "events/s",
+        "flows_peak",
+        "round_s",
+        "peak_rss_MB",
+        "rounds",
+        "to_mean_s",
+        "recomp",
+        "visits"
+    );
+    for &shape in shapes {
+        reset_peak_rss();
+        let started = Instant::now();
+        let outcome = bench::run(cfg, shape).context("bench scenario")?;
+        let wall_s = started.elapsed().as_secs_f64();
+        let s = &outcome.summary;
+        println!(
+            "{:<20} {:>8.2} {:>12} {:>12.0} {:>10} {:>11.3} {:>11.1} {:>8} {:>12.3} {:>9} {:>12}",
+            shape.label(),
+            wall_s,
+            s.events,
+            s.events as f64 / wall_s,
+            s.net.flows_peak,
+            outcome.round_s_mean,
+            peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
+            outcome.rounds_to_global_mean,
+            outcome.time_to_global_mean_s(),
+            s.net.recomputes,
+            s.net.recompute_visits
+        );
+    }
+    let (secs, flows) = bench::global_all_to_all_estimate(cfg);
+    println!(
+        "global all-to-all (not simulated): {flows} flows per round, alpha-beta time {secs:.3} s \
+         per round"
+    );
+    Ok(())
+}
