@@ -1,0 +1,6 @@
+//! gradmesh-node: the node's shell around the sans-IO protocol core — the libp2p network layer
+//! behind an actix actor ([`net`]) and, for now, an announcement smoke mode ([`smoke`]). Protocol
+//! rules live in `gradmesh-protocol`, never here; this crate holds I/O, clocks and actors.
+
+pub mod net;
+pub mod smoke;

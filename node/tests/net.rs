@@ -1,0 +1,433 @@
+//! The network layer end to end on loopback: real swarms, real sockets, each test bounded by a
+//! deadline and synchronised only on events.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use gradmesh_node::net::{
+    Dial, Frame, FrameRequestId, Keypair, Multiaddr, NetConfig, NetConfigBuilder, NetEvent,
+    NetInfo, Network, PreSharedKey, Publish, SendFailure, SendFrame,
+};
+use gradmesh_protocol::PeerId;
+use libp2p::multiaddr::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout_at};
+
+/// Bound on every wait for an event.
+const EVENT_DEADLINE: Duration = Duration::from_secs(30);
+/// Bound on a whole test.
+const TEST_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Forwards network events to the test; its reply waits for queue space (back-pressure).
+struct Collector {
+    tx: mpsc::Sender<NetEvent>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<NetEvent> for Collector {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, event: NetEvent, _: &mut Self::Context) -> Self::Result {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let _ = tx.send(event).await;
+        })
+    }
+}
+
+struct TestNode {
+    network: Addr<Network>,
+    info: NetInfo,
+    events: mpsc::Receiver<NetEvent>,
+    /// First listen address, with `/p2p/<id>`.
+    addr: Multiaddr,
+}
+
+impl TestNode {
+    async fn spawn(builder: NetConfigBuilder) -> Self {
+        let (tx, events) = mpsc::channel(1024);
+        let collector = Collector { tx }.start();
+        let config = builder.build().expect("valid config");
+        let (network, info) =
+            Network::start(config, Keypair::generate_ed25519(), collector.recipient())
+                .await
+                .expect("network starts");
+        let mut node = Self {
+            network,
+            info,
+            events,
+            addr: Multiaddr::empty(),
+        };
+        let listen = node
+            .wait_for(|e| match e {
+                NetEvent::ListeningOn { addr } => Some(addr.clone()),
+                _ => None,
+            })
+            .await
+            .expect("a listen address");
+        node.addr = listen.with(Protocol::P2p(node.info.transport_peer));
+        node
+    }
+
+    fn peer(&self) -> PeerId {
+        self.info.local_peer
+    }
+
+    /// The first event `pick` accepts within [`EVENT_DEADLINE`]; others are skipped.
+    async fn wait_for<T>(&mut self, mut pick: impl FnMut(&NetEvent) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + EVENT_DEADLINE;
+        loop {
+            match timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    if let Some(found) = pick(&event) {
+                        return Some(found);
+                    }
+                }
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    async fn wait_connected(&mut self, peer: PeerId) {
+        let found = self
+            .wait_for(|e| {
+                matches!(e, NetEvent::PeerConnected { peer: p } if *p == peer).then_some(())
+            })
+            .await;
+        assert!(found.is_some(), "{} never saw {peer} connect", self.peer());
+    }
+
+    async fn dial(&self, other: &Self) {
+        let dial = Dial {
+            addr: other.addr.clone(),
+        };
+        self.network
+            .send(dial)
+            .await
+            .expect("mailbox")
+            .expect("dial starts");
+    }
+
+    /// Events already queued, without waiting.
+    fn drain(&mut self) -> Vec<NetEvent> {
+        std::iter::from_fn(|| self.events.try_recv().ok()).collect()
+    }
+}
+
+fn mesh_key(byte: u8) -> PreSharedKey {
+    PreSharedKey::new([byte; 32])
+}
+
+/// Deterministic pseudo-random bytes (blake3's XOF), fast enough for 64 MiB.
+fn payload(len: usize, seed: u8) -> Bytes {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    Bytes::from(out)
+}
+
+async fn connected_pair(builder: impl Fn() -> NetConfigBuilder) -> (TestNode, TestNode) {
+    let mut a = TestNode::spawn(builder()).await;
+    let mut b = TestNode::spawn(builder()).await;
+    b.dial(&a).await;
+    let (pa, pb) = (a.peer(), b.peer());
+    a.wait_connected(pb).await;
+    b.wait_connected(pa).await;
+    (a, b)
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect("response");
+    body
+}
+
+#[actix::test]
+async fn same_mesh_key_connects_and_exchanges_a_frame() {
+    let test = async {
+        let metrics_addr = "127.0.0.1:0".parse().ok();
+        let builder = || {
+            NetConfig::builder()
+                .mesh_key(Some(mesh_key(1)))
+                .metrics_addr(metrics_addr)
+        };
+        let (mut a, b) = connected_pair(builder).await;
+        let frame = Frame {
+            meta: Bytes::from_static(b"span 0"),
+            payload: payload(4096, 1),
+        };
+        let send = SendFrame {
+            id: FrameRequestId(7),
+            to: a.peer(),
+            frame: frame.clone(),
+        };
+        let sent = b
+            .network
+            .send(send)
+            .await
+            .expect("mailbox")
+            .expect("delivered");
+        assert_eq!((sent.id, sent.to), (FrameRequestId(7), a.peer()));
+        let (from, got) = a
+            .wait_for(|e| match e {
+                NetEvent::FrameReceived { from, frame } => Some((*from, frame.clone())),
+                _ => None,
+            })
+            .await
+            .expect("frame received");
+        assert_eq!((from, got), (b.peer(), frame));
+        let body = scrape(a.info.metrics_addr.expect("metrics served")).await;
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("gradmesh_frames_received_total 1"), "{body}");
+        assert!(
+            body.contains("libp2p_swarm_connections_established_total"),
+            "{body}"
+        );
+    };
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
+}
+
+#[actix::test]
+async fn different_mesh_key_never_connects() {
+    let test = async {
+        let mut a = TestNode::spawn(NetConfig::builder().mesh_key(Some(mesh_key(1)))).await;
+        let mut b = TestNode::spawn(NetConfig::builder().mesh_key(Some(mesh_key(2)))).await;
+        b.dial(&a).await;
+        let outcome = b
+            .wait_for(|e| match e {
+                NetEvent::DialFailed { .. } | NetEvent::PeerConnected { .. } => Some(e.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(
+            matches!(outcome, Some(NetEvent::DialFailed { .. })),
+            "dial with a foreign key must fail, got {outcome:?}"
+        );
+        let seen_by_a = a.drain();
+        assert!(
+            !seen_by_a
+                .iter()
+                .any(|e| matches!(e, NetEvent::PeerConnected { .. })),
+            "{seen_by_a:?}"
+        );
+        let send = SendFrame {
+            id: FrameRequestId(1),
+            to: a.peer(),
+            frame: Frame::default(),
+        };
+        let err = b
+            .network
+            .send(send)
+            .await
+            .expect("mailbox")
+            .expect_err("not connected");
+        assert_eq!(err.reason, SendFailure::NotConnected);
+    };
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
+}
+
+#[actix::test]
+async fn frame_of_64_mib_round_trips_intact() {
+    let test = async {
+        let (mut a, b) = connected_pair(NetConfig::builder).await;
+        let frame = Frame {
+            meta: Bytes::from_static(b"state chunk 0"),
+            payload: payload(64 << 20, 2),
+        };
+        let digest = blake3::hash(&frame.payload);
+        let send = SendFrame {
+            id: FrameRequestId(64),
+            to: a.peer(),
+            frame,
+        };
+        let started = std::time::Instant::now();
+        let sent = b
+            .network
+            .send(send)
+            .await
+            .expect("mailbox")
+            .expect("delivered");
+        let elapsed = started.elapsed();
+        assert_eq!(sent.id, FrameRequestId(64));
+        let got = a
+            .wait_for(|e| match e {
+                NetEvent::FrameReceived { frame, .. } => Some(frame.clone()),
+                _ => None,
+            })
+            .await
+            .expect("frame received");
+        assert_eq!(got.payload.len(), 64 << 20);
+        assert_eq!(blake3::hash(&got.payload), digest);
+        let mb_per_s = (64u64 << 20) as f64 / 1e6 / elapsed.as_secs_f64();
+        println!(
+            "64 MiB frame over TCP+noise+yamux (loopback, one stream): {:.3} s, {mb_per_s:.0} MB/s",
+            elapsed.as_secs_f64()
+        );
+    };
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
+}
+
+#[actix::test]
+async fn frames_above_the_cap_are_refused() {
+    let test = async {
+        let mut receiver = TestNode::spawn(NetConfig::builder().payload_bytes_max(1 << 20)).await;
+        let mut sender = TestNode::spawn(NetConfig::builder().payload_bytes_max(4 << 20)).await;
+        sender.dial(&receiver).await;
+        receiver.wait_connected(sender.peer()).await;
+        sender.wait_connected(receiver.peer()).await;
+        let to = receiver.peer();
+        let frame = |len, seed| Frame {
+            meta: Bytes::new(),
+            payload: payload(len, seed),
+        };
+        let own_cap = SendFrame {
+            id: FrameRequestId(1),
+            to,
+            frame: frame(5 << 20, 1),
+        };
+        let err = sender
+            .network
+            .send(own_cap)
+            .await
+            .expect("mailbox")
+            .expect_err("over own cap");
+        assert!(matches!(err.reason, SendFailure::TooLarge(_)), "{err}");
+        let remote_cap = SendFrame {
+            id: FrameRequestId(2),
+            to,
+            frame: frame(2 << 20, 2),
+        };
+        let err = sender
+            .network
+            .send(remote_cap)
+            .await
+            .expect("mailbox")
+            .expect_err("refused");
+        assert_eq!(err.id, FrameRequestId(2));
+        let small = SendFrame {
+            id: FrameRequestId(3),
+            to,
+            frame: frame(1 << 20, 3),
+        };
+        sender
+            .network
+            .send(small)
+            .await
+            .expect("mailbox")
+            .expect("a frame at the cap passes");
+        let received = receiver
+            .wait_for(|e| match e {
+                NetEvent::FrameReceived { frame, .. } => Some(frame.payload.len()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(
+            received,
+            Some(1 << 20),
+            "only the frame within the cap arrives"
+        );
+    };
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
+}
+
+#[actix::test]
+async fn quic_connects_without_a_mesh_key() {
+    let test = async {
+        let quic = || {
+            let addr: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr");
+            NetConfig::builder().listen(vec![addr])
+        };
+        let (mut a, b) = connected_pair(quic).await;
+        let send = SendFrame {
+            id: FrameRequestId(9),
+            to: a.peer(),
+            frame: Frame {
+                meta: Bytes::new(),
+                payload: payload(1 << 20, 9),
+            },
+        };
+        b.network
+            .send(send)
+            .await
+            .expect("mailbox")
+            .expect("delivered over QUIC");
+        let got = a
+            .wait_for(|e| matches!(e, NetEvent::FrameReceived { .. }).then_some(()))
+            .await;
+        assert!(got.is_some());
+    };
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
+}
+
+async fn wait_joined(node: &mut TestNode, mut peers: Vec<PeerId>) {
+    while !peers.is_empty() {
+        let joined = node
+            .wait_for(|e| match e {
+                NetEvent::AnnouncementsJoined { peer } => Some(*peer),
+                _ => None,
+            })
+            .await;
+        let joined = joined.expect("peer joined the announcement topic");
+        peers.retain(|p| *p != joined);
+    }
+}
+
+async fn wait_gossip(node: &mut TestNode) -> Option<(PeerId, Bytes)> {
+    node.wait_for(|e| match e {
+        NetEvent::GossipReceived { from, bytes } => Some((*from, bytes.clone())),
+        _ => None,
+    })
+    .await
+}
+
+#[actix::test]
+async fn gossip_reaches_all_three_nodes() {
+    let test = async {
+        let key = || NetConfig::builder().mesh_key(Some(mesh_key(3)));
+        let mut a = TestNode::spawn(key()).await;
+        let mut b = TestNode::spawn(key()).await;
+        b.dial(&a).await;
+        // A line a - b - c (c reaches b through its bootstrap list): c hears a only via b.
+        let mut c = TestNode::spawn(key().bootstrap(vec![b.addr.clone()])).await;
+        let (pa, pb, pc) = (a.peer(), b.peer(), c.peer());
+        wait_joined(&mut a, vec![pb]).await;
+        wait_joined(&mut b, vec![pa, pc]).await;
+        wait_joined(&mut c, vec![pb]).await;
+        let announcement = Bytes::from_static(b"round 1 open");
+        let publish = Publish {
+            bytes: announcement.clone(),
+        };
+        a.network
+            .send(publish)
+            .await
+            .expect("mailbox")
+            .expect("published");
+        assert_eq!(wait_gossip(&mut b).await, Some((pa, announcement.clone())));
+        assert_eq!(wait_gossip(&mut c).await, Some((pa, announcement)));
+    };
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
+}
