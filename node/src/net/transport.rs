@@ -16,8 +16,11 @@ use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::{PeerId, noise, quic, tcp, yamux};
 
-/// Upper bound on a whole connection upgrade (pnet, noise, yamux negotiation).
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound on a whole connection upgrade (pnet, noise, yamux negotiation). A peer with a
+/// different mesh key decrypts our handshake to garbage; when that garbage reads as a long
+/// length prefix the handshake waits for bytes that never come, and only this timeout ends it.
+/// A real handshake takes a few round trips, far below it.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Key files are three short lines; anything larger is not one.
 const MESH_KEY_FILE_BYTES_MAX: u64 = 4096;
 
