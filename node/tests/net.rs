@@ -6,8 +6,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_node::net::{
-    Dial, Frame, FrameRequestId, Keypair, Multiaddr, NetConfig, NetConfigBuilder, NetEvent,
-    NetInfo, Network, PreSharedKey, Publish, SendFailure, SendFrame,
+    Dial, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, Keypair, Multiaddr, NetConfig,
+    NetConfigBuilder, NetEvent, NetInfo, Network, PreSharedKey, Publish, SendFailure, SendFrame,
 };
 use gradmesh_protocol::PeerId;
 use libp2p::multiaddr::Protocol;
@@ -343,6 +343,42 @@ async fn frames_above_the_cap_are_refused() {
             received,
             Some(1 << 20),
             "only the frame within the cap arrives"
+        );
+    };
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
+}
+
+#[actix::test]
+async fn frames_beyond_the_per_peer_limit_are_refused_as_busy() {
+    let test = async {
+        let (a, b) = connected_pair(NetConfig::builder).await;
+        let to = a.peer();
+        let limit = u64::try_from(FRAMES_IN_FLIGHT_PER_PEER_MAX).expect("small");
+        // All requests enter the actor's mailbox before any can be acknowledged (4 MiB each
+        // must cross the connection first), so the one above the limit meets a full window.
+        let sends = (0..=limit).map(|i| {
+            let frame = Frame {
+                meta: Bytes::new(),
+                payload: payload(4 << 20, u8::try_from(i).expect("small")),
+            };
+            let id = FrameRequestId(i);
+            b.network.send(SendFrame { id, to, frame })
+        });
+        let results = futures::future::join_all(sends).await;
+        let (last, first) = results.split_last().expect("limit + 1 results");
+        for result in first {
+            assert!(matches!(result, Ok(Ok(_))), "within the limit: {result:?}");
+        }
+        let err = last
+            .as_ref()
+            .expect("mailbox")
+            .as_ref()
+            .expect_err("above the limit");
+        assert_eq!(
+            (err.id, &err.reason),
+            (FrameRequestId(limit), &SendFailure::PeerBusy)
         );
     };
     tokio::time::timeout(TEST_DEADLINE, test)

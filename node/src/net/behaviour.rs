@@ -15,9 +15,14 @@ use super::frame::{FRAME_PROTOCOL, FrameCodec};
 
 /// Gossip carries announcements only; tensors go through frames.
 pub const GOSSIP_BYTES_MAX: usize = 64 * 1024;
-/// Concurrent frame streams per connection, in each direction. Together with the payload cap
-/// this bounds the memory one peer can make us reserve.
-pub const FRAME_STREAMS_MAX: usize = 8;
+/// Concurrent frame streams per connection, inbound and outbound together (request-response
+/// drops streams above it: outbound ones fail, inbound ones vanish). Twice
+/// [`FRAMES_IN_FLIGHT_PER_PEER_MAX`], so two peers sending to each other at their limits fit.
+/// Together with the payload cap it bounds the memory one peer can make us reserve.
+pub const FRAME_STREAMS_MAX: usize = 2 * FRAMES_IN_FLIGHT_PER_PEER_MAX;
+/// Frames awaiting acknowledgement per receiving peer; a [`SendFrame`](super::SendFrame) above
+/// it is refused with [`SendFailure::PeerBusy`](super::SendFailure::PeerBusy).
+pub const FRAMES_IN_FLIGHT_PER_PEER_MAX: usize = 8;
 /// Kademlia on a protocol name of our own, so a node never joins the public IPFS DHT.
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/gradmesh/kad/1.0.0");
 /// Identify's protocol version string: peers of other applications are told apart by it.

@@ -62,9 +62,13 @@ pub enum SendFailure {
     /// The frame is above this node's caps.
     #[error(transparent)]
     TooLarge(#[from] Oversize),
-    /// Too many frames are awaiting acknowledgement.
+    /// Too many frames are awaiting acknowledgement, over all peers.
     #[error("too many frames in flight")]
     TooManyInFlight,
+    /// [`FRAMES_IN_FLIGHT_PER_PEER_MAX`](super::FRAMES_IN_FLIGHT_PER_PEER_MAX) frames to this
+    /// peer await acknowledgement; retry when one completes.
+    #[error("too many frames in flight to this peer")]
+    PeerBusy,
     /// No acknowledgement within the frame timeout.
     #[error("no acknowledgement within the frame timeout")]
     Timeout,

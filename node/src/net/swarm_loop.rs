@@ -19,7 +19,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
-use super::behaviour::{BehaviourError, MeshBehaviour, MeshBehaviourEvent};
+use super::behaviour::{
+    BehaviourError, FRAMES_IN_FLIGHT_PER_PEER_MAX, MeshBehaviour, MeshBehaviourEvent,
+};
 use super::config::NetConfig;
 use super::frame::{Frame, FrameCaps};
 use super::identity::protocol_peer_id_of_key;
@@ -234,6 +236,8 @@ impl SwarmLoop {
             Some(SendFailure::TooLarge(oversize))
         } else if self.pending.len() >= FRAMES_IN_FLIGHT_MAX {
             Some(SendFailure::TooManyInFlight)
+        } else if self.in_flight_to(&to) >= FRAMES_IN_FLIGHT_PER_PEER_MAX {
+            Some(SendFailure::PeerBusy)
         } else {
             None
         };
@@ -259,6 +263,12 @@ impl SwarmLoop {
             reply,
         };
         self.pending.insert(request_id, pending);
+    }
+
+    /// Frames to `peer` awaiting acknowledgement (a count over at most
+    /// [`FRAMES_IN_FLIGHT_MAX`] entries; iteration order does not matter).
+    fn in_flight_to(&self, peer: &gradmesh_protocol::PeerId) -> usize {
+        self.pending.values().filter(|p| p.to == *peer).count()
     }
 
     /// Resolves a pending frame with its outcome.
