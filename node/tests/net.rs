@@ -6,8 +6,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_node::net::{
-    Dial, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, Keypair, Multiaddr, NetConfig,
-    NetConfigBuilder, NetEvent, NetInfo, Network, PreSharedKey, Publish, SendFailure, SendFrame,
+    Dial, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, FrameSent, Keypair, Multiaddr,
+    NetConfig, NetConfigBuilder, NetEvent, NetInfo, Network, PreSharedKey, Publish, SendFailure,
+    SendFrame, SendFrameError,
 };
 use gradmesh_protocol::PeerId;
 use libp2p::multiaddr::Protocol;
@@ -113,6 +114,29 @@ impl TestNode {
             .expect("dial starts");
     }
 
+    async fn send_frame(
+        &self,
+        id: u64,
+        to: PeerId,
+        frame: Frame,
+    ) -> Result<FrameSent, SendFrameError> {
+        let request = SendFrame {
+            id: FrameRequestId(id),
+            to,
+            frame,
+        };
+        self.network.send(request).await.expect("mailbox")
+    }
+
+    /// The next frame received, with its sender.
+    async fn next_frame(&mut self) -> Option<(PeerId, Frame)> {
+        self.wait_for(|e| match e {
+            NetEvent::FrameReceived { from, frame } => Some((*from, frame.clone())),
+            _ => None,
+        })
+        .await
+    }
+
     /// Events already queued, without waiting.
     fn drain(&mut self) -> Vec<NetEvent> {
         std::iter::from_fn(|| self.events.try_recv().ok()).collect()
@@ -123,14 +147,25 @@ fn mesh_key(byte: u8) -> PreSharedKey {
     PreSharedKey::new([byte; 32])
 }
 
-/// Deterministic pseudo-random bytes (blake3's XOF), fast enough for 64 MiB.
-fn payload(len: usize, seed: u8) -> Bytes {
-    let mut out = vec![0u8; len];
+/// A frame whose payload is deterministic pseudo-random bytes (blake3's XOF, fast enough for
+/// 64 MiB).
+fn frame(meta: &'static [u8], payload_len: usize, seed: u64) -> Frame {
+    let mut payload = vec![0u8; payload_len];
     blake3::Hasher::new()
-        .update(&[seed])
+        .update(&seed.to_le_bytes())
         .finalize_xof()
-        .fill(&mut out);
-    Bytes::from(out)
+        .fill(&mut payload);
+    Frame {
+        meta: Bytes::from_static(meta),
+        payload: Bytes::from(payload),
+    }
+}
+
+/// Runs a test body under [`TEST_DEADLINE`].
+async fn within_deadline(test: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_DEADLINE, test)
+        .await
+        .expect("test deadline");
 }
 
 async fn connected_pair(builder: impl Fn() -> NetConfigBuilder) -> (TestNode, TestNode) {
@@ -156,7 +191,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 
 #[actix::test]
 async fn same_mesh_key_connects_and_exchanges_a_frame() {
-    let test = async {
+    within_deadline(async {
         let metrics_addr = "127.0.0.1:0".parse().ok();
         let builder = || {
             NetConfig::builder()
@@ -164,30 +199,13 @@ async fn same_mesh_key_connects_and_exchanges_a_frame() {
                 .metrics_addr(metrics_addr)
         };
         let (mut a, b) = connected_pair(builder).await;
-        let frame = Frame {
-            meta: Bytes::from_static(b"span 0"),
-            payload: payload(4096, 1),
-        };
-        let send = SendFrame {
-            id: FrameRequestId(7),
-            to: a.peer(),
-            frame: frame.clone(),
-        };
-        let sent = b
-            .network
-            .send(send)
-            .await
-            .expect("mailbox")
-            .expect("delivered");
-        assert_eq!((sent.id, sent.to), (FrameRequestId(7), a.peer()));
-        let (from, got) = a
-            .wait_for(|e| match e {
-                NetEvent::FrameReceived { from, frame } => Some((*from, frame.clone())),
-                _ => None,
-            })
-            .await
-            .expect("frame received");
-        assert_eq!((from, got), (b.peer(), frame));
+        let sent_frame = frame(b"span 0", 4096, 1);
+        let sent = b.send_frame(7, a.peer(), sent_frame.clone()).await;
+        assert_eq!(
+            sent.map(|s| (s.id, s.to)),
+            Ok((FrameRequestId(7), a.peer()))
+        );
+        assert_eq!(a.next_frame().await, Some((b.peer(), sent_frame)));
         let body = scrape(a.info.metrics_addr.expect("metrics served")).await;
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
         assert!(body.contains("gradmesh_frames_received_total 1"), "{body}");
@@ -195,15 +213,13 @@ async fn same_mesh_key_connects_and_exchanges_a_frame() {
             body.contains("libp2p_swarm_connections_established_total"),
             "{body}"
         );
-    };
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .expect("test deadline");
+    })
+    .await;
 }
 
 #[actix::test]
 async fn different_mesh_key_never_connects() {
-    let test = async {
+    within_deadline(async {
         let mut a = TestNode::spawn(NetConfig::builder().mesh_key(Some(mesh_key(1)))).await;
         let mut b = TestNode::spawn(NetConfig::builder().mesh_key(Some(mesh_key(2)))).await;
         b.dial(&a).await;
@@ -224,54 +240,27 @@ async fn different_mesh_key_never_connects() {
                 .any(|e| matches!(e, NetEvent::PeerConnected { .. })),
             "{seen_by_a:?}"
         );
-        let send = SendFrame {
-            id: FrameRequestId(1),
-            to: a.peer(),
-            frame: Frame::default(),
-        };
         let err = b
-            .network
-            .send(send)
+            .send_frame(1, a.peer(), Frame::default())
             .await
-            .expect("mailbox")
             .expect_err("not connected");
         assert_eq!(err.reason, SendFailure::NotConnected);
-    };
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .expect("test deadline");
+    })
+    .await;
 }
 
 #[actix::test]
 async fn frame_of_64_mib_round_trips_intact() {
-    let test = async {
+    within_deadline(async {
         let (mut a, b) = connected_pair(NetConfig::builder).await;
-        let frame = Frame {
-            meta: Bytes::from_static(b"state chunk 0"),
-            payload: payload(64 << 20, 2),
-        };
-        let digest = blake3::hash(&frame.payload);
-        let send = SendFrame {
-            id: FrameRequestId(64),
-            to: a.peer(),
-            frame,
-        };
+        let big = frame(b"state chunk 0", 64 << 20, 2);
+        let digest = blake3::hash(&big.payload);
         let started = std::time::Instant::now();
-        let sent = b
-            .network
-            .send(send)
-            .await
-            .expect("mailbox")
-            .expect("delivered");
+        let sent = b.send_frame(64, a.peer(), big).await.expect("delivered");
         let elapsed = started.elapsed();
         assert_eq!(sent.id, FrameRequestId(64));
-        let got = a
-            .wait_for(|e| match e {
-                NetEvent::FrameReceived { frame, .. } => Some(frame.clone()),
-                _ => None,
-            })
-            .await
-            .expect("frame received");
+        let (from, got) = a.next_frame().await.expect("frame received");
+        assert_eq!(from, b.peer());
         assert_eq!(got.payload.len(), 64 << 20);
         assert_eq!(blake3::hash(&got.payload), digest);
         let mb_per_s = (64u64 << 20) as f64 / 1e6 / elapsed.as_secs_f64();
@@ -279,142 +268,81 @@ async fn frame_of_64_mib_round_trips_intact() {
             "64 MiB frame over TCP+noise+yamux (loopback, one stream): {:.3} s, {mb_per_s:.0} MB/s",
             elapsed.as_secs_f64()
         );
-    };
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .expect("test deadline");
+    })
+    .await;
 }
 
 #[actix::test]
 async fn frames_above_the_cap_are_refused() {
-    let test = async {
-        let mut receiver = TestNode::spawn(NetConfig::builder().payload_bytes_max(1 << 20)).await;
+    within_deadline(async {
+        let receiver_caps = || NetConfig::builder().payload_bytes_max(1 << 20);
+        let mut receiver = TestNode::spawn(receiver_caps()).await;
         let mut sender = TestNode::spawn(NetConfig::builder().payload_bytes_max(4 << 20)).await;
         sender.dial(&receiver).await;
         receiver.wait_connected(sender.peer()).await;
         sender.wait_connected(receiver.peer()).await;
         let to = receiver.peer();
-        let frame = |len, seed| Frame {
-            meta: Bytes::new(),
-            payload: payload(len, seed),
-        };
-        let own_cap = SendFrame {
-            id: FrameRequestId(1),
-            to,
-            frame: frame(5 << 20, 1),
-        };
         let err = sender
-            .network
-            .send(own_cap)
+            .send_frame(1, to, frame(b"", 5 << 20, 1))
             .await
-            .expect("mailbox")
-            .expect_err("over own cap");
+            .expect_err("over the sender's own cap");
         assert!(matches!(err.reason, SendFailure::TooLarge(_)), "{err}");
-        let remote_cap = SendFrame {
-            id: FrameRequestId(2),
-            to,
-            frame: frame(2 << 20, 2),
-        };
         let err = sender
-            .network
-            .send(remote_cap)
+            .send_frame(2, to, frame(b"", 2 << 20, 2))
             .await
-            .expect("mailbox")
-            .expect_err("refused");
+            .expect_err("over the receiver's cap");
         assert_eq!(err.id, FrameRequestId(2));
-        let small = SendFrame {
-            id: FrameRequestId(3),
-            to,
-            frame: frame(1 << 20, 3),
-        };
         sender
-            .network
-            .send(small)
+            .send_frame(3, to, frame(b"", 1 << 20, 3))
             .await
-            .expect("mailbox")
             .expect("a frame at the cap passes");
-        let received = receiver
-            .wait_for(|e| match e {
-                NetEvent::FrameReceived { frame, .. } => Some(frame.payload.len()),
-                _ => None,
-            })
-            .await;
+        let received = receiver.next_frame().await.map(|(_, f)| f.payload.len());
         assert_eq!(
             received,
             Some(1 << 20),
             "only the frame within the cap arrives"
         );
-    };
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .expect("test deadline");
+    })
+    .await;
 }
 
 #[actix::test]
 async fn frames_beyond_the_per_peer_limit_are_refused_as_busy() {
-    let test = async {
+    within_deadline(async {
         let (a, b) = connected_pair(NetConfig::builder).await;
         let to = a.peer();
         let limit = u64::try_from(FRAMES_IN_FLIGHT_PER_PEER_MAX).expect("small");
         // All requests enter the actor's mailbox before any can be acknowledged (4 MiB each
         // must cross the connection first), so the one above the limit meets a full window.
-        let sends = (0..=limit).map(|i| {
-            let frame = Frame {
-                meta: Bytes::new(),
-                payload: payload(4 << 20, u8::try_from(i).expect("small")),
-            };
-            let id = FrameRequestId(i);
-            b.network.send(SendFrame { id, to, frame })
-        });
+        let sends = (0..=limit).map(|i| b.send_frame(i, to, frame(b"", 4 << 20, i)));
         let results = futures::future::join_all(sends).await;
         let (last, first) = results.split_last().expect("limit + 1 results");
         for result in first {
-            assert!(matches!(result, Ok(Ok(_))), "within the limit: {result:?}");
+            assert!(result.is_ok(), "within the limit: {result:?}");
         }
-        let err = last
-            .as_ref()
-            .expect("mailbox")
-            .as_ref()
-            .expect_err("above the limit");
+        let err = last.as_ref().expect_err("above the limit");
         assert_eq!(
             (err.id, &err.reason),
             (FrameRequestId(limit), &SendFailure::PeerBusy)
         );
-    };
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .expect("test deadline");
+    })
+    .await;
 }
 
 #[actix::test]
 async fn quic_connects_without_a_mesh_key() {
-    let test = async {
+    within_deadline(async {
         let quic = || {
             let addr: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr");
             NetConfig::builder().listen(vec![addr])
         };
         let (mut a, b) = connected_pair(quic).await;
-        let send = SendFrame {
-            id: FrameRequestId(9),
-            to: a.peer(),
-            frame: Frame {
-                meta: Bytes::new(),
-                payload: payload(1 << 20, 9),
-            },
-        };
-        b.network
-            .send(send)
+        b.send_frame(9, a.peer(), frame(b"", 1 << 20, 9))
             .await
-            .expect("mailbox")
             .expect("delivered over QUIC");
-        let got = a
-            .wait_for(|e| matches!(e, NetEvent::FrameReceived { .. }).then_some(()))
-            .await;
-        assert!(got.is_some());
-    };
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .expect("test deadline");
+        assert_eq!(a.next_frame().await.map(|(from, _)| from), Some(b.peer()));
+    })
+    .await;
 }
 
 async fn wait_joined(node: &mut TestNode, mut peers: Vec<PeerId>) {
@@ -440,7 +368,7 @@ async fn wait_gossip(node: &mut TestNode) -> Option<(PeerId, Bytes)> {
 
 #[actix::test]
 async fn gossip_reaches_all_three_nodes() {
-    let test = async {
+    within_deadline(async {
         let key = || NetConfig::builder().mesh_key(Some(mesh_key(3)));
         let mut a = TestNode::spawn(key()).await;
         let mut b = TestNode::spawn(key()).await;
@@ -462,8 +390,6 @@ async fn gossip_reaches_all_three_nodes() {
             .expect("published");
         assert_eq!(wait_gossip(&mut b).await, Some((pa, announcement.clone())));
         assert_eq!(wait_gossip(&mut c).await, Some((pa, announcement)));
-    };
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .expect("test deadline");
+    })
+    .await;
 }
