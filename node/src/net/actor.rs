@@ -76,6 +76,19 @@ impl Network {
             TrySendError::Closed(_) => NetError::Stopped,
         })
     }
+
+    /// Queues a command answered by a plain `Result<(), NetError>` and awaits its reply.
+    fn queue_with_reply(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<(), NetError>>) -> Command,
+    ) -> ResponseFuture<Result<(), NetError>> {
+        let (reply, result) = oneshot::channel();
+        let queued = self.queue(command(reply));
+        Box::pin(async move {
+            queued?;
+            result.await.unwrap_or(Err(NetError::Stopped))
+        })
+    }
 }
 
 impl Actor for Network {
@@ -122,14 +135,9 @@ impl Handler<Publish> for Network {
     type Result = ResponseFuture<Result<(), NetError>>;
 
     fn handle(&mut self, publish: Publish, _: &mut Self::Context) -> Self::Result {
-        let (reply, result) = oneshot::channel();
-        let queued = self.queue(Command::Publish {
+        self.queue_with_reply(|reply| Command::Publish {
             bytes: publish.bytes,
             reply,
-        });
-        Box::pin(async move {
-            queued?;
-            result.await.unwrap_or(Err(NetError::Stopped))
         })
     }
 }
@@ -138,14 +146,9 @@ impl Handler<Dial> for Network {
     type Result = ResponseFuture<Result<(), NetError>>;
 
     fn handle(&mut self, dial: Dial, _: &mut Self::Context) -> Self::Result {
-        let (reply, result) = oneshot::channel();
-        let queued = self.queue(Command::Dial {
+        self.queue_with_reply(|reply| Command::Dial {
             addr: dial.addr,
             reply,
-        });
-        Box::pin(async move {
-            queued?;
-            result.await.unwrap_or(Err(NetError::Stopped))
         })
     }
 }
