@@ -1,0 +1,121 @@
+//! The composed libp2p behaviour: gossipsub for small announcements, identify, Kademlia, optional
+//! mDNS, ping, and request-response frames for bulk data.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::metrics::Registry;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
+
+use super::config::NetConfig;
+use super::frame::{FRAME_PROTOCOL, FrameCodec};
+
+/// Gossip carries announcements only; tensors go through frames.
+pub const GOSSIP_BYTES_MAX: usize = 64 * 1024;
+/// Concurrent frame streams per connection, inbound and outbound together (request-response
+/// drops streams above it: outbound ones fail, inbound ones vanish). Twice
+/// [`FRAMES_IN_FLIGHT_PER_PEER_MAX`], so two peers sending to each other at their limits fit.
+/// Together with the payload cap it bounds the memory one peer can make us reserve.
+pub const FRAME_STREAMS_MAX: usize = 2 * FRAMES_IN_FLIGHT_PER_PEER_MAX;
+/// Frames awaiting acknowledgement per receiving peer; a [`SendFrame`](super::SendFrame) above
+/// it is refused with [`SendFailure::PeerBusy`](super::SendFailure::PeerBusy).
+pub const FRAMES_IN_FLIGHT_PER_PEER_MAX: usize = 8;
+/// Kademlia on a protocol name of our own, so a node never joins the public IPFS DHT.
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/gradmesh/kad/1.0.0");
+/// Identify's protocol version string: peers of other applications are told apart by it.
+const IDENTIFY_PROTOCOL_VERSION: &str = "/gradmesh/1.0.0";
+
+/// Why the behaviour could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BehaviourError {
+    /// gossipsub refused its configuration.
+    #[error("gossipsub config: {0}")]
+    GossipsubConfig(#[from] gossipsub::ConfigBuilderError),
+    /// gossipsub could not be created.
+    #[error("gossipsub: {0}")]
+    Gossipsub(&'static str),
+    /// Subscribing to the mesh topic failed.
+    #[error("gossipsub subscribe: {0}")]
+    Subscribe(#[from] gossipsub::SubscriptionError),
+    /// mDNS could not bind its socket.
+    #[error("mdns: {0}")]
+    Mdns(#[from] std::io::Error),
+}
+
+/// Every protocol a node speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct MeshBehaviour {
+    pub(crate) frames: request_response::Behaviour<FrameCodec>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) ping: ping::Behaviour,
+}
+
+impl MeshBehaviour {
+    /// Builds the behaviour and subscribes to the mesh topic. gossipsub metrics go to `registry`.
+    pub(crate) fn new(
+        keypair: &Keypair,
+        config: &NetConfig,
+        registry: &mut Registry,
+    ) -> Result<Self, BehaviourError> {
+        let local = keypair.public().to_peer_id();
+        let frames = request_response::Behaviour::with_codec(
+            FrameCodec::new(config.frame_caps),
+            [(FRAME_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(config.frame_timeout)
+                .with_max_concurrent_streams(FRAME_STREAMS_MAX),
+        );
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+            gossipsub_config()?,
+        )
+        .map_err(BehaviourError::Gossipsub)?
+        .with_metrics(registry, gossipsub::MetricsConfig::default());
+        gossipsub.subscribe(&gossipsub::IdentTopic::new(config.topic_name()))?;
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
+                .with_agent_version(format!("gradmesh/{}", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut kad = kad::Behaviour::with_config(
+            local,
+            kad::store::MemoryStore::new(local),
+            kad::Config::new(KAD_PROTOCOL),
+        );
+        // Meshes run on private and loopback addresses where no external address is ever
+        // confirmed; without this Kademlia would stay a client and answer no one.
+        kad.set_mode(Some(kad::Mode::Server));
+        let mdns = if config.mdns {
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            frames,
+            gossipsub,
+            identify,
+            kad,
+            mdns: Toggle::from(mdns),
+            ping: ping::Behaviour::default(),
+        })
+    }
+}
+
+/// Strict validation (signed by the author), ids by content hash so a re-published identical
+/// announcement is deduplicated, and a small size cap.
+fn gossipsub_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderError> {
+    gossipsub::ConfigBuilder::default()
+        .max_transmit_size(GOSSIP_BYTES_MAX)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .message_id_fn(|message| {
+            gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+        })
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+}

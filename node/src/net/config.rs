@@ -1,0 +1,285 @@
+//! The network layer's validated configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::pnet::PreSharedKey;
+use libp2p::{Multiaddr, PeerId};
+
+use super::frame::FrameCaps;
+
+/// A configuration rule that was violated; one variant per rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No listen address was given.
+    #[error("at least one listen address is required")]
+    NoListenAddress,
+    /// A bootstrap address lacks the `/p2p/<peer id>` suffix that authenticates its peer.
+    #[error("bootstrap address {addr} must end with /p2p/<peer id>")]
+    BootstrapWithoutPeerId {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// A QUIC address was given together with a mesh key, which QUIC cannot honour.
+    #[error("{addr} is a QUIC address, but a mesh key is set and pnet cannot wrap QUIC; use TCP")]
+    QuicWithMeshKey {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// The payload cap is zero or above the hard limit.
+    #[error("frame payload cap {bytes} is outside 1..={limit}")]
+    PayloadCap {
+        /// Requested cap.
+        bytes: u64,
+        /// Hard limit.
+        limit: u64,
+    },
+    /// A timeout is zero.
+    #[error("{name} must be positive")]
+    ZeroTimeout {
+        /// Which timeout.
+        name: &'static str,
+    },
+}
+
+/// Validated network configuration; build it with [`NetConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) bootstrap: Vec<(PeerId, Multiaddr)>,
+    pub(crate) mesh_key: Option<PreSharedKey>,
+    pub(crate) mdns: bool,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) frame_caps: FrameCaps,
+    pub(crate) frame_timeout: Duration,
+    pub(crate) idle_connection_timeout: Duration,
+}
+
+impl NetConfig {
+    /// A builder with every field at its default.
+    #[must_use]
+    pub fn builder() -> NetConfigBuilder {
+        NetConfigBuilder::default()
+    }
+
+    /// The frame caps this node enforces.
+    #[must_use]
+    pub const fn frame_caps(&self) -> FrameCaps {
+        self.frame_caps
+    }
+
+    /// The gossipsub topic of this mesh: one per mesh key, so meshes never mix announcements.
+    #[must_use]
+    pub fn topic_name(&self) -> String {
+        match &self.mesh_key {
+            Some(key) => format!("gradmesh/announce/1/{}", key.fingerprint()),
+            None => "gradmesh/announce/1/open".to_owned(),
+        }
+    }
+}
+
+/// Builder of [`NetConfig`]; [`NetConfigBuilder::build`] checks every rule.
+#[derive(Debug, Clone)]
+pub struct NetConfigBuilder {
+    /// Default: `/ip4/127.0.0.1/tcp/0`.
+    listen: Vec<Multiaddr>,
+    /// Default: none.
+    bootstrap: Vec<Multiaddr>,
+    /// Default: none (open mesh, QUIC enabled).
+    mesh_key: Option<PreSharedKey>,
+    /// Default: off (mDNS multicasts on the LAN).
+    mdns: bool,
+    /// Default: none (no metrics endpoint).
+    metrics_addr: Option<SocketAddr>,
+    /// Default: 256 MiB.
+    payload_bytes_max: u64,
+    /// Default: 120 s; bounds one frame's transfer and acknowledgement.
+    frame_timeout: Duration,
+    /// Default: 1 h; libp2p closes connections without open streams after 10 s otherwise,
+    /// and a training mesh wants its links kept between rounds.
+    idle_connection_timeout: Duration,
+}
+
+impl Default for NetConfigBuilder {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                Multiaddr::empty()
+                    .with(Protocol::Ip4([127, 0, 0, 1].into()))
+                    .with(Protocol::Tcp(0)),
+            ],
+            bootstrap: Vec::new(),
+            mesh_key: None,
+            mdns: false,
+            metrics_addr: None,
+            payload_bytes_max: FrameCaps::default().payload_bytes_max(),
+            frame_timeout: Duration::from_secs(120),
+            idle_connection_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl NetConfigBuilder {
+    /// Addresses to listen on (replaces the default).
+    #[must_use]
+    pub fn listen(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.listen = addrs;
+        self
+    }
+
+    /// Peers to dial and seed Kademlia with; each must end with `/p2p/<peer id>`.
+    #[must_use]
+    pub fn bootstrap(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.bootstrap = addrs;
+        self
+    }
+
+    /// The mesh's pre-shared key; peers without it cannot connect.
+    #[must_use]
+    pub fn mesh_key(mut self, key: Option<PreSharedKey>) -> Self {
+        self.mesh_key = key;
+        self
+    }
+
+    /// Whether to discover peers with mDNS.
+    #[must_use]
+    pub const fn mdns(mut self, enabled: bool) -> Self {
+        self.mdns = enabled;
+        self
+    }
+
+    /// Where to serve `/metrics`.
+    #[must_use]
+    pub const fn metrics_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.metrics_addr = addr;
+        self
+    }
+
+    /// The largest frame payload accepted or sent, in bytes.
+    #[must_use]
+    pub const fn payload_bytes_max(mut self, bytes: u64) -> Self {
+        self.payload_bytes_max = bytes;
+        self
+    }
+
+    /// How long one frame may take to be delivered and acknowledged.
+    #[must_use]
+    pub const fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// How long a connection without open streams stays up.
+    #[must_use]
+    pub const fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_connection_timeout = timeout;
+        self
+    }
+
+    /// Checks every rule and returns the validated configuration.
+    pub fn build(self) -> Result<NetConfig, ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListenAddress);
+        }
+        if self.mesh_key.is_some() {
+            let quic = self
+                .listen
+                .iter()
+                .chain(&self.bootstrap)
+                .find(|a| is_quic(a));
+            if let Some(addr) = quic {
+                return Err(ConfigError::QuicWithMeshKey { addr: addr.clone() });
+            }
+        }
+        let bootstrap = self
+            .bootstrap
+            .into_iter()
+            .map(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+                _ => Err(ConfigError::BootstrapWithoutPeerId { addr }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let frame_caps = FrameCaps::new(self.payload_bytes_max).ok_or(ConfigError::PayloadCap {
+            bytes: self.payload_bytes_max,
+            limit: super::frame::PAYLOAD_BYTES_MAX_LIMIT,
+        })?;
+        for (name, value) in [
+            ("frame timeout", self.frame_timeout),
+            ("idle connection timeout", self.idle_connection_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroTimeout { name });
+            }
+        }
+        Ok(NetConfig {
+            listen: self.listen,
+            bootstrap,
+            mesh_key: self.mesh_key,
+            mdns: self.mdns,
+            metrics_addr: self.metrics_addr,
+            frame_caps,
+            frame_timeout: self.frame_timeout,
+            idle_connection_timeout: self.idle_connection_timeout,
+        })
+    }
+}
+
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic | Protocol::Udp(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> PreSharedKey {
+        PreSharedKey::new([7; 32])
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = NetConfig::builder().build().expect("defaults");
+        assert_eq!(config.listen.len(), 1);
+        assert_eq!(config.topic_name(), "gradmesh/announce/1/open");
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        let quic: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr");
+        let no_peer: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().expect("addr");
+        let cases = [
+            NetConfig::builder().listen(vec![]).build(),
+            NetConfig::builder()
+                .listen(vec![quic])
+                .mesh_key(Some(key()))
+                .build(),
+            NetConfig::builder().bootstrap(vec![no_peer]).build(),
+            NetConfig::builder().payload_bytes_max(0).build(),
+            NetConfig::builder().frame_timeout(Duration::ZERO).build(),
+        ];
+        assert!(matches!(cases[0], Err(ConfigError::NoListenAddress)));
+        assert!(matches!(cases[1], Err(ConfigError::QuicWithMeshKey { .. })));
+        assert!(matches!(
+            cases[2],
+            Err(ConfigError::BootstrapWithoutPeerId { .. })
+        ));
+        assert!(matches!(cases[3], Err(ConfigError::PayloadCap { .. })));
+        assert!(matches!(cases[4], Err(ConfigError::ZeroTimeout { .. })));
+    }
+
+    #[test]
+    fn meshes_with_different_keys_use_different_topics() {
+        let a = NetConfig::builder()
+            .mesh_key(Some(key()))
+            .build()
+            .expect("a");
+        let b = NetConfig::builder()
+            .mesh_key(Some(PreSharedKey::new([8; 32])))
+            .build()
+            .expect("b");
+        assert_ne!(a.topic_name(), b.topic_name());
+    }
+}

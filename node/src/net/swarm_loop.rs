@@ -1,0 +1,383 @@
+//! The task that owns the `Swarm`: it runs on the network `Arbiter` and only routes — swarm
+//! events out as [`NetEvent`]s, [`Command`]s in as swarm calls. Both channels are bounded;
+//! a slow subscriber slows this loop (back-pressure) instead of growing a queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Transport, TransportError};
+use libp2p::gossipsub::IdentTopic;
+use libp2p::identity::Keypair;
+use libp2p::metrics::{BandwidthTransport, Registry};
+use libp2p::request_response::OutboundRequestId;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, Swarm};
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{
+    BehaviourError, FRAMES_IN_FLIGHT_PER_PEER_MAX, MeshBehaviour, MeshBehaviourEvent,
+};
+use super::config::NetConfig;
+use super::frame::{Frame, FrameCaps};
+use super::identity::protocol_peer_id_of_key;
+use super::messages::{FrameSent, NetError, NetEvent, SendFailure, SendFrame, SendFrameError};
+use super::metrics::{NetMetrics, bind_metrics, serve_metrics};
+use super::peers::PeerTable;
+use super::transport::build_transport;
+
+/// Commands queued from the actor to the loop.
+pub(crate) const COMMAND_QUEUE_CAPACITY: usize = 64;
+/// Events queued from the loop to the actor.
+pub(crate) const EVENT_QUEUE_CAPACITY: usize = 64;
+/// Frames awaiting acknowledgement, over all peers.
+const FRAMES_IN_FLIGHT_MAX: usize = 256;
+
+/// A command for the loop; each carries the sender of its reply.
+#[derive(Debug)]
+pub(crate) enum Command {
+    SendFrame {
+        request: SendFrame,
+        reply: oneshot::Sender<Result<FrameSent, SendFrameError>>,
+    },
+    Publish {
+        bytes: Bytes,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+}
+
+/// Why the network layer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The identity is not an ed25519 key.
+    #[error("the node identity must be an ed25519 key")]
+    NotEd25519,
+    /// noise could not be set up with the identity.
+    #[error("noise: {0}")]
+    Noise(#[from] libp2p::noise::Error),
+    /// A protocol behaviour could not be built.
+    #[error(transparent)]
+    Behaviour(#[from] BehaviourError),
+    /// A listen address was refused.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// The cause.
+        source: TransportError<std::io::Error>,
+    },
+    /// The metrics endpoint could not bind.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The network arbiter stopped during start-up.
+    #[error("the network arbiter stopped during start-up")]
+    Stopped,
+}
+
+/// What a started network layer reports about itself.
+#[derive(Debug, Clone)]
+pub struct NetInfo {
+    /// This node's protocol id.
+    pub local_peer: gradmesh_protocol::PeerId,
+    /// This node's libp2p id (for `/p2p/` suffixes of addresses given to other nodes).
+    pub transport_peer: libp2p::PeerId,
+    /// Where `/metrics` is served, with the real port.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// A frame awaiting its acknowledgement.
+#[derive(Debug)]
+struct PendingFrame {
+    id: super::messages::FrameRequestId,
+    to: gradmesh_protocol::PeerId,
+    bytes: u64,
+    reply: oneshot::Sender<Result<FrameSent, SendFrameError>>,
+}
+
+/// The loop's state: the swarm, its channels, and the peer table.
+pub(crate) struct SwarmLoop {
+    pub(super) swarm: Swarm<MeshBehaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetEvent>,
+    pub(super) peers: PeerTable,
+    pending: HashMap<OutboundRequestId, PendingFrame>,
+    pub(super) topic: IdentTopic,
+    caps: FrameCaps,
+    pub(super) metrics: NetMetrics,
+}
+
+impl SwarmLoop {
+    /// Builds the swarm, starts listening, dials the bootstrap peers and serves metrics. Must
+    /// run on the arbiter that will run [`SwarmLoop::run`], so QUIC's tasks start there.
+    pub(crate) async fn start(
+        config: NetConfig,
+        keypair: Keypair,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetEvent>,
+    ) -> Result<(Self, NetInfo), StartError> {
+        let local_peer =
+            protocol_peer_id_of_key(&keypair.public()).ok_or(StartError::NotEd25519)?;
+        let mut registry = Registry::default();
+        let metrics = NetMetrics::register(&mut registry);
+        let mut swarm = build_swarm(&keypair, &config, &mut registry)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|source| StartError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+        }
+        dial_bootstrap(&mut swarm, &config);
+        let metrics_addr = match config.metrics_addr {
+            Some(addr) => {
+                let (listener, bound) = bind_metrics(addr)
+                    .await
+                    .map_err(|source| StartError::Metrics { addr, source })?;
+                actix::spawn(serve_metrics(listener, Rc::new(registry)));
+                Some(bound)
+            }
+            None => None,
+        };
+        let info = NetInfo {
+            local_peer,
+            transport_peer: *swarm.local_peer_id(),
+            metrics_addr,
+        };
+        let swarm_loop = Self {
+            swarm,
+            commands,
+            events,
+            peers: PeerTable::default(),
+            pending: HashMap::new(),
+            topic: IdentTopic::new(config.topic_name()),
+            caps: config.frame_caps,
+            metrics,
+        };
+        Ok((swarm_loop, info))
+    }
+
+    /// Routes until the actor drops its command sender or stops taking events. Commands go
+    /// first: finishing local work before taking new remote work keeps queues short.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let flow = tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        self.handle_command(command);
+                        ControlFlow::Continue(())
+                    }
+                    None => ControlFlow::Break(()),
+                },
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event).await,
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        tracing::debug!("swarm loop stopped");
+    }
+
+    /// Hands an event to the actor, waiting while its queue is full. Takes `&mut self` so the
+    /// loop future stays `Send` (the swarm is `Send` but not `Sync`).
+    pub(super) async fn emit(&mut self, event: NetEvent) -> ControlFlow<()> {
+        match self.events.send(event).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::SendFrame { request, reply } => self.send_frame(request, reply),
+            Command::Publish { bytes, reply } => {
+                let topic = self.topic.clone();
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic, bytes.to_vec())
+                    .map(|_| ())
+                    .map_err(|e| NetError::Publish((&e).into()));
+                let _ = reply.send(result);
+            }
+            Command::Dial { addr, reply } => {
+                let result = self
+                    .swarm
+                    .dial(addr)
+                    .map_err(|e| NetError::Dial((&e).into()));
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn send_frame(
+        &mut self,
+        request: SendFrame,
+        reply: oneshot::Sender<Result<FrameSent, SendFrameError>>,
+    ) {
+        let (id, to) = (request.id, request.to);
+        let refusal = if let Err(oversize) = self.caps.check(&request.frame) {
+            Some(SendFailure::TooLarge(oversize))
+        } else if self.pending.len() >= FRAMES_IN_FLIGHT_MAX {
+            Some(SendFailure::TooManyInFlight)
+        } else if self.in_flight_to(&to) >= FRAMES_IN_FLIGHT_PER_PEER_MAX {
+            Some(SendFailure::PeerBusy)
+        } else {
+            None
+        };
+        let peer = match (refusal, self.peers.transport_of(&to)) {
+            (None, Some(peer)) => peer,
+            (refusal, _) => {
+                let reason = refusal.unwrap_or(SendFailure::NotConnected);
+                self.metrics.frames_failed_outbound.inc();
+                let _ = reply.send(Err(SendFrameError { id, to, reason }));
+                return;
+            }
+        };
+        let bytes = frame_bytes(&request.frame);
+        let request_id = self
+            .swarm
+            .behaviour_mut()
+            .frames
+            .send_request(&peer, request.frame);
+        let pending = PendingFrame {
+            id,
+            to,
+            bytes,
+            reply,
+        };
+        self.pending.insert(request_id, pending);
+    }
+
+    /// Frames to `peer` awaiting acknowledgement (a count over at most
+    /// [`FRAMES_IN_FLIGHT_MAX`] entries; iteration order does not matter).
+    fn in_flight_to(&self, peer: &gradmesh_protocol::PeerId) -> usize {
+        self.pending.values().filter(|p| p.to == *peer).count()
+    }
+
+    /// Resolves a pending frame with its outcome.
+    pub(super) fn complete_frame(
+        &mut self,
+        request_id: OutboundRequestId,
+        outcome: Result<(), SendFailure>,
+    ) {
+        let Some(pending) = self.pending.remove(&request_id) else {
+            return;
+        };
+        let (id, to) = (pending.id, pending.to);
+        let result = match outcome {
+            Ok(()) => {
+                self.metrics.frames_sent.inc();
+                self.metrics.frame_bytes_sent.inc_by(pending.bytes);
+                Ok(FrameSent { id, to })
+            }
+            Err(reason) => {
+                self.metrics.frames_failed_outbound.inc();
+                Err(SendFrameError { id, to, reason })
+            }
+        };
+        let _ = pending.reply.send(result);
+    }
+
+    async fn handle_swarm_event(
+        &mut self,
+        event: SwarmEvent<MeshBehaviourEvent>,
+    ) -> ControlFlow<()> {
+        use libp2p::metrics::Recorder;
+        self.metrics.libp2p.record(&event);
+        let out = match event {
+            SwarmEvent::Behaviour(event) => return self.handle_behaviour_event(event).await,
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                Some(NetEvent::ListeningOn { addr: address })
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => self.handle_connected(peer_id, num_established.get()),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => self.handle_closed(peer_id, num_established),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                Some(self.handle_dial_error(peer_id, &error))
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+                None
+            }
+            _ => None,
+        };
+        match out {
+            Some(event) => self.emit(event).await,
+            None => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// The transport wrapped with libp2p's bandwidth metrics, the behaviour, and the swarm config.
+fn build_swarm(
+    keypair: &Keypair,
+    config: &NetConfig,
+    registry: &mut Registry,
+) -> Result<Swarm<MeshBehaviour>, StartError> {
+    if config.mesh_key.is_some() {
+        tracing::warn!(
+            "mesh key set: QUIC is disabled because pnet can only protect TCP; \
+             peers must use /tcp addresses"
+        );
+    }
+    let transport = BandwidthTransport::new(build_transport(keypair, config.mesh_key)?, registry)
+        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        .boxed();
+    let behaviour = MeshBehaviour::new(keypair, config, registry)?;
+    let swarm_config = libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(config.idle_connection_timeout);
+    Ok(Swarm::new(
+        transport,
+        behaviour,
+        keypair.public().to_peer_id(),
+        swarm_config,
+    ))
+}
+
+/// Seeds Kademlia with the bootstrap peers and dials them; a failed dial is logged, not fatal,
+/// since other bootstrap peers or later dials may succeed.
+fn dial_bootstrap(swarm: &mut Swarm<MeshBehaviour>, config: &NetConfig) {
+    for (peer, addr) in &config.bootstrap {
+        swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+        if let Err(error) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, %error, "cannot dial bootstrap peer");
+        }
+    }
+    if !config.bootstrap.is_empty() {
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+    }
+}
+
+/// Meta plus payload bytes, for the byte counters.
+pub(super) fn frame_bytes(frame: &Frame) -> u64 {
+    u64::try_from(frame.meta.len() + frame.payload.len()).unwrap_or(u64::MAX)
+}
