@@ -4,5 +4,6 @@
 //! Bytes from peers never reach an `unwrap`: outside tests the lints below forbid it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod demo;
 pub mod net;
 pub mod smoke;

@@ -150,6 +150,7 @@ pub struct Driver {
     checker: InvariantChecker,
     stats: Stats,
     log: Vec<String>,
+    history: Vec<(Timestamp, PeerId, crate::peer::Event)>,
     keep_log: bool,
 }
 
@@ -178,6 +179,7 @@ impl Driver {
             nodes: Vec::new(),
             stats: Stats::default(),
             log: Vec::new(),
+            history: Vec::new(),
             keep_log: false,
         };
         let initial = shell::initial_params(driver.schedule.vector_len);
@@ -230,6 +232,26 @@ impl Driver {
     /// The first invariant [`Violation`].
     pub fn run(&mut self) -> Result<(), Violation> {
         let end = at(self.schedule.run_for);
+        self.step_until(end, |_| false)?;
+        self.now = end;
+        let settle = self
+            .schedule
+            .run_for
+            .saturating_sub(self.schedule.faults_end)
+            / 2;
+        self.checker.finish(&self.nodes, self.now, settle)
+    }
+
+    /// Processes events up to `end`, stopping early once `done` holds after an event.
+    /// Returns whether `done` held.
+    ///
+    /// # Errors
+    /// The first invariant [`Violation`], or [`Violation::Runaway`] past the event budget.
+    pub fn step_until(
+        &mut self,
+        end: Timestamp,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<bool, Violation> {
         let mut budget = EVENTS_MAX;
         while let Some(&Reverse((time, seq))) = self.queue.peek() {
             if time > end {
@@ -247,14 +269,43 @@ impl Driver {
             if let Some(v) = self.checker.violation() {
                 return Err(v.clone());
             }
+            if done(self) {
+                return Ok(true);
+            }
         }
-        self.now = end;
-        let settle = self
-            .schedule
-            .run_for
-            .saturating_sub(self.schedule.faults_end)
-            / 2;
-        self.checker.finish(&self.nodes, self.now, settle)
+        Ok(false)
+    }
+
+    /// Kills node `index` now, mid-whatever it is doing.
+    pub fn kill_now(&mut self, index: usize) {
+        self.kill(index);
+    }
+
+    /// A new peer (no state) joins now; returns its index.
+    pub fn join_now(&mut self) -> usize {
+        self.stats.joins += 1;
+        self.spawn(None);
+        self.nodes.len() - 1
+    }
+
+    /// Whether every live peer holds the same committed state (and none is joining).
+    #[must_use]
+    pub fn survivors_agree(&self) -> bool {
+        let mut states = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_alive())
+            .map(|n| (n.state(), n.is_joining()));
+        let Some((first, false)) = states.next() else {
+            return false;
+        };
+        first.is_some() && states.all(|(s, joining)| s == first && !joining)
+    }
+
+    /// Protocol events in order, if enabled with [`Driver::with_log`].
+    #[must_use]
+    pub fn history(&self) -> &[(Timestamp, PeerId, crate::peer::Event)] {
+        &self.history
     }
 
     fn apply(&mut self, event: Event) {
@@ -369,6 +420,7 @@ impl Driver {
                     if self.keep_log {
                         let id = self.nodes[i].id;
                         self.log.push(format!("{now} {id} {e:?}"));
+                        self.history.push((now, id, e));
                     }
                 }
             }
