@@ -12,6 +12,11 @@ use super::{CodecError, CodecKind, Int8Block, check_input};
 /// rounding of the scale, its reciprocal and the product (a few ulps, far below `2^-20`).
 pub(super) const ERROR_REL_TO_ABSMAX: f64 = 1.0 / 254.0 + 1.0 / (1u64 << 20) as f64;
 
+/// Blocks whose absmax is below `2^-100` are sent as zeros (scale 0). Keeping the scale a normal
+/// f32 and `127 / absmax` finite is what makes the relative bound hold; the flushed values are
+/// below any gradient magnitude that matters.
+pub(super) const FLUSH_BELOW: f32 = 7.888_609e-31; // 2^-100
+
 /// Adding then subtracting `1.5 * 2^23` rounds any `|y| < 2^22` to the nearest integer, ties to
 /// even, using only the FPU's default rounding. Unlike `f32::round_ties_even` it needs no SSE4.1,
 /// so the quantisation loop vectorises on baseline x86-64.
@@ -68,8 +73,10 @@ fn block_scale(block: &[f32]) -> (f32, f32) {
         .map(|x| x.to_bits() & 0x7fff_ffff)
         .fold(0, u32::max);
     let absmax = f32::from_bits(absmax_bits);
-    let inv_scale = if absmax > 0.0 { 127.0 / absmax } else { 0.0 };
-    (absmax / 127.0, inv_scale)
+    if absmax < FLUSH_BELOW {
+        return (0.0, 0.0);
+    }
+    (absmax / 127.0, 127.0 / absmax)
 }
 
 /// The code of `x` as a two's-complement byte, in -127..=127.
@@ -166,6 +173,24 @@ mod tests {
         let mut out = [1.0; 8];
         kind.decode(&bytes, &mut out).unwrap();
         assert_eq!(out[..7], [0.0, 0.0, 0.0, 0.0, 3.0, -3.0, 0.0]);
+    }
+
+    #[test]
+    fn tiny_blocks_flush_to_zero() {
+        assert_eq!(FLUSH_BELOW, 2f32.powi(-100));
+        let kind = CodecKind::Int8 {
+            block: Int8Block::new(2).unwrap(),
+        };
+        let input = [1e-35, -1e-44, 2e-30, -1e-30];
+        let mut bytes = Vec::new();
+        kind.build(4, 0)
+            .unwrap()
+            .encode(&input, &mut bytes)
+            .unwrap();
+        let mut out = [1.0; 4];
+        kind.decode(&bytes, &mut out).unwrap();
+        assert_eq!(out[..2], [0.0, 0.0]);
+        assert!((out[2] - 2e-30).abs() <= 2e-30 / 254.0 * 1.001);
     }
 
     #[test]

@@ -213,6 +213,7 @@ impl CodecKind {
             Self::Int8 { block } => ErrorBound::BlockAbsMax {
                 block: block.get(),
                 rel: int8::ERROR_REL_TO_ABSMAX,
+                abs: f64::from(int8::FLUSH_BELOW),
             },
             Self::TopK { fraction } => ErrorBound::ErrorFeedback {
                 contraction: topk::contraction(fraction.get(), span_len),

@@ -16,6 +16,33 @@
 //!   on the span length (span assignment), so the decoder knows the exact byte length before it
 //!   reads anything and never sizes an allocation from the wire.
 //!
+//! ```
+//! use gradmesh_kernels::codec::{CodecKind, Contribution, reduce_encoded, reencode_reduced};
+//!
+//! let kind: CodecKind = "int8:64".parse()?;
+//! let span_len = 1000;
+//! // Two senders, each with its own encoder for this span.
+//! let mut wires = [Vec::new(), Vec::new()];
+//! for (rank, wire) in wires.iter_mut().enumerate() {
+//!     let gradient = vec![rank as f32 + 0.5; span_len];
+//!     kind.build(span_len, rank as u64)?.encode(&gradient, wire)?;
+//! }
+//! // The span owner averages in rank order, then re-encodes once for the all-gather.
+//! let contributions = [
+//!     Contribution { bytes: &wires[0], weight: 0.5 },
+//!     Contribution { bytes: &wires[1], weight: 0.5 },
+//! ];
+//! let (mut reduced, mut scratch, mut gather_wire) = (vec![0.0; span_len], Vec::new(), Vec::new());
+//! reduce_encoded(kind, &contributions, &mut reduced, &mut scratch)?;
+//! reencode_reduced(kind.build(span_len, 0)?.as_mut(), &mut reduced, &mut gather_wire)?;
+//! // Every receiver decodes the owner's bytes to the owner's floats, bit for bit.
+//! let mut received = vec![0.0; span_len];
+//! kind.decode(&gather_wire, &mut received)?;
+//! assert_eq!(received, reduced);
+//! assert!((received[0] - 1.0).abs() < 0.01);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Non-finite values
 //!
 //! Encoding rejects NaN and ±Inf with [`CodecError::NonFiniteInput`] (and fp16 rejects finite
@@ -140,12 +167,15 @@ pub enum ErrorBound {
         /// Absolute bound for values in the format's subnormal range.
         abs: f64,
     },
-    /// For every element, `|x̂ - x| <= rel * max|x|` over its block of `block` floats.
+    /// For every element, `|x̂ - x| <= max(rel * absmax, abs)`, `absmax` being the largest
+    /// magnitude in its block of `block` floats.
     BlockAbsMax {
         /// Floats per block.
         block: usize,
         /// Bound relative to the block's absolute maximum.
         rel: f64,
+        /// Bound for blocks flushed to zero because their absmax is negligible.
+        abs: f64,
     },
     /// Error feedback: with `a = x + residual` the vector actually compressed,
     /// `‖a - x̂‖₂ <= contraction * ‖a‖₂`, and the new residual is exactly `a - x̂`. Hence the sum
