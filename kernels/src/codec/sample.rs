@@ -18,8 +18,9 @@ pub(crate) fn gaussian(seed: u64, n: usize) -> Vec<f32> {
     out
 }
 
-pub(crate) fn l2_norm(values: &[f64]) -> f64 {
-    values.iter().map(|x| x * x).sum::<f64>().sqrt()
+/// Euclidean norm, accumulated in f64.
+pub(crate) fn l2_norm(values: impl IntoIterator<Item = f64>) -> f64 {
+    values.into_iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
 /// `‖decoded - input‖₂ / ‖input‖₂`, accumulated in f64.

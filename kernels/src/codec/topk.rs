@@ -170,7 +170,7 @@ mod tests {
 
     /// With a persistent mean direction, the summed decoded outputs track the summed inputs:
     /// their difference is exactly the residual, which stays bounded, so the relative gap
-    /// shrinks like 1/steps.
+    /// shrinks like 1/steps (measured: 19% after 100 steps, 5% after 400).
     #[test]
     fn error_feedback_sum_converges_to_input_sum() {
         let n = 2000;
@@ -180,54 +180,36 @@ mod tests {
         let (mut sum_in, mut sum_out) = (vec![0.0f64; n], vec![0.0f64; n]);
         let (mut bytes, mut decoded) = (Vec::new(), vec![0.0; n]);
         let mut gaps = Vec::new();
+        let mut input_norm_max = 0.0f64;
         for step in 0..400u64 {
             let noise = gaussian(1000 + step, n);
             let input: Vec<f32> = mean.iter().zip(&noise).map(|(m, z)| 0.5 * m + z).collect();
+            input_norm_max = input_norm_max.max(l2_norm(input.iter().map(|&x| f64::from(x))));
             codec.encode(&input, &mut bytes).unwrap();
             kind.decode(&bytes, &mut decoded).unwrap();
             for i in 0..n {
                 sum_in[i] += f64::from(input[i]);
                 sum_out[i] += f64::from(decoded[i]);
             }
-            let gap: Vec<f64> = sum_in.iter().zip(&sum_out).map(|(a, b)| a - b).collect();
-            let residual: Vec<f64> = codec.residual.iter().map(|&r| f64::from(r)).collect();
             // Sum of inputs = sum of outputs + residual, up to f32 accumulation rounding.
-            let drift = l2_norm(
-                &gap.iter()
-                    .zip(&residual)
-                    .map(|(g, r)| g - r)
-                    .collect::<Vec<_>>(),
-            );
-            assert!(
-                drift <= 1e-3 * l2_norm(&sum_in),
-                "step {step}: drift {drift}"
-            );
-            gaps.push(l2_norm(&gap) / l2_norm(&sum_in));
+            let drift = (0..n).map(|i| sum_in[i] - sum_out[i] - f64::from(codec.residual[i]));
+            let sum_in_norm = l2_norm(sum_in.iter().copied());
+            assert!(l2_norm(drift) <= 1e-3 * sum_in_norm, "step {step}");
+            let gap = l2_norm((0..n).map(|i| sum_in[i] - sum_out[i]));
+            gaps.push(gap / sum_in_norm);
         }
-        let input_norm = l2_norm(
-            &gaussian(0, n)
-                .iter()
-                .map(|&x| f64::from(x))
-                .collect::<Vec<_>>(),
-        );
-        let residual_norm = l2_norm(
-            &codec
-                .residual
-                .iter()
-                .map(|&r| f64::from(r))
-                .collect::<Vec<_>>(),
-        );
+        // Bounded: about 10x one input's norm here (the worst case for k/n = 2% is ~100x).
+        let residual_norm = l2_norm(codec.residual.iter().map(|&r| f64::from(r)));
         assert!(
-            residual_norm <= 60.0 * input_norm,
+            residual_norm <= 20.0 * input_norm_max,
             "residual {residual_norm}"
         );
+        let (gap_100, gap_400) = (gaps[99], gaps[399]);
         assert!(
-            gaps[399] < gaps[99] / 2.0,
-            "gap at 100: {}, at 400: {}",
-            gaps[99],
-            gaps[399]
+            gap_400 < gap_100 / 2.0,
+            "gap at 100: {gap_100}, at 400: {gap_400}"
         );
-        assert!(gaps[399] < 0.1, "final relative gap {}", gaps[399]);
+        assert!(gap_400 < 0.1, "final relative gap {gap_400}");
     }
 
     #[test]
