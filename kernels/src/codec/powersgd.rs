@@ -145,7 +145,10 @@ impl PowerSgdCodec {
 
     /// `residual -= P Q'ᵀ`, reconstructed from the encoded bytes exactly as a receiver does.
     fn subtract_decoded(&mut self, bytes: &[u8]) {
-        let factors = Factors::split(self.shape, bytes);
+        // `bytes` is this encoder's own output, so it always has the exact length.
+        let Some(factors) = Factors::split(self.shape, bytes) else {
+            return;
+        };
         for row in 0..self.shape.rows {
             let range = self.shape.row_range(row);
             let decoded = &mut self.row[..range.len()];
@@ -196,10 +199,15 @@ struct Factors<'a> {
 }
 
 impl<'a> Factors<'a> {
-    fn split(shape: Shape, bytes: &'a [u8]) -> Self {
+    /// `None` unless `bytes` has exactly the shape's encoded length (callers check it first;
+    /// this keeps a wrong length from ever reaching the indexing below).
+    fn split(shape: Shape, bytes: &'a [u8]) -> Option<Self> {
+        if bytes.len() != shape.encoded_len() {
+            return None;
+        }
         let (words, _) = bytes.as_chunks::<4>();
-        let (p, q) = words.split_at(shape.rank * shape.rows);
-        Self { shape, p, q }
+        let (p, q) = words.split_at_checked(shape.rank * shape.rows)?;
+        Some(Self { shape, p, q })
     }
 
     /// Row `row` of `P Q'ᵀ` into `out` (the row's length). The single reconstruction routine for
@@ -219,7 +227,11 @@ impl<'a> Factors<'a> {
 /// Decodes into `out`; the caller has checked the exact length. Non-finite factors, or finite
 /// ones whose product overflows, surface as non-finite outputs and are rejected.
 pub(super) fn decode(shape: Shape, bytes: &[u8], out: &mut [f32]) -> Result<(), CodecError> {
-    let factors = Factors::split(shape, bytes);
+    let factors = Factors::split(shape, bytes).ok_or(CodecError::EncodedLenMismatch {
+        expected: shape.encoded_len(),
+        actual: bytes.len(),
+        span_len: shape.len,
+    })?;
     for row in 0..shape.rows {
         factors.reconstruct_row(row, &mut out[shape.row_range(row)]);
     }

@@ -97,9 +97,14 @@ mod tests {
             let mut gather = kind.build(n, 77).unwrap();
             reencode_reduced(gather.as_mut(), &mut reduced, &mut wire).unwrap();
 
+            // Receiver one decodes statelessly; receiver two through its own encoder instance,
+            // built with another seed and already used for a step of its own: decoding must not
+            // depend on either.
             let (mut first, mut second) = (vec![0.0; n], vec![1.0; n]);
             kind.decode(&wire, &mut first).unwrap();
-            kind.decode(&wire.clone(), &mut second).unwrap();
+            let mut receiver = kind.build(n, 12_345).unwrap();
+            receiver.encode(&inputs[3], &mut Vec::new()).unwrap();
+            receiver.decode(&wire.clone(), &mut second).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&first), bits(&second), "{name}");
             assert_eq!(bits(&first), bits(&reduced), "{name}");
