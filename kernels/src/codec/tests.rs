@@ -1,10 +1,12 @@
 //! Properties every codec shares: exact encoded length, error within the documented bound,
 //! determinism, typed rejection of non-finite input, and no panic on hostile bytes.
 //!
-//! Proptest prints a failing case's seed and persists it under `proptest-regressions/`; set
-//! `PROPTEST_RNG_SEED` to replay a run.
+//! Proptest prints a failing case and persists its seed next to this file
+//! (`tests.proptest-regressions`, replayed first on every run); set `PROPTEST_RNG_SEED` to replay
+//! a whole run. A failure that mattered also becomes a named unit test below.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 use super::sample::{gaussian, rel_l2_error};
 use super::{CodecError, CodecKind, ErrorBound, MAX_SPAN_LEN};
@@ -20,6 +22,18 @@ const NAMES: [&str; 9] = [
     "powersgd:1",
     "powersgd:3",
 ];
+
+/// `cases` cases, with failures persisted beside this source file rather than in a crate-level
+/// `proptest-regressions/` directory.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
 
 fn kinds() -> Vec<CodecKind> {
     NAMES.iter().map(|name| name.parse().unwrap()).collect()
@@ -87,7 +101,7 @@ fn assert_within_bound(bound: ErrorBound, input: &[f32], decoded: &[f32]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(config(400))]
 
     #[test]
     fn round_trip_is_within_documented_bound(input in values(300), seed in any::<u64>()) {
@@ -126,7 +140,7 @@ mod hostile {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        #![proptest_config(config(10_000))]
 
         #[test]
         fn random_bytes_never_panic(
@@ -157,6 +171,19 @@ mod hostile {
                 assert_decode_is_safe(kind, &bytes, input.len());
             }
         }
+    }
+}
+
+/// Regression (found by the round-trip property): an empty span encodes to zero bytes, decodes
+/// to nothing, and its error-feedback bound must not divide by a zero norm.
+#[test]
+fn empty_spans_round_trip() {
+    for kind in kinds() {
+        let bytes = encode_fresh(kind, &[], 0).unwrap();
+        assert!(bytes.is_empty(), "{kind}");
+        kind.decode(&bytes, &mut []).unwrap();
+        assert_within_bound(kind.error_bound(0), &[], &[]);
+        assert!(kind.decode(&[0], &mut []).is_err(), "{kind}");
     }
 }
 
