@@ -124,7 +124,8 @@ pub trait Codec: Send + fmt::Debug {
     /// [`CodecError::ResidualOverflow`], which resets it.
     fn encode(&mut self, input: &[f32], out: &mut Vec<u8>) -> Result<(), CodecError>;
 
-    /// Drops error-feedback state (after a peer rejoins or a step is abandoned).
+    /// Drops the error-feedback residual (after a peer rejoins or a step is abandoned).
+    /// PowerSGD keeps its warm-start Q, which carries no gradient mass.
     fn reset(&mut self) {}
 
     /// Decodes bytes produced by any codec of the same kind and span length.

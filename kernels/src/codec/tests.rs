@@ -208,6 +208,31 @@ fn non_finite_input_is_rejected_without_touching_state() {
     }
 }
 
+/// After `reset` an all-zero step sends nothing; without it, it sends the carried residual.
+#[test]
+fn reset_drops_error_feedback() {
+    let input = gaussian(5, 400);
+    let zeros = vec![0.0; input.len()];
+    for kind in kinds().into_iter().filter(|kind| kind.is_stateful()) {
+        let mut decoded = vec![0.0; input.len()];
+        for reset in [false, true] {
+            let mut codec = kind.build(input.len(), 2).unwrap();
+            let mut bytes = Vec::new();
+            codec.encode(&input, &mut bytes).unwrap();
+            if reset {
+                codec.reset();
+            }
+            codec.encode(&zeros, &mut bytes).unwrap();
+            codec.decode(&bytes, &mut decoded).unwrap();
+            let sent_anything = decoded.iter().any(|&x| x != 0.0);
+            // `topk:1` sends everything at once, so it never carries a residual.
+            let carries =
+                kind.error_bound(input.len()) != ErrorBound::ErrorFeedback { contraction: 0.0 };
+            assert_eq!(sent_anything, !reset && carries, "{kind}, reset {reset}");
+        }
+    }
+}
+
 #[test]
 fn span_length_mismatches_are_errors() {
     for kind in kinds() {
