@@ -34,3 +34,7 @@ unit:
 # MLP training steps/s on digits (batch 64; 1 and 2 threads), ours vs PyTorch eager, same run.
 bench-kernels: setup
 	$(CARGO) run --release -p gradmesh-kernels --example bench_mlp
+
+# Fuzz the wire decoder for 60 s (needs nightly and `cargo install cargo-fuzz`); see docs/fuzzing.md.
+fuzz:
+	cd fuzz && cargo +nightly fuzz run decode -- -max_total_time=60
