@@ -45,6 +45,13 @@ pub enum Violation {
         /// The named contributor.
         peer: PeerId,
     },
+    /// Two different rounds committed results on the same base state: two histories.
+    Fork {
+        /// The shared base.
+        base: StateSummary,
+        /// The two rounds.
+        rounds: (RoundId, RoundId),
+    },
     /// Two peers hold different states after the same round.
     DifferentStates {
         /// Round.
@@ -84,6 +91,8 @@ pub struct InvariantChecker {
     gradients: BTreeMap<(PeerId, StateSummary), WeightedGradient>,
     results: BTreeMap<RoundId, Digest>,
     committees: BTreeMap<RoundId, Vec<PeerId>>,
+    /// The committed round built on each state: a second one would fork the history.
+    children: BTreeMap<StateSummary, RoundId>,
     /// Set when the run ended with a majority of the newest committee dead: the protocol then
     /// halts by design (it will not risk two histories), so liveness is not required.
     pub halted_by_design: bool,
@@ -227,6 +236,19 @@ impl InvariantChecker {
                 self.results.insert(result.round, result.digest);
                 self.committees
                     .insert(result.round, result.committee.clone());
+            }
+        }
+        match self.children.get(&result.base) {
+            Some(r) if *r != result.round => {
+                let rounds = (*r, result.round);
+                return self.fail(Violation::Fork {
+                    base: result.base,
+                    rounds,
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.children.insert(result.base, result.round);
             }
         }
         for span in &result.spans {
