@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels
+.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels soak fuzz
 
 setup:
 	bash scripts/setup.sh
@@ -38,3 +38,7 @@ bench-kernels: setup
 # Fuzz the wire decoder for 60 s (needs nightly and `cargo install cargo-fuzz`); see docs/fuzzing.md.
 fuzz:
 	cd fuzz && cargo +nightly fuzz run decode -- -max_total_time=60
+
+# Long runs of the protocol's seeded fault schedules (make test runs 2000).
+soak:
+	GRADMESH_SCHEDULES=$${GRADMESH_SCHEDULES:-20000} $(CARGO) test --release -p gradmesh-protocol --test invariants -- --nocapture

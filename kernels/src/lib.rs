@@ -1,7 +1,8 @@
 //! gradmesh-kernels: everything numeric that a gradmesh peer runs locally — LibTorch models and
 //! optimizers, flat gradient buffers, compression codecs and checkpoints. It never sees the
 //! network. Codecs work on `&[f32]` and expose no LibTorch types, so they build without the
-//! `torch` feature (the simulator uses them to count bytes).
+//! `torch` feature (code without LibTorch, such as a simulator counting
+//! bytes, can use them).
 //!
 //! With `torch` (the default), the node's trainer drives a [`Trainer`]: it computes a loss and
 //! gradients into one flat `f32` buffer, lets the caller all-reduce that buffer, and applies it with

@@ -6,7 +6,9 @@
 //! digest the mesh committed, and then each chunk against the manifest, as it arrives. Chunks are
 //! fetched from several donors at once; a donor that sends a bad manifest or chunk, says it no
 //! longer has the state, or does not answer in time is dropped and its chunks are fetched
-//! elsewhere. The chunk size is a mesh-wide parameter: it is part of the digest.
+//! elsewhere. The chunk size is a mesh-wide parameter: it is part of the digest, and so is the
+//! state's committee (the contributors of the round that produced it), which a joiner needs to
+//! judge the quorums of the rounds it will take part in.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;

@@ -6,8 +6,11 @@
 //! than the network on a fast link), and its length is declared in the header and checked against
 //! the frame *before* anything is allocated for it.
 //!
-//! Decoding is total: any byte string yields `Ok(Envelope)` or a [`WireError`], never a panic, and
-//! never allocates more than the frame's own length.
+//! Decoding is total: any byte string yields `Ok(Envelope)` or a [`WireError`], never a panic.
+//! Payloads are allocated only after their declared length matched the frame. Inside the header,
+//! serde may reserve up to 1 MiB for a claimed list before bincode finds the bytes missing, so a
+//! decode allocates at most about the frame's length plus [`HEADER_BYTES_MAX`];
+//! `protocol/tests/wire_props.rs` measures this with a counting allocator.
 
 use std::sync::Arc;
 

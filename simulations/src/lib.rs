@@ -1,5 +1,7 @@
-//! gradmesh-sim: a discrete-event simulator that drives the same protocol state machines as the
-//! `gradmesh` node, on a simulated clock with bandwidth, latency, loss, compute and churn models.
+//! gradmesh-sim: a discrete-event simulator of gradmesh meshes on a simulated clock, with
+//! bandwidth, latency, loss, compute and churn models. It runs collective schedules through a
+//! flow-level network today; the protocol's `Peer` machines plug into the same
+//! [`engine::Application`] interface next.
 //! It never depends on tokio, libp2p or LibTorch: time is simulated, and compute is a model.
 //!
 //! The single interface between the network model and whatever runs on the peers is

@@ -15,8 +15,10 @@
 //!    for it (`SpanRequest`: whoever holds the owner's version relays it) and sends its retained
 //!    slice of span `j` to the span's backup owner (the next contributor in rank order). The
 //!    backup relays the owner's reduced span if it has it, or else reduces the contributions it
-//!    receives, when it has all but the owner's or at the *backup* deadline. Peers prefer the
-//!    owner's version: a backup version only exists when nobody it asked held the owner's.
+//!    receives, when it has all but the owner's or at the *backup* deadline. A member keeps the
+//!    first version of a span it receives; a backup version only exists when nobody the backup
+//!    asked held the owner's, and if members still end up with different versions their digests
+//!    differ and at most one of them can gather a quorum.
 //! 4. **Vote.** With every span in hand a member hashes the result and sends its digest to every
 //!    member. A contributor commits when its digest has the votes of a strict majority of this
 //!    roster's contributors *and* of a strict majority of the *committee* — the contributors of
