@@ -16,7 +16,6 @@ mod shell;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -527,9 +526,6 @@ impl Driver {
         self.now
     }
 }
-
-/// Shared handle type for gradients.
-pub type Floats = Arc<[f32]>;
 
 #[cfg(test)]
 mod tests;
