@@ -7,6 +7,7 @@
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+use std::fmt;
 
 use super::{CodecError, CodecKind, check_input};
 
@@ -18,6 +19,8 @@ const STAGE: usize = 1024;
 trait HalfFormat: Copy + Default {
     /// Exponent bits; all ones means infinity or NaN in both formats.
     const EXPONENT_MASK: u16;
+    /// The codec this format implements.
+    const KIND: CodecKind;
     fn from_bits(bits: u16) -> Self;
     fn to_bits(self) -> u16;
     fn is_infinite(self) -> bool;
@@ -27,6 +30,7 @@ trait HalfFormat: Copy + Default {
 
 impl HalfFormat for f16 {
     const EXPONENT_MASK: u16 = 0x7c00;
+    const KIND: CodecKind = CodecKind::Fp16;
     fn from_bits(bits: u16) -> Self {
         Self::from_bits(bits)
     }
@@ -46,6 +50,7 @@ impl HalfFormat for f16 {
 
 impl HalfFormat for bf16 {
     const EXPONENT_MASK: u16 = 0x7f80;
+    const KIND: CodecKind = CodecKind::Bf16;
     fn from_bits(bits: u16) -> Self {
         Self::from_bits(bits)
     }
@@ -122,48 +127,30 @@ pub(super) fn decode_bf16(bytes: &[u8], out: &mut [f32]) -> Result<(), CodecErro
     decode_half::<bf16>(bytes, out)
 }
 
+/// fp16 or bf16 encoder for one span (stateless; one implementation for both formats).
+#[derive(Debug)]
+pub(super) struct HalfCodec<H> {
+    span_len: usize,
+    format: std::marker::PhantomData<H>,
+}
+
 /// fp16 encoder for one span.
-#[derive(Debug)]
-pub(super) struct Fp16Codec {
-    span_len: usize,
-}
-
-impl Fp16Codec {
-    pub(super) fn new(span_len: usize) -> Self {
-        Self { span_len }
-    }
-}
-
-impl super::Codec for Fp16Codec {
-    fn kind(&self) -> CodecKind {
-        CodecKind::Fp16
-    }
-
-    fn span_len(&self) -> usize {
-        self.span_len
-    }
-
-    fn encode(&mut self, input: &[f32], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        check_input(input, self.span_len)?;
-        encode_half::<f16>(input, out)
-    }
-}
-
+pub(super) type Fp16Codec = HalfCodec<f16>;
 /// bf16 encoder for one span.
-#[derive(Debug)]
-pub(super) struct Bf16Codec {
-    span_len: usize,
-}
+pub(super) type Bf16Codec = HalfCodec<bf16>;
 
-impl Bf16Codec {
-    pub(super) fn new(span_len: usize) -> Self {
-        Self { span_len }
+impl<H> HalfCodec<H> {
+    pub(super) const fn new(span_len: usize) -> Self {
+        Self {
+            span_len,
+            format: std::marker::PhantomData,
+        }
     }
 }
 
-impl super::Codec for Bf16Codec {
+impl<H: HalfFormat + fmt::Debug + Send> super::Codec for HalfCodec<H> {
     fn kind(&self) -> CodecKind {
-        CodecKind::Bf16
+        H::KIND
     }
 
     fn span_len(&self) -> usize {
@@ -172,7 +159,7 @@ impl super::Codec for Bf16Codec {
 
     fn encode(&mut self, input: &[f32], out: &mut Vec<u8>) -> Result<(), CodecError> {
         check_input(input, self.span_len)?;
-        encode_half::<bf16>(input, out)
+        encode_half::<H>(input, out)
     }
 }
 
