@@ -12,8 +12,14 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use gradmesh_kernels::codec::CodecKind;
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+/// The unit tests' seeded sample data, compiled into the bench too so both measure the same
+/// vectors. The bench uses only `gaussian`; the error measures stay for the tests.
+#[path = "../src/codec/sample.rs"]
+#[allow(dead_code)]
+mod sample;
+
+use sample::gaussian;
 
 const SPAN_LEN: usize = 16 << 20;
 const SEED: u64 = 42;
@@ -26,22 +32,6 @@ const CODECS: [&str; 7] = [
     "topk:0.01",
     "powersgd:4",
 ];
-
-/// `n` standard normal floats from ChaCha8 seeded with `seed` (Box-Muller); the same generator
-/// as the unit tests' sample data.
-fn gaussian(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut uniform = move || (f64::from(rng.next_u32()) + 0.5) / 4_294_967_296.0;
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let radius = (-2.0 * uniform().ln()).sqrt();
-        let angle = std::f64::consts::TAU * uniform();
-        out.push((radius * angle.cos()) as f32);
-        out.push((radius * angle.sin()) as f32);
-    }
-    out.truncate(n);
-    out
-}
 
 fn rel_l2_error(input: &[f32], decoded: &[f32]) -> f64 {
     let (mut err, mut norm) = (0.0f64, 0.0f64);
