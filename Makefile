@@ -3,11 +3,13 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels soak fuzz
+.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-allreduce soak fuzz
 
 setup:
 	bash scripts/setup.sh
 
+# Four node processes on loopback train the digits MLP; one is SIGKILLed mid-all-reduce and a
+# fresh one joins (docs/operator.md).
 demo: setup
 	$(CARGO) run --release -p gradmesh-node --bin gradmesh -- demo
 
@@ -34,6 +36,15 @@ unit:
 # MLP training steps/s on digits (batch 64; 1 and 2 threads), ours vs PyTorch eager, same run.
 bench-kernels: setup
 	$(CARGO) run --release -p gradmesh-kernels --example bench_mlp
+
+# The all-reduce of real node processes vs torch.distributed gloo, same sizes, same run
+# (docs/benchmarks.md).
+bench-allreduce: setup
+	$(CARGO) build --release -p gradmesh-node --bin gradmesh
+	target/release/gradmesh bench allreduce --nodes 4 --floats 16777216
+	target/release/gradmesh bench allreduce --nodes 4 --floats 16777216 --mesh-key --no-gloo
+	target/release/gradmesh bench allreduce --nodes 4 --floats 1048576
+	target/release/gradmesh bench allreduce --nodes 2 --floats 16777216
 
 # Fuzz the wire decoder for 60 s (needs nightly and `cargo install cargo-fuzz`); see docs/fuzzing.md.
 fuzz:

@@ -43,6 +43,10 @@ pub struct Checkpoint {
     pub mesh_digest: MeshDigest,
     /// Parameters, optimizer state and step.
     pub state: TrainingState,
+    /// The ids (32 bytes each) of the peers whose gradients produced this state: a restarted
+    /// peer needs them to rebuild the exact state digest the mesh committed. Empty for a state
+    /// that no mesh round produced.
+    pub committee: Vec<[u8; 32]>,
 }
 
 struct Entry {
@@ -98,6 +102,12 @@ fn encode(checkpoint: &Checkpoint, layout: &FlatLayout) -> Result<Vec<u8>> {
         dtype: Dtype::U8,
         shape: vec![32],
         bytes: digest,
+    });
+    entries.push(Entry {
+        name: "committee".into(),
+        dtype: Dtype::U8,
+        shape: vec![checkpoint.committee.len(), 32],
+        bytes: checkpoint.committee.concat(),
     });
     let views = entries
         .iter()
@@ -219,10 +229,19 @@ pub fn load_checkpoint(path: &Path, layout: &FlatLayout) -> Result<Checkpoint> {
         params,
         optimizer,
     };
+    let (members, shape) = read_tensor(&file, path, "committee", Dtype::U8)?;
+    if shape.len() != 2 || shape[1] != 32 {
+        return Err(bad_shape("committee", "[k, 32]", &shape));
+    }
+    let committee = members
+        .chunks_exact(32)
+        .filter_map(|id| <[u8; 32]>::try_from(id).ok())
+        .collect();
     Ok(Checkpoint {
         round: read_u64(&file, path, "round")?,
         mesh_digest: MeshDigest(digest),
         state,
+        committee,
     })
 }
 
@@ -244,7 +263,8 @@ mod tests {
             dir.path().join("a.safetensors"),
             dir.path().join("b.safetensors"),
         );
-        let checkpoint = t.checkpoint(3, MeshDigest([7; 32]));
+        let mut checkpoint = t.checkpoint(3, MeshDigest([7; 32]));
+        checkpoint.committee = vec![[1; 32], [2; 32]];
         write_checkpoint(&a, &checkpoint, t.layout()).unwrap();
         write_checkpoint(&b, &checkpoint, t.layout()).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());

@@ -217,13 +217,15 @@ impl Trainer {
         self.restore(state)
     }
 
-    /// The state as a checkpoint for `round` of the mesh with digest `mesh_digest`.
+    /// The state as a checkpoint for `round` of the mesh with digest `mesh_digest` (with an
+    /// empty committee; the node fills in the round's contributors).
     #[must_use]
     pub fn checkpoint(&self, round: u64, mesh_digest: MeshDigest) -> Checkpoint {
         Checkpoint {
             round,
             mesh_digest,
             state: self.training_state(),
+            committee: Vec::new(),
         }
     }
 }

@@ -302,16 +302,38 @@ pub enum WireError {
 /// [`WireError::OutOfBounds`] if a field exceeds its bound (the receiver would refuse it anyway),
 /// [`WireError::Encode`] if the header does not fit in [`HEADER_BYTES_MAX`].
 pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
-    check_bounds(&envelope.body)?;
-    let header = bincode::serde::encode_to_vec(envelope, HEADER_CONFIG)
-        .map_err(|e| WireError::Encode(e.to_string()))?;
-    let payload_len = payload_bytes(&envelope.body);
-    let mut frame = Vec::with_capacity(4 + header.len() + payload_len);
+    let header = encode_header(envelope)?;
+    let mut frame = Vec::with_capacity(4 + header.len() + payload_bytes(&envelope.body));
     let header_len = u32::try_from(header.len()).map_err(|e| WireError::Encode(e.to_string()))?;
     frame.extend_from_slice(&header_len.to_le_bytes());
     frame.extend_from_slice(&header);
     write_payload(&envelope.body, &mut frame);
     Ok(frame)
+}
+
+/// The two parts of a frame for transports that carry a header and a payload separately (the
+/// node's frame protocol): the bincode header (without the length prefix of [`encode`]) and
+/// the raw payload bytes.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_parts(envelope: &Envelope) -> Result<(Vec<u8>, Vec<u8>), WireError> {
+    let header = encode_header(envelope)?;
+    let mut payload = Vec::with_capacity(payload_bytes(&envelope.body));
+    write_payload(&envelope.body, &mut payload);
+    Ok((header, payload))
+}
+
+fn encode_header(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
+    check_bounds(&envelope.body)?;
+    let header = bincode::serde::encode_to_vec(envelope, HEADER_CONFIG)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    if header.len() > HEADER_BYTES_MAX {
+        return Err(WireError::BadHeaderLength {
+            len: header.len() as u64,
+        });
+    }
+    Ok(header)
 }
 
 /// Size of the frame [`encode`] would produce, computed without encoding the payload. The
@@ -347,6 +369,20 @@ pub fn decode(frame: &[u8], frame_bytes_max: usize) -> Result<Envelope, WireErro
         });
     }
     let (header, payload) = rest.split_at(header_usize);
+    decode_parts(header, payload)
+}
+
+/// Decodes a frame received as two parts (see [`encode_parts`]). The header is checked against
+/// [`HEADER_BYTES_MAX`] and every bound before the payload is copied.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_parts(header: &[u8], payload: &[u8]) -> Result<Envelope, WireError> {
+    if header.len() > HEADER_BYTES_MAX {
+        return Err(WireError::BadHeaderLength {
+            len: header.len() as u64,
+        });
+    }
     let (mut envelope, used): (Envelope, usize) =
         bincode::serde::decode_from_slice(header, HEADER_CONFIG)
             .map_err(|e| WireError::Header(e.to_string()))?;
@@ -564,6 +600,24 @@ mod tests {
             .into_iter()
             .map(|b| Envelope::new(peer(0), RoundId(4), b))
             .collect()
+    }
+
+    #[test]
+    fn parts_round_trip_like_whole_frames() {
+        for envelope in samples() {
+            let (header, payload) = encode_parts(&envelope).expect("encodes");
+            let whole = encode(&envelope).expect("encodes");
+            assert_eq!(whole.len(), 4 + header.len() + payload.len());
+            assert_eq!(&whole[4 + header.len()..], &payload[..]);
+            assert_eq!(decode_parts(&header, &payload).expect("decodes"), envelope);
+            if !payload.is_empty() {
+                assert!(decode_parts(&header, &payload[1..]).is_err());
+            }
+        }
+        assert!(matches!(
+            decode_parts(&vec![0; HEADER_BYTES_MAX + 1], &[]),
+            Err(WireError::BadHeaderLength { .. })
+        ));
     }
 
     #[test]

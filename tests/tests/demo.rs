@@ -7,7 +7,7 @@ use gradmesh_e2e::gradmesh_bin;
 #[test]
 fn demo_kills_a_peer_mid_round_and_every_survivor_ends_with_the_same_digest() {
     let out = Command::new(gradmesh_bin())
-        .args(["demo", "--peers", "8", "--seed", "7", "--json"])
+        .args(["protocol-demo", "--peers", "8", "--seed", "7", "--json"])
         .output()
         .expect("gradmesh runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -34,7 +34,7 @@ fn demo_kills_a_peer_mid_round_and_every_survivor_ends_with_the_same_digest() {
 fn demo_output_is_identical_for_the_same_seed() {
     let run = || {
         Command::new(gradmesh_bin())
-            .args(["demo", "--seed", "11"])
+            .args(["protocol-demo", "--seed", "11"])
             .output()
             .expect("gradmesh runs")
             .stdout

@@ -57,6 +57,9 @@ pub(crate) struct MeshBehaviour {
     pub(crate) ping: ping::Behaviour,
 }
 
+/// How often Kademlia bootstraps (looks itself up through the peers it knows).
+const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5);
+
 impl MeshBehaviour {
     /// Builds the behaviour and subscribes to the mesh topic. gossipsub metrics go to `registry`.
     pub(crate) fn new(
@@ -83,11 +86,8 @@ impl MeshBehaviour {
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
                 .with_agent_version(format!("gradmesh/{}", env!("CARGO_PKG_VERSION"))),
         );
-        let mut kad = kad::Behaviour::with_config(
-            local,
-            kad::store::MemoryStore::new(local),
-            kad::Config::new(KAD_PROTOCOL),
-        );
+        let mut kad =
+            kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config());
         // Meshes run on private and loopback addresses where no external address is ever
         // confirmed; without this Kademlia would stay a client and answer no one.
         kad.set_mode(Some(kad::Mode::Server));
@@ -105,6 +105,14 @@ impl MeshBehaviour {
             ping: ping::Behaviour::default(),
         })
     }
+}
+
+/// Kademlia re-bootstraps every few seconds: in a small mesh that is how a peer that joined
+/// through one bootstrap node learns (and, see `handle_kad`, dials) all the others quickly.
+fn kad_config() -> kad::Config {
+    let mut config = kad::Config::new(KAD_PROTOCOL);
+    config.set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL));
+    config
 }
 
 /// Strict validation (signed by the author), ids by content hash so a re-published identical

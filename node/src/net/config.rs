@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use libp2p::metrics::Registry;
 use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PreSharedKey;
 use libp2p::{Multiaddr, PeerId};
@@ -55,6 +56,18 @@ pub struct NetConfig {
     pub(crate) frame_caps: FrameCaps,
     pub(crate) frame_timeout: Duration,
     pub(crate) idle_connection_timeout: Duration,
+    pub(crate) extra_metrics: Option<MetricsRegistrar>,
+}
+
+/// Registers metrics of other node components in the network layer's registry, so one
+/// `/metrics` endpoint serves them all (under the `gradmesh_` prefix).
+#[derive(Clone)]
+pub struct MetricsRegistrar(pub std::sync::Arc<dyn Fn(&mut Registry) + Send + Sync>);
+
+impl std::fmt::Debug for MetricsRegistrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRegistrar")
+    }
 }
 
 impl NetConfig {
@@ -100,6 +113,8 @@ pub struct NetConfigBuilder {
     /// Default: 1 h; libp2p closes connections without open streams after 10 s otherwise,
     /// and a training mesh wants its links kept between rounds.
     idle_connection_timeout: Duration,
+    /// Default: none.
+    extra_metrics: Option<MetricsRegistrar>,
 }
 
 impl Default for NetConfigBuilder {
@@ -117,6 +132,7 @@ impl Default for NetConfigBuilder {
             payload_bytes_max: FrameCaps::default().payload_bytes_max(),
             frame_timeout: Duration::from_secs(120),
             idle_connection_timeout: Duration::from_secs(3600),
+            extra_metrics: None,
         }
     }
 }
@@ -178,6 +194,13 @@ impl NetConfigBuilder {
         self
     }
 
+    /// Metrics of other components to serve next to the network's.
+    #[must_use]
+    pub fn extra_metrics(mut self, registrar: MetricsRegistrar) -> Self {
+        self.extra_metrics = Some(registrar);
+        self
+    }
+
     /// Checks every rule and returns the validated configuration.
     pub fn build(self) -> Result<NetConfig, ConfigError> {
         if self.listen.is_empty() {
@@ -222,6 +245,7 @@ impl NetConfigBuilder {
             frame_caps,
             frame_timeout: self.frame_timeout,
             idle_connection_timeout: self.idle_connection_timeout,
+            extra_metrics: self.extra_metrics,
         })
     }
 }

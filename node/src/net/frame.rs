@@ -26,8 +26,10 @@ pub const FRAME_PROTOCOL: StreamProtocol = StreamProtocol::new("/gradmesh/frame/
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"GMF1");
 /// Encoded size of the frame prefix.
 pub const PREFIX_BYTES: usize = 16;
-/// Cap on the opaque meta part: it carries a header, never tensor data.
-pub const META_BYTES_MAX: u32 = 64 * 1024;
+/// Cap on the opaque meta part: it carries a protocol header, never tensor data, so it is the
+/// protocol's own header bound (a roster of 4,096 members fits).
+#[allow(clippy::cast_possible_truncation)] // 1 MiB fits a u32.
+pub const META_BYTES_MAX: u32 = gradmesh_protocol::wire::HEADER_BYTES_MAX as u32;
 /// Default cap on a frame's payload: 256 MiB.
 pub const PAYLOAD_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 /// No configuration may raise the payload cap above 1 GiB.

@@ -25,7 +25,7 @@ pub use actor::Network;
 pub use behaviour::{
     BehaviourError, FRAME_STREAMS_MAX, FRAMES_IN_FLIGHT_PER_PEER_MAX, GOSSIP_BYTES_MAX,
 };
-pub use config::{ConfigError, NetConfig, NetConfigBuilder};
+pub use config::{ConfigError, MetricsRegistrar, NetConfig, NetConfigBuilder};
 pub use frame::{Frame, FrameCaps, FrameError, Oversize};
 pub use identity::{IdentityError, load_or_create, protocol_peer_id, protocol_peer_id_of_key};
 pub use messages::{

@@ -8,7 +8,7 @@ use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundFailure};
 use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{gossipsub, identify, mdns};
+use libp2p::{gossipsub, identify, kad, mdns};
 
 use super::behaviour::MeshBehaviourEvent;
 use super::frame::{Frame, FrameAck};
@@ -41,6 +41,7 @@ impl SwarmLoop {
             }
             MeshBehaviourEvent::Kad(event) => {
                 self.metrics.libp2p.record(&event);
+                self.handle_kad(&event);
                 None
             }
             MeshBehaviourEvent::Mdns(event) => {
@@ -177,6 +178,21 @@ impl SwarmLoop {
             let kad = &mut self.swarm.behaviour_mut().kad;
             for addr in info.listen_addrs.into_iter().take(IDENTIFY_ADDRS_MAX) {
                 kad.add_address(&peer_id, addr);
+            }
+        }
+    }
+
+    /// A training mesh is small and dense (every contributor sends to every span owner), so
+    /// every peer Kademlia learns of is dialed by peer id; noise checks who answers.
+    fn handle_kad(&mut self, event: &kad::Event) {
+        if let kad::Event::RoutingUpdated { peer, .. } = event
+            && !self.swarm.is_connected(peer)
+        {
+            let opts = DialOpts::peer_id(*peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(error) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, %error, "kademlia dial not started");
             }
         }
     }

@@ -133,6 +133,9 @@ impl SwarmLoop {
             protocol_peer_id_of_key(&keypair.public()).ok_or(StartError::NotEd25519)?;
         let mut registry = Registry::default();
         let metrics = NetMetrics::register(&mut registry);
+        if let Some(registrar) = &config.extra_metrics {
+            (registrar.0)(registry.sub_registry_with_prefix("gradmesh"));
+        }
         let mut swarm = build_swarm(&keypair, &config, &mut registry)?;
         for addr in &config.listen {
             swarm

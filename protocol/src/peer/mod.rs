@@ -149,6 +149,28 @@ impl Peer {
         Ok(peer)
     }
 
+    /// A peer restarting from a saved state (a checkpoint): it holds `snapshot` — the state after
+    /// round `snapshot.summary().round`, with that round's committee — and continues from there.
+    /// If the mesh has moved on meanwhile, the next announcement it hears makes it resync.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] never in practice (the snapshot is built already); kept for symmetry
+    /// with [`Peer::new`].
+    pub fn resume(
+        config: PeerConfig,
+        me: PeerId,
+        profile: Profile,
+        snapshot: StateSnapshot,
+        now: Timestamp,
+    ) -> Result<Self, SnapshotError> {
+        let mut peer = Self::new(config, me, profile, None, now)?;
+        peer.outputs.clear();
+        peer.install(snapshot);
+        peer.apply_next_pending();
+        peer.announce(now);
+        Ok(peer)
+    }
+
     /// This peer's id.
     #[must_use]
     pub const fn id(&self) -> PeerId {
@@ -159,6 +181,15 @@ impl Peer {
     #[must_use]
     pub const fn state(&self) -> Option<StateSummary> {
         self.state
+    }
+
+    /// The committee of the state this peer holds: the contributors of the round that produced
+    /// it (empty for the initial state, or before a state is held).
+    #[must_use]
+    pub fn state_committee(&self) -> &[PeerId] {
+        self.state
+            .and_then(|s| self.snapshots.get(&s.round))
+            .map_or(&[], StateSnapshot::committee)
     }
 
     /// The round this peer will join next (or is running).

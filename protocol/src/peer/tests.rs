@@ -108,3 +108,31 @@ fn an_impersonated_sender_is_reported_not_obeyed() {
     assert!(outs.iter().any(|o| matches!(o, Output::Event(Event::Impersonation { peer, claimed: c }) if *peer == liar && *c == claimed)));
     assert!(!outs.iter().any(|o| matches!(o, Output::Send { .. })));
 }
+
+#[test]
+fn a_resumed_peer_continues_after_its_saved_round() {
+    let me = PeerId::from_index(1);
+    let committee = vec![me, PeerId::from_index(2)];
+    let snapshot =
+        StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
+    let digest = snapshot.summary();
+    let mut peer =
+        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+    assert_eq!(peer.state(), Some(digest));
+    assert_eq!(peer.next_round(), RoundId(6));
+    assert!(!peer.is_joining());
+    let outputs = drain(&mut peer);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::ComputeGradient { round: RoundId(6) })),
+        "{outputs:?}"
+    );
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Broadcast { envelope } if matches!(
+            &envelope.body,
+            Body::Announce(a) if a.state == Some(digest) && !a.wants_to_join
+        )
+    )));
+}

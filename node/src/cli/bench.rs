@@ -1,0 +1,205 @@
+//! `gradmesh bench allreduce`: N node processes on loopback all-reduce a synthetic vector of F
+//! floats every round; the same run then measures torch.distributed's gloo backend on the same
+//! sizes (scripts/gloo_allreduce.py in the project venv) and prints the ratio.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use gradmesh_node::cluster::Cluster;
+use gradmesh_node::mesh::Report;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Time the decentralized all-reduce against gloo.
+    Allreduce(AllreduceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AllreduceArgs {
+    /// Node processes.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// Floats per all-reduce (16777216 = 64 MiB of f32).
+    #[arg(long, default_value_t = 1 << 24)]
+    floats: usize,
+    /// Measured rounds (after two warm-up rounds).
+    #[arg(long, default_value_t = 5)]
+    rounds: u64,
+    /// Use a pre-shared mesh key (pnet) on top of noise, as an operator would.
+    #[arg(long)]
+    mesh_key: bool,
+    /// Skip the gloo baseline.
+    #[arg(long)]
+    no_gloo: bool,
+    /// Python of the project venv (for the gloo baseline).
+    #[arg(long, default_value = ".venv/bin/python")]
+    python: PathBuf,
+    /// Print one JSON line with every figure at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Figures of one all-reduce implementation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Figures {
+    backend: String,
+    nodes: usize,
+    floats: usize,
+    seconds_p50: f64,
+    busbw_gbps: f64,
+    #[serde(default)]
+    bytes_sent_per_peer: Option<f64>,
+    #[serde(default)]
+    bytes_ideal_per_peer: Option<f64>,
+}
+
+pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Allreduce(args) = command;
+    let ours = gradmesh_allreduce(args)?;
+    print_figures(&ours);
+    let gloo = if args.no_gloo {
+        None
+    } else {
+        let gloo = gloo_allreduce(args)?;
+        print_figures(&gloo);
+        println!(
+            "ratio gradmesh/gloo busbw: {:.2}x",
+            ours.busbw_gbps / gloo.busbw_gbps
+        );
+        Some(gloo)
+    };
+    if args.json {
+        println!("{}", serde_json::json!({ "gradmesh": ours, "gloo": gloo }));
+    }
+    Ok(())
+}
+
+fn print_figures(f: &Figures) {
+    let bytes = match (f.bytes_sent_per_peer, f.bytes_ideal_per_peer) {
+        (Some(sent), Some(ideal)) => format!(
+            "; sent {:.1} MB/peer/round = {:.3}x 2(n-1)/n*M",
+            sent / 1e6,
+            sent / ideal
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "{:<8} {} nodes x {} floats: p50 {:.3} s, busbw {:.3} GB/s{bytes}",
+        f.backend, f.nodes, f.floats, f.seconds_p50, f.busbw_gbps
+    );
+}
+
+/// busbw in the nccl-tests convention: bytes / seconds · 2(n−1)/n.
+#[allow(clippy::cast_precision_loss)]
+fn busbw(bytes: f64, seconds: f64, n: usize) -> f64 {
+    bytes / seconds * 2.0 * (n as f64 - 1.0) / n as f64 / 1e9
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
+    anyhow::ensure!(args.nodes >= 2, "need at least 2 nodes");
+    let dir = std::env::temp_dir().join(format!("gradmesh-bench-{}", std::process::id()));
+    let mut cluster = Cluster::new(&std::env::current_exe()?, &dir)?;
+    let mut common = vec![
+        "--synthetic-floats".to_owned(),
+        args.floats.to_string(),
+        "--round-timeout".into(),
+        "120".into(),
+        "--genesis-quorum".into(),
+        args.nodes.to_string(),
+    ];
+    if args.mesh_key {
+        let key = dir.join("mesh.key");
+        std::fs::write(&key, "5a".repeat(32))?;
+        common.extend(["--mesh-key".into(), key.to_string_lossy().into_owned()]);
+    }
+    cluster.spawn(&common)?;
+    let boot = cluster.address(0).context("node 0 address")?;
+    for _ in 1..args.nodes {
+        let mut a = common.clone();
+        a.extend(["--bootstrap".into(), boot.clone()]);
+        cluster.spawn(&a)?;
+    }
+    let (first, last) = (3, 2 + args.rounds);
+    let mut per_round: Vec<(f64, u64)> = Vec::new();
+    let mut seen = 0;
+    while seen < args.nodes * usize::try_from(args.rounds)? {
+        let (_, report) =
+            cluster.wait_for(Duration::from_secs(600), "measured rounds", |_, r| {
+                matches!(r, Report::Committed { round, contributors, .. }
+                if (first..=last).contains(round) && *contributors == args.nodes)
+            })?;
+        if let Report::Committed {
+            seconds,
+            bytes_sent,
+            ..
+        } = report
+        {
+            per_round.push((seconds, bytes_sent));
+            seen += 1;
+        }
+    }
+    cluster.shutdown();
+    let mut seconds: Vec<f64> = per_round.iter().map(|(s, _)| *s).collect();
+    seconds.sort_by(f64::total_cmp);
+    let p50 = seconds[seconds.len() / 2];
+    let sent = per_round.iter().map(|(_, b)| *b as f64).sum::<f64>() / per_round.len() as f64;
+    let bytes = 4.0 * args.floats as f64;
+    let n = args.nodes as f64;
+    Ok(Figures {
+        backend: if args.mesh_key {
+            "gradmesh+psk"
+        } else {
+            "gradmesh"
+        }
+        .into(),
+        nodes: args.nodes,
+        floats: args.floats,
+        seconds_p50: p50,
+        busbw_gbps: busbw(bytes, p50, args.nodes),
+        bytes_sent_per_peer: Some(sent),
+        bytes_ideal_per_peer: Some(2.0 * (n - 1.0) / n * bytes),
+    })
+}
+
+fn gloo_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
+    let output = Command::new(&args.python)
+        .arg("scripts/gloo_allreduce.py")
+        .args(["--nodes", &args.nodes.to_string()])
+        .args(["--floats", &args.floats.to_string()])
+        .args(["--iters", &args.rounds.to_string()])
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} scripts/gloo_allreduce.py",
+                args.python.display()
+            )
+        })?;
+    anyhow::ensure!(
+        output.status.success(),
+        "gloo baseline failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("gloo baseline printed no JSON line")?;
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    let get = |k: &str| value.get(k).and_then(serde_json::Value::as_f64);
+    let p50 = get("seconds_p50").context("seconds_p50")?;
+    Ok(Figures {
+        backend: "gloo".into(),
+        nodes: args.nodes,
+        floats: args.floats,
+        seconds_p50: p50,
+        busbw_gbps: get("busbw_gbps").context("busbw_gbps")?,
+        bytes_sent_per_peer: None,
+        bytes_ideal_per_peer: None,
+    })
+}

@@ -1,0 +1,279 @@
+//! `gradmesh node`: flags, the TOML config file, and start-up.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, ValueEnum};
+use gradmesh_kernels::{Device, ModelKind};
+use gradmesh_node::mesh::{
+    self, DigitsSpec, Fault, NodeSetup, PeerOptions, Workload, WorkloadSpec,
+};
+use gradmesh_node::net::{Keypair, Multiaddr, NetConfig, load_or_create, read_mesh_key};
+use gradmesh_protocol::config::PeerConfig;
+use gradmesh_protocol::peer::Profile;
+
+/// Flags of `gradmesh node`. Each has an environment variable; a `--config` TOML file may set
+/// any of them by its long name (`batch-size = 64`, `listen = ["/ip4/0.0.0.0/tcp/4001"]`).
+/// Precedence: command line, then environment, then the file, then the default.
+#[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct NodeArgs {
+    /// TOML file with any of these flags by long name.
+    #[arg(long, env = "GRADMESH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Multiaddr to listen on; repeat (or separate with commas) for several. TCP:
+    /// `/ip4/0.0.0.0/tcp/4001`; QUIC (`/ip4/0.0.0.0/udp/4001/quic-v1`) only without a mesh key.
+    #[arg(
+        long,
+        env = "GRADMESH_LISTEN",
+        value_delimiter = ',',
+        default_value = "/ip4/127.0.0.1/tcp/0"
+    )]
+    pub(crate) listen: Vec<Multiaddr>,
+    /// A peer to dial at start-up, `<multiaddr>/p2p/<peer id>` (printed by that node when it
+    /// starts); repeatable. The rest of the mesh is found through it (Kademlia).
+    #[arg(long, env = "GRADMESH_BOOTSTRAP", value_delimiter = ',')]
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    /// The mesh's pre-shared key file (libp2p `/key/swarm/psk/1.0.0/` format, or 64 hex
+    /// digits). Nodes without the same key cannot connect. Disables QUIC.
+    #[arg(long, env = "GRADMESH_MESH_KEY")]
+    pub(crate) mesh_key: Option<PathBuf>,
+    /// ed25519 identity file: loaded if present, created (mode 0600) if not. Without it the
+    /// node gets a throwaway identity.
+    #[arg(long, env = "GRADMESH_IDENTITY")]
+    pub(crate) identity: Option<PathBuf>,
+    /// The training data (safetensors with train_x/train_y/test_x/test_y).
+    #[arg(long, env = "GRADMESH_DATA", default_value = "data/digits.safetensors")]
+    pub(crate) data: PathBuf,
+    /// Model to train: every node of a mesh must use the same.
+    #[arg(long, env = "GRADMESH_MODEL", value_enum, default_value_t = ModelArg::Mlp)]
+    pub(crate) model: ModelArg,
+    /// Device for LibTorch: `cpu` or `cuda`.
+    #[arg(long, env = "GRADMESH_DEVICE", default_value = "cpu")]
+    pub(crate) device: Device,
+    /// Examples per local gradient (the gradient's weight in the average).
+    #[arg(long, env = "GRADMESH_BATCH_SIZE", default_value_t = 32)]
+    pub(crate) batch_size: usize,
+    /// SGD learning rate (momentum 0.9): every node of a mesh must use the same.
+    #[arg(long, env = "GRADMESH_LEARNING_RATE", default_value_t = 0.1)]
+    pub(crate) learning_rate: f32,
+    /// This node's shard of the training set, `INDEX/COUNT` (examples INDEX, INDEX+COUNT, …).
+    #[arg(long, env = "GRADMESH_SHARD", default_value = "0/1", value_parser = parse_shard)]
+    pub(crate) shard: (usize, usize),
+    /// Seed of the initial weights: every node of a mesh must use the same.
+    #[arg(long, env = "GRADMESH_SEED", default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Hard bound on one round, in seconds; every other protocol timeout scales with it.
+    #[arg(long, env = "GRADMESH_ROUND_TIMEOUT", default_value_t = 12.0)]
+    pub(crate) round_timeout: f64,
+    /// Votes the first round needs: set it to a majority of the founders, so that two halves
+    /// of a mesh that start apart cannot both commit a first round.
+    #[arg(long, env = "GRADMESH_GENESIS_QUORUM", default_value_t = 1)]
+    pub(crate) genesis_quorum: usize,
+    /// Start without a model state and sync it from the mesh (a node joining a running mesh).
+    #[arg(long, env = "GRADMESH_JOIN")]
+    pub(crate) join: bool,
+    /// Directory for checkpoints (`latest.safetensors`); a node restarted with the same
+    /// directory resumes from it.
+    #[arg(long, env = "GRADMESH_CHECKPOINT_DIR")]
+    pub(crate) checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint every N committed rounds.
+    #[arg(long, env = "GRADMESH_CHECKPOINT_EVERY", default_value_t = 10)]
+    pub(crate) checkpoint_every: u64,
+    /// Usable upload bandwidth in Mbit/s, announced to the mesh: spans are sized by it.
+    #[arg(long, env = "GRADMESH_BANDWIDTH_MBIT", default_value_t = 1000)]
+    pub(crate) bandwidth_mbit: u64,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
+    #[arg(long, env = "GRADMESH_METRICS_ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Discover peers on the local network with mDNS (multicast).
+    #[arg(long, env = "GRADMESH_MDNS")]
+    pub(crate) mdns: bool,
+    /// Log format (logs go to stderr; RUST_LOG filters them).
+    #[arg(long, env = "GRADMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// Print one JSON line per round event on stdout (for scripts and the demo).
+    #[arg(long, env = "GRADMESH_REPORT")]
+    pub(crate) report: bool,
+    /// Train a synthetic vector of this many floats instead of the model (benchmarks).
+    #[arg(long, env = "GRADMESH_SYNTHETIC_FLOATS")]
+    pub(crate) synthetic_floats: Option<usize>,
+    /// LibTorch intra-op threads.
+    #[arg(long, env = "GRADMESH_THREADS", default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// Deliberately corrupt this node's contributions (tests of the mesh's defences only).
+    #[arg(long, hide = true, value_enum)]
+    pub(crate) inject_fault: Option<FaultArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ModelArg {
+    Mlp,
+    Cnn,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum FaultArg {
+    Nan,
+    Short,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or("expected INDEX/COUNT, e.g. 0/4")?;
+    let i = i.trim().parse().map_err(|e| format!("shard index: {e}"))?;
+    let n = n.trim().parse().map_err(|e| format!("shard count: {e}"))?;
+    Ok((i, n))
+}
+
+/// Extra `--flag value` arguments for every key of the `--config` file that neither the
+/// command line nor the environment set.
+pub(crate) fn config_file_args(path: &Path, node: &ArgMatches) -> anyhow::Result<Vec<OsString>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let command = super::Cli::command();
+    let node_command = command.find_subcommand("node").context("node subcommand")?;
+    let mut args = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let known = node_command
+            .get_arguments()
+            .any(|a| a.get_id().as_str() == id && id != "config");
+        anyhow::ensure!(known, "{}: unknown setting `{key}`", path.display());
+        if matches!(
+            node.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for value in values {
+            match value {
+                toml::Value::Boolean(true) => args.push(format!("--{key}").into()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => args.extend([format!("--{key}").into(), s.into()]),
+                toml::Value::Integer(i) => {
+                    args.extend([format!("--{key}").into(), i.to_string().into()])
+                }
+                toml::Value::Float(f) => {
+                    args.extend([format!("--{key}").into(), f.to_string().into()])
+                }
+                other => anyhow::bail!("{}: `{key}` cannot be {other:?}", path.display()),
+            }
+        }
+    }
+    Ok(args)
+}
+
+pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    gradmesh_kernels::set_torch_threads(args.threads.max(1));
+    let setup = node_setup(&args)?;
+    let system = actix::System::new();
+    system.block_on(async move {
+        let info = mesh::start(setup).await.context("starting the node")?;
+        tracing::info!(
+            peer = %info.local_peer,
+            transport_peer = %info.transport_peer,
+            metrics = ?info.metrics_addr,
+            "node started; others dial it at <listen address>/p2p/{}",
+            info.transport_peer
+        );
+        anyhow::Ok(())
+    })?;
+    let code = system.run_with_code()?;
+    anyhow::ensure!(code == 0, "node stopped with code {code}");
+    Ok(())
+}
+
+fn node_setup(args: &NodeArgs) -> anyhow::Result<NodeSetup> {
+    let keypair = match &args.identity {
+        Some(path) => load_or_create(path)?,
+        None => {
+            tracing::warn!("no --identity given: using a throwaway identity");
+            Keypair::generate_ed25519()
+        }
+    };
+    let mesh_key = args.mesh_key.as_deref().map(read_mesh_key).transpose()?;
+    let net = NetConfig::builder()
+        .listen(args.listen.clone())
+        .bootstrap(args.bootstrap.clone())
+        .mesh_key(mesh_key)
+        .mdns(args.mdns)
+        .metrics_addr(args.metrics_addr);
+    let round_timeout = Duration::try_from_secs_f64(args.round_timeout)
+        .context("--round-timeout must be a positive number of seconds")?;
+    let peer_config = PeerConfig::builder()
+        .scaled_to(round_timeout)
+        .build()?
+        .with_genesis_quorum(args.genesis_quorum);
+    let workload = Workload::build(&workload_spec(args)).context("building the workload")?;
+    let profile = Profile {
+        bandwidth_bytes_per_s: args.bandwidth_mbit.saturating_mul(125_000),
+        samples_per_s: 1000,
+        samples_per_step: u32::try_from(args.batch_size).unwrap_or(u32::MAX),
+    };
+    Ok(NodeSetup {
+        net,
+        keypair,
+        peer_config,
+        profile,
+        workload,
+        checkpoint_dir: args.checkpoint_dir.clone(),
+        join: args.join,
+        options: PeerOptions {
+            report: args.report,
+            checkpoint_every: args.checkpoint_every,
+            evaluate: args.synthetic_floats.is_none(),
+            fault: args.inject_fault.map(|f| match f {
+                FaultArg::Nan => Fault::NanContributions,
+                FaultArg::Short => Fault::ShortContributions,
+            }),
+        },
+    })
+}
+
+fn workload_spec(args: &NodeArgs) -> WorkloadSpec {
+    match args.synthetic_floats {
+        Some(floats) => WorkloadSpec::Synthetic { floats },
+        None => WorkloadSpec::Digits(DigitsSpec {
+            data: args.data.clone(),
+            model: match args.model {
+                ModelArg::Mlp => ModelKind::Mlp,
+                ModelArg::Cnn => ModelKind::Cnn,
+            },
+            device: args.device,
+            batch_size: args.batch_size,
+            shard: args.shard,
+            learning_rate: args.learning_rate,
+            model_seed: args.seed,
+            data_seed: args.seed ^ (args.shard.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        }),
+    }
+}
+
+pub(crate) fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

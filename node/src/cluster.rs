@@ -1,0 +1,258 @@
+//! A local cluster of `gradmesh node` processes on loopback: spawn, watch their [`Report`]
+//! lines, SIGKILL, and clean up. The multi-process demo, the all-reduce benchmark and the
+//! end-to-end tests are built on it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
+
+use crate::mesh::Report;
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A process could not be started, or a file created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The awaited report did not come in time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+    /// Every node's output closed before the awaited report.
+    #[error("all nodes exited while waiting for {0}")]
+    Exited(String),
+    /// The node index does not exist.
+    #[error("no node {0}")]
+    NoSuchNode(usize),
+}
+
+/// One spawned node.
+#[derive(Debug)]
+pub struct ClusterNode {
+    child: Option<Child>,
+    /// Protocol peer id (hex), once reported.
+    pub peer: Option<String>,
+    /// libp2p peer id, once reported.
+    pub transport_peer: Option<String>,
+    /// Listen addresses, as reported.
+    pub listen: Vec<String>,
+    /// Where its stderr (logs) goes.
+    pub log: PathBuf,
+}
+
+impl ClusterNode {
+    /// Whether the process is still running (not killed by us).
+    #[must_use]
+    pub const fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// The processes and the merged stream of their reports.
+#[derive(Debug)]
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    nodes: Vec<ClusterNode>,
+    sender: Sender<(usize, Report)>,
+    reports: Receiver<(usize, Report)>,
+    /// Every report received so far, in arrival order.
+    pub history: Vec<(usize, Report)>,
+}
+
+impl Cluster {
+    /// A cluster running `bin` (the `gradmesh` binary), keeping identities and logs in `dir`.
+    ///
+    /// # Errors
+    /// If `dir` cannot be created.
+    pub fn new(bin: &Path, dir: &Path) -> Result<Self, ClusterError> {
+        std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+        let (sender, reports) = channel();
+        Ok(Self {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            nodes: Vec::new(),
+            sender,
+            reports,
+            history: Vec::new(),
+        })
+    }
+
+    /// The nodes spawned so far (running or killed).
+    #[must_use]
+    pub fn nodes(&self) -> &[ClusterNode] {
+        &self.nodes
+    }
+
+    /// The working directory (identities, logs, checkpoints).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Spawns `gradmesh node --report --identity <dir>/node<i>.key <args>` (a new identity per
+    /// node) and waits until it reports a listen address. Returns its index.
+    ///
+    /// # Errors
+    /// If it cannot start or does not report within 60 s.
+    pub fn spawn(&mut self, args: &[String]) -> Result<usize, ClusterError> {
+        let name = format!("node{}", self.nodes.len());
+        self.spawn_as(&name, args)
+    }
+
+    /// Like [`Cluster::spawn`] with the identity `<dir>/<identity>.key`: a node restarted under
+    /// the same name is the same peer.
+    ///
+    /// # Errors
+    /// If it cannot start or does not report within 60 s.
+    pub fn spawn_as(&mut self, identity: &str, args: &[String]) -> Result<usize, ClusterError> {
+        let index = self.nodes.len();
+        let log = self.dir.join(format!("node{index}.log"));
+        let stderr = File::create(&log).map_err(|source| ClusterError::Io {
+            what: format!("creating {}", log.display()),
+            source,
+        })?;
+        let mut child = Command::new(&self.bin)
+            .arg("node")
+            .arg("--report")
+            .arg("--identity")
+            .arg(self.dir.join(format!("{identity}.key")))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| ClusterError::Io {
+                what: format!("spawning {}", self.bin.display()),
+                source,
+            })?;
+        if let Some(stdout) = child.stdout.take() {
+            let sender = self.sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Ok(report) = serde_json::from_str::<Report>(&line)
+                        && sender.send((index, report)).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        self.nodes.push(ClusterNode {
+            child: Some(child),
+            peer: None,
+            transport_peer: None,
+            listen: Vec::new(),
+            log,
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.address(index).is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_for(left, "a listen address", |i, r| {
+                i == index && matches!(r, Report::Listening { .. } | Report::Started { .. })
+            })?;
+        }
+        Ok(index)
+    }
+
+    /// A dialable address of node `index` (`<listen>/p2p/<transport peer>`).
+    #[must_use]
+    pub fn address(&self, index: usize) -> Option<String> {
+        let node = self.nodes.get(index)?;
+        Some(format!(
+            "{}/p2p/{}",
+            node.listen.first()?,
+            node.transport_peer.as_ref()?
+        ))
+    }
+
+    /// Waits for the first new report satisfying `pred`, recording every report on the way.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`] or [`ClusterError::Exited`].
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut pred: impl FnMut(usize, &Report) -> bool,
+    ) -> Result<(usize, Report), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.reports.recv_timeout(left) {
+                Ok((index, report)) => {
+                    self.note(index, &report);
+                    self.history.push((index, report.clone()));
+                    if pred(index, &report) {
+                        return Ok((index, report));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(ClusterError::Timeout(timeout, what.to_owned()));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(ClusterError::Exited(what.to_owned()));
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, index: usize, report: &Report) {
+        let Some(node) = self.nodes.get_mut(index) else {
+            return;
+        };
+        match report {
+            Report::Started {
+                peer,
+                transport_peer,
+                ..
+            } => {
+                node.peer = Some(peer.clone());
+                node.transport_peer = Some(transport_peer.clone());
+            }
+            Report::Listening { addr } => node.listen.push(addr.clone()),
+            _ => {}
+        }
+    }
+
+    /// SIGKILLs node `index` (no chance to say goodbye).
+    ///
+    /// # Errors
+    /// [`ClusterError::NoSuchNode`].
+    pub fn kill(&mut self, index: usize) -> Result<(), ClusterError> {
+        let node = self
+            .nodes
+            .get_mut(index)
+            .ok_or(ClusterError::NoSuchNode(index))?;
+        if let Some(mut child) = node.child.take() {
+            // `Child::kill` sends SIGKILL on Unix.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Kills every node.
+    pub fn shutdown(&mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.kill(i);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

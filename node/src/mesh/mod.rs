@@ -1,0 +1,182 @@
+//! The training node: actors around the protocol's [`Peer`](gradmesh_protocol::peer::Peer)
+//! machine.
+//!
+//! | actor            | thread                | job                                               |
+//! |------------------|-----------------------|---------------------------------------------------|
+//! | [`Network`]      | network arbiter       | libp2p swarm: connections, gossip, frames          |
+//! | [`PeerActor`]    | system arbiter        | adapter: network events and timers in, outputs out |
+//! | [`TrainerActor`] | its own `SyncArbiter` | LibTorch: gradients, optimizer steps, evaluation   |
+//! | [`Checkpointer`] | its own `SyncArbiter` | atomic safetensors checkpoints                     |
+//!
+//! Metrics ([`MeshMetrics`]) are served by the network layer's `/metrics` endpoint.
+//!
+//! [`Network`]: crate::net::Network
+
+mod checkpointer;
+mod peer;
+mod telemetry;
+mod trainer;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use actix::prelude::*;
+use gradmesh_protocol::config::PeerConfig;
+use gradmesh_protocol::peer::{Peer, Profile};
+use gradmesh_protocol::sync::{SnapshotError, StateSnapshot};
+use gradmesh_protocol::{Digest, PeerId, RoundId, Timestamp};
+
+pub use checkpointer::{CHECKPOINT_FILE, Checkpointer, Save};
+pub use peer::{Attach, Fault, PeerActor, PeerOptions};
+pub use telemetry::{MeshMetrics, Report};
+pub use trainer::TrainerActor;
+pub use workload::{Computed, DigitsSpec, Evaluation, Workload, WorkloadError, WorkloadSpec};
+
+use crate::net::{
+    ConfigError, Keypair, NetConfigBuilder, NetInfo, Network, StartError, protocol_peer_id_of_key,
+};
+
+/// Everything a node needs to start.
+#[derive(Debug)]
+pub struct NodeSetup {
+    /// Network settings (the mesh metrics are added to them).
+    pub net: NetConfigBuilder,
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// Protocol timeouts.
+    pub peer_config: PeerConfig,
+    /// What this node tells the mesh about itself.
+    pub profile: Profile,
+    /// What it trains.
+    pub workload: Workload,
+    /// Where checkpoints go (and are resumed from).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Start without a state and sync it from the mesh.
+    pub join: bool,
+    /// Reporting and checkpoint cadence.
+    pub options: PeerOptions,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartNodeError {
+    /// Bad network settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The network layer did not come up.
+    #[error(transparent)]
+    Network(#[from] StartError),
+    /// The identity is not ed25519.
+    #[error("the node identity must be an ed25519 key")]
+    NotEd25519,
+    /// The model state is too large for the state-sync limits.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The checkpoint could not be read.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] WorkloadError),
+    /// The checkpoint directory could not be created.
+    #[error("checkpoint directory {path}: {source}")]
+    CheckpointDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Starts a node's actors inside the running actix system; returns the network's facts.
+///
+/// # Errors
+/// [`StartNodeError`].
+pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
+    let NodeSetup {
+        net,
+        keypair,
+        peer_config,
+        profile,
+        mut workload,
+        checkpoint_dir,
+        join,
+        options,
+    } = setup;
+    let metrics = MeshMetrics::default();
+    let net_config = net.extra_metrics(metrics.registrar()).build()?;
+    let me = protocol_peer_id_of_key(&keypair.public()).ok_or(StartNodeError::NotEd25519)?;
+    if let Some(dir) = &checkpoint_dir {
+        std::fs::create_dir_all(dir).map_err(|source| StartNodeError::CheckpointDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let resumed = resume(&mut workload, checkpoint_dir.as_ref(), &peer_config)?;
+    let initial = (!join).then(|| workload.state_bytes());
+    let peer = match resumed {
+        Some(snapshot) => {
+            let summary = snapshot.summary();
+            tracing::info!(round = summary.round.0, "resumed from checkpoint");
+            if options.report {
+                report_line(&Report::Resumed {
+                    round: summary.round.0,
+                    digest: summary.digest.to_hex(),
+                });
+            }
+            Peer::resume(peer_config, me, profile, snapshot, Timestamp::ZERO)?
+        }
+        None => Peer::new(peer_config, me, profile, initial, Timestamp::ZERO)?,
+    };
+    let clock = Instant::now();
+    let trainer = TrainerActor::start(workload);
+    let checkpointer = checkpoint_dir.as_deref().map(Checkpointer::start);
+    let actor =
+        PeerActor::new(peer, clock, trainer, checkpointer, metrics, options.clone()).start();
+    let (network, info) = Network::start(net_config, keypair, actor.clone().recipient()).await?;
+    actor.do_send(Attach(network));
+    if options.report {
+        report_line(&Report::Started {
+            peer: hex::encode(me.0),
+            transport_peer: info.transport_peer.to_string(),
+            metrics: info.metrics_addr.map(|a| a.to_string()),
+        });
+    }
+    Ok(info)
+}
+
+/// Restores the checkpoint in `dir`, if there is one, and rebuilds its protocol snapshot. A
+/// checkpoint whose rebuilt digest differs from the one it recorded is ignored (logged): the node
+/// then starts fresh and syncs from the mesh.
+fn resume(
+    workload: &mut Workload,
+    dir: Option<&PathBuf>,
+    config: &PeerConfig,
+) -> Result<Option<StateSnapshot>, StartNodeError> {
+    let Some(path) = dir.map(|d| d.join(CHECKPOINT_FILE)).filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    let Some(checkpoint) = workload.resume(&path)? else {
+        return Ok(None);
+    };
+    let committee = checkpoint.committee.iter().map(|id| PeerId(*id)).collect();
+    let snapshot = StateSnapshot::new(
+        RoundId(checkpoint.round),
+        committee,
+        workload.state_bytes(),
+        config.state_chunk_bytes(),
+    )?;
+    if snapshot.summary().digest != Digest(checkpoint.mesh_digest.0) {
+        tracing::warn!(
+            path = %path.display(),
+            "checkpoint digest does not match its contents; ignoring it"
+        );
+        return Ok(None);
+    }
+    Ok(Some(snapshot))
+}
+
+fn report_line(report: &Report) {
+    if let Ok(line) = serde_json::to_string(report) {
+        println!("{line}");
+    }
+}

@@ -1,0 +1,519 @@
+//! The `PeerActor`: the adapter between the protocol's [`Peer`] machine and the node's other
+//! actors. It holds no protocol rule. Inputs become `Peer::handle_*` calls stamped with the
+//! node's monotonic clock; every output is carried out by the actor that owns the resource —
+//! frames and announcements by the [`Network`], gradients, averages and states by the
+//! [`TrainerActor`], checkpoints by the [`Checkpointer`] — and `poll_timeout` arms one timer.
+//!
+//! Membership, round agreement, the all-reduce and state sync are one composed machine in the
+//! protocol crate (so the node and the simulator cannot drift apart); this one adapter drives
+//! all of them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use gradmesh_protocol::peer::{Event, Output, Peer};
+use gradmesh_protocol::wire::{self, Body, Envelope, Role};
+use gradmesh_protocol::{PeerId, RoundId, Timestamp};
+
+use super::checkpointer::{Checkpointer, Save};
+use super::telemetry::{MeshMetrics, Report};
+use super::trainer::{Apply, Compute, Evaluate, Load, TakeCheckpoint, TrainerActor};
+use crate::net::{
+    FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, NetEvent, Network, Publish, SendFrame,
+};
+
+/// Frames queued for one peer beyond those in flight; older ones are dropped first (the
+/// protocol recovers lost messages by failover and retries).
+const OUTBOX_FRAMES_MAX: usize = 64;
+
+/// A deliberate fault, for tests of the mesh's defences: corrupts this node's outgoing
+/// gradient contributions. Never used in normal operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every contribution carries a NaN.
+    NanContributions,
+    /// Every contribution is one float short.
+    ShortContributions,
+}
+
+/// How the actor reports and checkpoints.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// Print [`Report`] lines on stdout.
+    pub report: bool,
+    /// Write a checkpoint every this many committed rounds (0: never).
+    pub checkpoint_every: u64,
+    /// Evaluate on the test set after every commit.
+    pub evaluate: bool,
+    /// A deliberate fault (tests only).
+    pub fault: Option<Fault>,
+}
+
+/// The adapter actor.
+#[derive(Debug)]
+pub struct PeerActor {
+    peer: Peer,
+    clock: Instant,
+    network: Option<Addr<Network>>,
+    trainer: Addr<TrainerActor>,
+    checkpointer: Option<Addr<Checkpointer>>,
+    metrics: MeshMetrics,
+    options: PeerOptions,
+    timer: Option<SpawnHandle>,
+    outbox: Outbox,
+    gossip_seq: u64,
+    round_started: Option<(RoundId, Instant)>,
+    /// Seconds from roster to commit of the last committed round.
+    last_allreduce: Option<(RoundId, f64)>,
+    last_loss: Option<f32>,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    queues: HashMap<PeerId, VecDeque<Frame>>,
+    in_flight: HashMap<PeerId, usize>,
+    next_id: u64,
+}
+
+/// Hands the actor its network once the network layer is up (it needs the actor's address
+/// first, as the subscriber of its events).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Attach(pub Addr<Network>);
+
+impl PeerActor {
+    /// An adapter around `peer`, whose clock started at `clock`.
+    #[must_use]
+    pub fn new(
+        peer: Peer,
+        clock: Instant,
+        trainer: Addr<TrainerActor>,
+        checkpointer: Option<Addr<Checkpointer>>,
+        metrics: MeshMetrics,
+        options: PeerOptions,
+    ) -> Self {
+        Self {
+            peer,
+            clock,
+            network: None,
+            trainer,
+            checkpointer,
+            metrics,
+            options,
+            timer: None,
+            outbox: Outbox::default(),
+            gossip_seq: 0,
+            round_started: None,
+            last_allreduce: None,
+            last_loss: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_micros(u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn report(&self, report: &Report) {
+        if self.options.report
+            && let Ok(line) = serde_json::to_string(report)
+        {
+            println!("{line}");
+        }
+    }
+
+    /// Carries out every pending output, then re-arms the timer.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        if self.network.is_none() {
+            return;
+        }
+        while let Some(output) = self.peer.poll_output() {
+            match output {
+                Output::Send { to, envelope } => self.send(to, envelope, ctx),
+                Output::Broadcast { envelope } => self.broadcast(&envelope),
+                Output::ComputeGradient { .. } => self.compute(ctx),
+                Output::LoadState(snapshot) => {
+                    let summary = snapshot.summary();
+                    self.load(Arc::clone(snapshot.bytes()), ctx);
+                    self.metrics.syncs.inc();
+                    tracing::info!(round = summary.round.0, "loaded the mesh's state");
+                    self.report(&Report::Synced {
+                        round: summary.round.0,
+                        digest: summary.digest.to_hex(),
+                    });
+                }
+                Output::ApplyRound(result) => self.apply(result.round, result.data, ctx),
+                Output::Event(event) => self.observe(event),
+            }
+        }
+        self.rearm(ctx);
+    }
+
+    fn rearm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(deadline) = self.peer.poll_timeout() {
+            let delay = deadline.saturating_since(self.now());
+            self.timer = Some(ctx.run_later(delay, |act, ctx| {
+                act.timer = None;
+                let now = act.now();
+                act.peer.handle_timeout(now);
+                act.drain(ctx);
+            }));
+        }
+    }
+
+    fn compute(&mut self, ctx: &mut Context<Self>) {
+        let request = self.trainer.send(Compute).into_actor(self);
+        ctx.spawn(request.map(|reply, act, ctx| match reply {
+            Ok(Ok(computed)) => {
+                act.last_loss = Some(computed.loss);
+                let now = act.now();
+                act.peer
+                    .handle_gradient(now, computed.weight, computed.gradient);
+                act.drain(ctx);
+            }
+            Ok(Err(error)) => fatal(&format!("computing a gradient failed: {error}")),
+            Err(error) => fatal(&format!("trainer is gone: {error}")),
+        }));
+    }
+
+    fn load(&mut self, bytes: Arc<[u8]>, ctx: &mut Context<Self>) {
+        let request = self.trainer.send(Load(bytes)).into_actor(self);
+        ctx.spawn(request.map(|reply, _, _| match reply {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => fatal(&format!("loading the synced state failed: {error}")),
+            Err(error) => fatal(&format!("trainer is gone: {error}")),
+        }));
+    }
+
+    fn apply(&mut self, round: RoundId, average: Arc<[f32]>, ctx: &mut Context<Self>) {
+        let request = self.trainer.send(Apply(average)).into_actor(self);
+        ctx.spawn(request.map(move |reply, act, ctx| match reply {
+            Ok(Ok(bytes)) => {
+                let now = act.now();
+                if let Err(error) = act.peer.handle_state(now, round, bytes) {
+                    fatal(&format!("state cannot be snapshotted: {error}"));
+                }
+                act.drain(ctx);
+                act.after_commit(round, ctx);
+            }
+            Ok(Err(error)) => fatal(&format!("applying round {} failed: {error}", round.0)),
+            Err(error) => fatal(&format!("trainer is gone: {error}")),
+        }));
+    }
+
+    /// Metrics, the report line, and a checkpoint every `checkpoint_every` rounds.
+    fn after_commit(&mut self, round: RoundId, ctx: &mut Context<Self>) {
+        let Some(state) = self.peer.state() else {
+            return;
+        };
+        self.metrics
+            .state_round
+            .set(i64::try_from(state.round.0).unwrap_or(i64::MAX));
+        let seconds = match self.last_allreduce {
+            Some((r, seconds)) if r == round => seconds,
+            _ => 0.0,
+        };
+        let contributors = self.peer.state_committee().len();
+        if let Some(loss) = self.last_loss {
+            self.metrics.loss.set(f64::from(loss));
+        }
+        let mut report = Report::Committed {
+            round: round.0,
+            contributors,
+            loss: self.last_loss,
+            accuracy: None,
+            seconds,
+            bytes_sent: std::mem::take(&mut self.bytes_sent),
+            bytes_received: std::mem::take(&mut self.bytes_received),
+            digest: state.digest.to_hex(),
+        };
+        if let Some(dir) = &self.checkpointer
+            && self.options.checkpoint_every > 0
+            && round.0.is_multiple_of(self.options.checkpoint_every)
+        {
+            let take = TakeCheckpoint {
+                round: round.0,
+                digest: state.digest.0,
+                committee: self.peer.state_committee().iter().map(|p| p.0).collect(),
+            };
+            let dir = dir.clone();
+            ctx.spawn(
+                self.trainer
+                    .send(take)
+                    .into_actor(self)
+                    .map(move |reply, _, _| {
+                        if let Ok(Some((checkpoint, layout))) = reply {
+                            dir.do_send(Save { checkpoint, layout });
+                        }
+                    }),
+            );
+        }
+        if !self.options.evaluate {
+            self.report(&report);
+            return;
+        }
+        ctx.spawn(
+            self.trainer
+                .send(Evaluate)
+                .into_actor(self)
+                .map(move |reply, act, _| {
+                    if let (Ok(Ok(Some(eval))), Report::Committed { accuracy, .. }) =
+                        (reply, &mut report)
+                    {
+                        *accuracy = Some(eval.accuracy);
+                        act.metrics.accuracy.set(eval.accuracy);
+                    }
+                    act.report(&report);
+                }),
+        );
+    }
+
+    fn observe(&mut self, event: Event) {
+        match event {
+            Event::RoundStarted {
+                round,
+                contributors,
+                role,
+                ..
+            } => {
+                self.round_started = Some((round, Instant::now()));
+                tracing::debug!(round = round.0, contributors, ?role, "round started");
+                self.report(&Report::RoundStarted {
+                    round: round.0,
+                    contributors,
+                    observer: role == Role::Observer,
+                });
+            }
+            Event::RoundCommitted {
+                round,
+                contributors,
+                ..
+            } => {
+                self.metrics.rounds_committed.inc();
+                if let Some((r, started)) = self.round_started
+                    && r == round
+                {
+                    let seconds = started.elapsed().as_secs_f64();
+                    self.last_allreduce = Some((round, seconds));
+                    self.metrics.allreduce_seconds.observe(seconds);
+                    tracing::info!(round = round.0, contributors, seconds, "round committed");
+                }
+            }
+            Event::RoundAborted { round, reason } => {
+                self.metrics.rounds_aborted.inc();
+                tracing::warn!(round = round.0, ?reason, "round aborted");
+                self.report(&Report::Aborted {
+                    round: round.0,
+                    reason: format!("{reason:?}"),
+                });
+            }
+            Event::Rejected {
+                peer,
+                round,
+                reason,
+            } => {
+                self.metrics.rejected.inc();
+                tracing::warn!(%peer, round = round.0, %reason, "contribution rejected");
+                self.report(&Report::Rejected {
+                    peer: hex::encode(peer.0),
+                    round: round.0,
+                    reason: reason.to_string(),
+                });
+            }
+            other => tracing::info!(event = ?other, "protocol event"),
+        }
+    }
+
+    fn broadcast(&mut self, envelope: &Envelope) {
+        let Some(network) = &self.network else { return };
+        match wire::encode(envelope) {
+            Ok(frame) => {
+                // gossipsub ids are content hashes: a sequence number keeps a repeated (and
+                // still meaningful) announcement from being dropped as a duplicate.
+                self.gossip_seq += 1;
+                let mut bytes = Vec::with_capacity(8 + frame.len());
+                bytes.extend_from_slice(&self.gossip_seq.to_le_bytes());
+                bytes.extend_from_slice(&frame);
+                network.do_send(Publish {
+                    bytes: Bytes::from(bytes),
+                });
+            }
+            Err(error) => tracing::error!(%error, "announcement does not encode"),
+        }
+    }
+
+    fn send(&mut self, to: PeerId, mut envelope: Envelope, ctx: &mut Context<Self>) {
+        if let (Some(fault), Body::Contribution(c)) = (self.options.fault, &mut envelope.body) {
+            inject(fault, c);
+        }
+        let (meta, payload) = match wire::encode_parts(&envelope) {
+            Ok(parts) => parts,
+            Err(error) => {
+                tracing::error!(%error, "message does not encode");
+                return;
+            }
+        };
+        let frame = Frame {
+            meta: Bytes::from(meta),
+            payload: Bytes::from(payload),
+        };
+        let queue = self.outbox.queues.entry(to).or_default();
+        if queue.len() >= OUTBOX_FRAMES_MAX {
+            queue.pop_front();
+            tracing::warn!(peer = %to, "outbox full: dropped the oldest frame");
+        }
+        queue.push_back(frame);
+        self.pump(to, ctx);
+    }
+
+    /// Starts queued frames to `to` while fewer than the network's per-peer limit are in flight.
+    fn pump(&mut self, to: PeerId, ctx: &mut Context<Self>) {
+        let Some(network) = self.network.clone() else {
+            return;
+        };
+        loop {
+            let in_flight = self.outbox.in_flight.entry(to).or_default();
+            if *in_flight >= FRAMES_IN_FLIGHT_PER_PEER_MAX {
+                return;
+            }
+            let Some(frame) = self
+                .outbox
+                .queues
+                .get_mut(&to)
+                .and_then(VecDeque::pop_front)
+            else {
+                return;
+            };
+            *in_flight += 1;
+            self.outbox.next_id += 1;
+            let bytes = (frame.meta.len() + frame.payload.len()) as u64;
+            let request = SendFrame {
+                id: FrameRequestId(self.outbox.next_id),
+                to,
+                frame,
+            };
+            ctx.spawn(
+                network
+                    .send(request)
+                    .into_actor(self)
+                    .map(move |reply, act, ctx| {
+                        if let Some(n) = act.outbox.in_flight.get_mut(&to) {
+                            *n = n.saturating_sub(1);
+                        }
+                        match reply {
+                            Ok(Ok(_)) => act.bytes_sent += bytes,
+                            Ok(Err(error)) => tracing::debug!(%error, "frame not delivered"),
+                            Err(_) => tracing::debug!("network layer is gone"),
+                        }
+                        act.pump(to, ctx);
+                    }),
+            );
+        }
+    }
+
+    fn receive_frame(&mut self, from: PeerId, frame: &Frame) {
+        self.bytes_received += (frame.meta.len() + frame.payload.len()) as u64;
+        match wire::decode_parts(&frame.meta, &frame.payload) {
+            Ok(envelope) => {
+                let now = self.now();
+                self.peer.handle_message(now, from, envelope);
+            }
+            Err(error) => {
+                self.metrics.rejected.inc();
+                tracing::warn!(peer = %from, %error, "undecodable frame refused");
+            }
+        }
+    }
+
+    fn receive_gossip(&mut self, from: PeerId, bytes: &[u8]) {
+        let decoded = bytes
+            .get(8..)
+            .ok_or(wire::WireError::Truncated { len: bytes.len() })
+            .and_then(|frame| wire::decode(frame, wire::ANNOUNCE_FRAME_BYTES_MAX));
+        match decoded {
+            Ok(envelope) => {
+                let now = self.now();
+                self.peer.handle_message(now, from, envelope);
+            }
+            Err(error) => {
+                self.metrics.rejected.inc();
+                tracing::warn!(peer = %from, %error, "undecodable announcement refused");
+            }
+        }
+    }
+}
+
+fn inject(fault: Fault, contribution: &mut gradmesh_protocol::wire::Contribution) {
+    let mut data = contribution.data.to_vec();
+    match fault {
+        Fault::NanContributions => {
+            if let Some(x) = data.first_mut() {
+                *x = f32::NAN;
+            }
+        }
+        Fault::ShortContributions => {
+            data.pop();
+            contribution.floats = contribution.floats.saturating_sub(1);
+        }
+    }
+    contribution.data = Arc::from(data);
+}
+
+/// A local failure the node cannot continue after (its trainer broke): stop the process so an
+/// operator restarts it, rather than linger as a peer that never contributes.
+fn fatal(message: &str) {
+    tracing::error!("{message}; stopping");
+    System::current().stop_with_code(3);
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Attach> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, Attach(network): Attach, ctx: &mut Self::Context) {
+        self.network = Some(network);
+        self.drain(ctx);
+    }
+}
+
+impl Handler<NetEvent> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, event: NetEvent, ctx: &mut Self::Context) {
+        match event {
+            NetEvent::FrameReceived { from, frame } => self.receive_frame(from, &frame),
+            NetEvent::GossipReceived { from, bytes } => self.receive_gossip(from, &bytes),
+            NetEvent::PeerConnected { peer } => {
+                self.metrics.peers.inc();
+                self.report(&Report::Connected {
+                    peer: hex::encode(peer.0),
+                });
+                self.pump(peer, ctx);
+            }
+            NetEvent::PeerDisconnected { peer } => {
+                self.metrics.peers.dec();
+                self.outbox.queues.remove(&peer);
+                self.report(&Report::Disconnected {
+                    peer: hex::encode(peer.0),
+                });
+            }
+            NetEvent::ListeningOn { addr } => self.report(&Report::Listening {
+                addr: addr.to_string(),
+            }),
+            _ => {}
+        }
+        self.drain(ctx);
+    }
+}

@@ -1,0 +1,172 @@
+//! Round metrics served on the node's `/metrics` (next to the network layer's frame and byte
+//! counters), and the per-round report lines the demo, the tests and operators' tooling read.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::net::MetricsRegistrar;
+
+/// The protocol-level metrics of a node. Cloning shares the same series.
+#[derive(Debug, Clone)]
+pub struct MeshMetrics {
+    /// Rounds this node committed.
+    pub rounds_committed: Counter,
+    /// Rounds that ended without a result.
+    pub rounds_aborted: Counter,
+    /// Seconds from accepting a roster to committing its result.
+    pub allreduce_seconds: Histogram,
+    /// Connected peers.
+    pub peers: Gauge,
+    /// Contributions and messages refused (NaN, wrong length, not a member…).
+    pub rejected: Counter,
+    /// The round of the state this node holds.
+    pub state_round: Gauge,
+    /// Last training loss.
+    pub loss: Gauge<f64, AtomicU64>,
+    /// Last test accuracy.
+    pub accuracy: Gauge<f64, AtomicU64>,
+    /// State syncs completed.
+    pub syncs: Counter,
+}
+
+impl Default for MeshMetrics {
+    fn default() -> Self {
+        Self {
+            rounds_committed: Counter::default(),
+            rounds_aborted: Counter::default(),
+            allreduce_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            peers: Gauge::default(),
+            rejected: Counter::default(),
+            state_round: Gauge::default(),
+            loss: Gauge::default(),
+            accuracy: Gauge::default(),
+            syncs: Counter::default(),
+        }
+    }
+}
+
+impl MeshMetrics {
+    /// Registers every series (names get the registry's `gradmesh_` prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        let m = self.clone();
+        registry.register("rounds_committed", "Rounds committed", m.rounds_committed);
+        registry.register("rounds_aborted", "Rounds aborted", m.rounds_aborted);
+        registry.register(
+            "allreduce_seconds",
+            "Seconds from roster to commit",
+            m.allreduce_seconds,
+        );
+        registry.register("peers", "Connected peers", m.peers);
+        registry.register(
+            "rejected_contributions",
+            "Messages refused, with the sender named in the log",
+            m.rejected,
+        );
+        registry.register("state_round", "Round of the held state", m.state_round);
+        registry.register("train_loss", "Last local training loss", m.loss);
+        registry.register("test_accuracy", "Last test accuracy", m.accuracy);
+        registry.register("state_syncs", "State syncs completed", m.syncs);
+    }
+
+    /// A registrar for [`crate::net::NetConfigBuilder::extra_metrics`].
+    #[must_use]
+    pub fn registrar(&self) -> MetricsRegistrar {
+        let metrics = self.clone();
+        MetricsRegistrar(Arc::new(move |registry| metrics.register(registry)))
+    }
+}
+
+/// One machine-readable line a node prints on stdout with `--report json` (one JSON object per
+/// line). The demo, the end-to-end tests and the benchmark read these.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Report {
+    /// The node is up.
+    Started {
+        /// Protocol peer id (hex).
+        peer: String,
+        /// libp2p peer id, for `/p2p/` suffixes.
+        transport_peer: String,
+        /// Where `/metrics` is served.
+        metrics: Option<String>,
+    },
+    /// A listen address (dial it with `/p2p/<transport_peer>` appended).
+    Listening {
+        /// The address.
+        addr: String,
+    },
+    /// The node resumed from a checkpoint.
+    Resumed {
+        /// Round of the checkpointed state.
+        round: u64,
+        /// Its digest.
+        digest: String,
+    },
+    /// A connection to a peer is up.
+    Connected {
+        /// The peer (hex).
+        peer: String,
+    },
+    /// The last connection to a peer closed.
+    Disconnected {
+        /// The peer (hex).
+        peer: String,
+    },
+    /// The node accepted a roster and started a round.
+    RoundStarted {
+        /// Round.
+        round: u64,
+        /// Contributors.
+        contributors: usize,
+        /// Whether this node only observes the round (a joiner fetching the state).
+        observer: bool,
+    },
+    /// A round committed and the node applied it.
+    Committed {
+        /// Round.
+        round: u64,
+        /// Contributors averaged.
+        contributors: usize,
+        /// Local training loss of the gradient this node contributed (if it did).
+        loss: Option<f32>,
+        /// Test accuracy after applying.
+        accuracy: Option<f64>,
+        /// Seconds from roster to commit.
+        seconds: f64,
+        /// Frame bytes this node sent since its previous commit.
+        bytes_sent: u64,
+        /// Frame bytes this node received since its previous commit.
+        bytes_received: u64,
+        /// Digest of the new state.
+        digest: String,
+    },
+    /// A round ended without a result.
+    Aborted {
+        /// Round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A message from `peer` was refused.
+    Rejected {
+        /// The sender.
+        peer: String,
+        /// Round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The node loaded the mesh's state from donors.
+    Synced {
+        /// Round of the loaded state.
+        round: u64,
+        /// Its digest.
+        digest: String,
+    },
+}

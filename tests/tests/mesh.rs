@@ -1,0 +1,374 @@
+//! End-to-end tests of the training mesh: real `gradmesh node` processes on loopback, each test
+//! bounded by explicit timeouts. The tests share one lock so that only one mesh runs at a time
+//! (they are timing-sensitive on a 2-core machine).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use gradmesh_e2e::gradmesh_bin;
+use gradmesh_node::cluster::Cluster;
+use gradmesh_node::mesh::Report;
+
+static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Round timeout given to every node, in seconds.
+const ROUND_TIMEOUT_S: f64 = 4.0;
+const WAIT: Duration = Duration::from_secs(120);
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_MESH_AT_A_TIME
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gradmesh-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn data() -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.join("data/digits.safetensors")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn args(shard: usize, of: usize, founders: usize) -> Vec<String> {
+    [
+        "--data",
+        &data(),
+        "--shard",
+        &format!("{shard}/{of}"),
+        "--round-timeout",
+        &ROUND_TIMEOUT_S.to_string(),
+        "--genesis-quorum",
+        &(founders / 2 + 1).to_string(),
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+/// Starts `n` founders; node 0 is everyone's bootstrap peer. `extra(i)` adds flags.
+fn mesh(name: &str, n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
+    let mut cluster = Cluster::new(&gradmesh_bin(), &workdir(name)).expect("cluster dir");
+    let mut first = args(0, n, n);
+    first.extend(extra(0));
+    cluster.spawn(&first).expect("node 0 starts");
+    let boot = cluster.address(0).expect("node 0 address");
+    for i in 1..n {
+        let mut a = args(i, n, n);
+        a.extend(["--bootstrap".into(), boot.clone()]);
+        a.extend(extra(i));
+        cluster.spawn(&a).expect("node starts");
+    }
+    cluster
+}
+
+/// Waits until every node in `nodes` has committed one same round `r ≥ at_least` (round ids
+/// count attempts, so some ids abort everywhere, and a node that synced skips rounds); returns
+/// the smallest such `r` and each node's digest for it.
+fn committed(
+    cluster: &mut Cluster,
+    nodes: &[usize],
+    at_least: u64,
+) -> (u64, BTreeMap<usize, String>) {
+    loop {
+        let mut per_node: BTreeMap<usize, BTreeMap<u64, String>> = BTreeMap::new();
+        for (i, r) in &cluster.history {
+            if let Report::Committed { round, digest, .. } = r
+                && *round >= at_least
+                && nodes.contains(i)
+            {
+                per_node
+                    .entry(*i)
+                    .or_default()
+                    .insert(*round, digest.clone());
+            }
+        }
+        if per_node.len() == nodes.len() {
+            let common = per_node.values().next().and_then(|first| {
+                first
+                    .keys()
+                    .find(|r| per_node.values().all(|m| m.contains_key(r)))
+                    .copied()
+            });
+            if let Some(round) = common {
+                let digests = per_node
+                    .iter()
+                    .map(|(i, m)| (*i, m[&round].clone()))
+                    .collect();
+                return (round, digests);
+            }
+        }
+        cluster
+            .wait_for(
+                WAIT,
+                &format!("a round ≥ {at_least} on every node"),
+                |i, r| nodes.contains(&i) && matches!(r, Report::Committed { .. }),
+            )
+            .unwrap_or_else(|e| panic!("{e}; logs in {}", cluster.dir().display()));
+    }
+}
+
+fn all_equal(digests: &BTreeMap<usize, String>) -> bool {
+    digests.values().all(|d| Some(d) == digests.values().next())
+}
+
+fn accuracy_at(cluster: &Cluster, round: u64) -> f64 {
+    cluster
+        .history
+        .iter()
+        .find_map(|(_, r)| match r {
+            Report::Committed {
+                round: q,
+                accuracy: Some(a),
+                ..
+            } if *q == round => Some(*a),
+            _ => None,
+        })
+        .expect("an accuracy for the round")
+}
+
+#[test]
+fn three_nodes_reach_90_percent_with_equal_digests() {
+    let _serial = serial();
+    let mut cluster = mesh("accuracy", 3, |_| Vec::new());
+    let (round, digests) = committed(&mut cluster, &[0, 1, 2], 60);
+    let accuracy = accuracy_at(&cluster, round);
+    println!(
+        "3 nodes, round {round}: test accuracy {:.2}%",
+        100.0 * accuracy
+    );
+    assert!(all_equal(&digests), "{digests:?}");
+    assert!(accuracy >= 0.90, "accuracy {accuracy}");
+}
+
+#[test]
+fn a_node_killed_mid_allreduce_leaves_survivors_equal() {
+    let _serial = serial();
+    let mut cluster = mesh("kill", 4, |_| Vec::new());
+    let (_, started) = cluster
+        .wait_for(WAIT, "round 5 on node 3", |i, r| {
+            i == 3 && matches!(r, Report::RoundStarted { round, .. } if *round >= 5)
+        })
+        .expect("node 3 reaches round 5");
+    cluster.kill(3).expect("kill");
+    let Report::RoundStarted { round: killed, .. } = started else {
+        unreachable!()
+    };
+    // Every survivor ends the interrupted round within its timeout: commit or clean abort.
+    for node in 0..3 {
+        let seen = cluster.history.iter().any(|(i, r)| {
+            *i == node
+                && matches!(r, Report::Committed { round, .. } | Report::Aborted { round, .. }
+                    if *round == killed)
+        });
+        if !seen {
+            cluster
+                .wait_for(
+                    Duration::from_secs_f64(ROUND_TIMEOUT_S + 1.0),
+                    "the end of the interrupted round",
+                    |i, r| {
+                        i == node
+                            && matches!(r, Report::Committed { round, .. }
+                                | Report::Aborted { round, .. } if *round == killed)
+                    },
+                )
+                .expect("survivors end the interrupted round within the round timeout");
+        }
+    }
+    let (_, digests) = committed(&mut cluster, &[0, 1, 2], killed + 10);
+    assert!(all_equal(&digests), "{digests:?}");
+}
+
+#[test]
+fn a_joiner_holds_the_committed_digest_within_two_rounds() {
+    let _serial = serial();
+    let mut cluster = mesh("join", 3, |_| Vec::new());
+    committed(&mut cluster, &[0, 1, 2], 5);
+    let mut a = args(2, 3, 3);
+    let boot = cluster.address(0).expect("address");
+    a.extend(["--bootstrap".into(), boot, "--join".into()]);
+    let joiner = cluster.spawn(&a).expect("joiner starts");
+    let (_, first) = cluster
+        .wait_for(WAIT, "the joiner's first roster", |i, r| {
+            i == joiner && matches!(r, Report::RoundStarted { .. })
+        })
+        .expect("the joiner is named in a roster");
+    let Report::RoundStarted { round: r, .. } = first else {
+        unreachable!()
+    };
+    // The joiner's first state (synced, or committed as an observer) is at most two rounds
+    // after the roster that named it, and it is the mesh's committed state.
+    let (held, digest) = cluster
+        .history
+        .iter()
+        .find_map(|(i, rep)| match rep {
+            Report::Synced { round, digest } | Report::Committed { round, digest, .. }
+                if *i == joiner =>
+            {
+                Some((*round, digest.clone()))
+            }
+            _ => None,
+        })
+        .or_else(|| {
+            let (_, rep) = cluster
+                .wait_for(WAIT, "the joiner's first state", |i, rep| {
+                    i == joiner && matches!(rep, Report::Synced { .. } | Report::Committed { .. })
+                })
+                .ok()?;
+            match rep {
+                Report::Synced { round, digest } | Report::Committed { round, digest, .. } => {
+                    Some((round, digest))
+                }
+                _ => None,
+            }
+        })
+        .expect("the joiner obtains a state");
+    assert!(
+        held <= r + 2,
+        "named in round {r}, first state of round {held}"
+    );
+    let (round, digests) = committed(&mut cluster, &[0, 1, 2], held);
+    assert_eq!(
+        round, held,
+        "the founders committed the state the joiner holds"
+    );
+    assert!(
+        digests.values().all(|d| *d == digest),
+        "{digests:?} vs {digest}"
+    );
+    let (_, digests) = committed(&mut cluster, &[0, 1, 2, joiner], held + 1);
+    assert!(all_equal(&digests), "joined at {r}: {digests:?}");
+}
+
+#[test]
+fn nan_and_short_contributions_are_rejected_and_named() {
+    let _serial = serial();
+    let mut cluster = mesh("faults", 5, |i| match i {
+        3 => vec!["--inject-fault".into(), "nan".into()],
+        4 => vec!["--inject-fault".into(), "short".into()],
+        _ => Vec::new(),
+    });
+    let peer = |i: usize| cluster.nodes()[i].peer.clone().expect("peer id");
+    let (nan, short) = (peer(3), peer(4));
+    let mut named = (false, false);
+    while named != (true, true) {
+        let (_, r) = cluster
+            .wait_for(WAIT, "rejections naming both faulty nodes", |i, r| {
+                i < 3 && matches!(r, Report::Rejected { .. })
+            })
+            .expect("faulty contributions are rejected");
+        if let Report::Rejected { peer, reason, .. } = r {
+            if peer == nan {
+                assert!(reason.contains("not finite"), "{reason}");
+                named.0 = true;
+            }
+            if peer == short {
+                assert!(reason.contains("floats"), "{reason}");
+                named.1 = true;
+            }
+        }
+    }
+    let (_, digests) = committed(&mut cluster, &[0, 1, 2], 8);
+    assert!(all_equal(&digests), "{digests:?}");
+}
+
+#[test]
+fn a_wrong_mesh_key_never_connects_and_the_right_one_does() {
+    let _serial = serial();
+    let dir = workdir("keys");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = |name: &str, byte: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, byte.repeat(32)).expect("key file");
+        path.to_string_lossy().into_owned()
+    };
+    let (good, bad) = (key("good.key", "ab"), key("bad.key", "cd"));
+    let mut cluster = Cluster::new(&gradmesh_bin(), &dir).expect("cluster");
+    let mut a = args(0, 1, 1);
+    a.extend(["--mesh-key".into(), good.clone()]);
+    cluster.spawn(&a).expect("node 0");
+    let boot = cluster.address(0).expect("address");
+    let mut wrong = args(0, 1, 1);
+    wrong.extend(["--mesh-key".into(), bad, "--bootstrap".into(), boot.clone()]);
+    let intruder = cluster.spawn(&wrong).expect("intruder starts");
+    let connected = cluster.wait_for(Duration::from_secs(5), "a connection", |i, r| {
+        (i == 0 || i == intruder) && matches!(r, Report::Connected { .. })
+    });
+    assert!(connected.is_err(), "a wrong key connected: {connected:?}");
+    let mut right = args(0, 1, 1);
+    right.extend(["--mesh-key".into(), good, "--bootstrap".into(), boot]);
+    let friend = cluster.spawn(&right).expect("friend starts");
+    cluster
+        .wait_for(WAIT, "the right key connecting", |i, r| {
+            i == friend && matches!(r, Report::Connected { .. })
+        })
+        .expect("the right key connects");
+}
+
+/// Three founders with checkpoints every 5 rounds in `<dir>/ckpt<i>`, identities `node<i>`.
+fn checkpointed_mesh(dir: &std::path::Path) -> Cluster {
+    let mut cluster = Cluster::new(&gradmesh_bin(), dir).expect("cluster");
+    for i in 0..3 {
+        let mut a = args(i, 3, 3);
+        a.extend([
+            "--checkpoint-every".into(),
+            "5".into(),
+            "--checkpoint-dir".into(),
+        ]);
+        a.push(dir.join(format!("ckpt{i}")).to_string_lossy().into_owned());
+        if i > 0 {
+            a.extend(["--bootstrap".into(), cluster.address(0).expect("address")]);
+        }
+        cluster.spawn_as(&format!("node{i}"), &a).expect("starts");
+    }
+    cluster
+}
+
+#[test]
+fn a_restarted_mesh_resumes_from_its_checkpoints() {
+    let _serial = serial();
+    let dir = workdir("restart");
+    let mut cluster = checkpointed_mesh(&dir);
+    committed(&mut cluster, &[0, 1, 2], 12);
+    drop(cluster);
+
+    let mut cluster = checkpointed_mesh(&dir);
+    let resumed: Vec<u64> = (0..3)
+        .map(|index| {
+            cluster
+                .history
+                .iter()
+                .find_map(|(j, r)| match r {
+                    Report::Resumed { round, .. } if *j == index => Some(*round),
+                    _ => None,
+                })
+                .expect("every node resumes from its checkpoint")
+        })
+        .collect();
+    // Each node resumes at its own last checkpoint (the nodes were killed one after the other,
+    // so some may have saved a later round); a node behind the others resyncs.
+    assert!(
+        resumed.iter().all(|&r| r >= 10 && r.is_multiple_of(5)),
+        "{resumed:?}"
+    );
+    let saved = resumed.iter().copied().max().unwrap_or(0);
+    let (_, first) = cluster
+        .wait_for(WAIT, "a commit after the restart", |_, r| {
+            matches!(r, Report::Committed { .. })
+        })
+        .expect("the mesh commits again");
+    // Training goes on from the checkpoints, not from round 1 (round ids count attempts, so a
+    // few may abort while the restarted nodes find each other).
+    assert!(
+        matches!(first, Report::Committed { round, .. } if round > saved),
+        "resumed at {resumed:?}, then {first:?}"
+    );
+    let (_, digests) = committed(&mut cluster, &[0, 1, 2], saved + 3);
+    assert!(all_equal(&digests), "{digests:?}");
+}
