@@ -92,7 +92,7 @@ pub fn scenario(cfg: &BenchConfig, shape: BenchShape) -> Result<Scenario, Scenar
         name: format!("bench-{}", shape.label()),
         peers: cfg.peers,
         rounds: cfg.rounds,
-        gradient_bytes: cfg.bytes,
+        gradient_bytes: Some(cfg.bytes),
         state_bytes: 0,
         algorithm: algorithm.to_owned(),
         group_size,
@@ -105,6 +105,7 @@ pub fn scenario(cfg: &BenchConfig, shape: BenchShape) -> Result<Scenario, Scenar
         churn: None,
         loss: None,
         partitions: Vec::new(),
+        protocol: None,
     })
 }
 

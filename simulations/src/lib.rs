@@ -17,6 +17,7 @@ pub mod churn;
 pub mod collective;
 pub mod compute;
 pub mod engine;
+pub mod mesh;
 pub mod net;
 pub mod report;
 pub mod rng;

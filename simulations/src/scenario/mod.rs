@@ -5,13 +5,19 @@
 use crate::churn::{self, ChurnSpec, TraceError, WeibullSpec};
 use crate::collective::Algorithm;
 use crate::compute::{StepTime, Stragglers};
+use crate::mesh::{Faults, MeshSpec, PartitionWindow};
 use crate::net::{LossModel, NetConfig, NetConfigError, PeerLink, SiteLink};
+use crate::time::SimTime;
+use gradmesh_protocol::config::{ConfigError, PeerConfig};
 use std::path::Path;
+use std::time::Duration;
 use thiserror::Error;
 
 mod raw;
 
-pub use raw::{RawChurn, RawClass, RawLoss, RawPartition, RawScenario, RawSite, RawStragglers};
+pub use raw::{
+    RawChurn, RawClass, RawLoss, RawPartition, RawProtocol, RawScenario, RawSite, RawStragglers,
+};
 
 /// How peers are grouped for the all-reduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +129,39 @@ pub enum ScenarioError {
     /// The network rules (bandwidths, sites, loss rate).
     #[error(transparent)]
     Net(#[from] NetConfigError),
+    /// `algorithm = "protocol"` and a `[protocol]` section go together.
+    #[error("algorithm = \"protocol\" needs a [protocol] section, and only it takes one")]
+    ProtocolSection,
+    /// In protocol mode the gradient and state sizes come from `[protocol] model_bytes`.
+    #[error("gradient_bytes and state_bytes are set by [protocol] model_bytes in protocol mode")]
+    ProtocolBytes,
+    /// The protocol vector is empty or too long, or `model_bytes` is below `4 · floats`.
+    #[error("[protocol]: need 0 < floats ≤ {max} and model_bytes ≥ 4 · floats")]
+    ProtocolVector {
+        /// The largest span the wire format carries.
+        max: u32,
+    },
+    /// The protocol round timeout must be positive.
+    #[error("[protocol] round_timeout_s must be finite and > 0")]
+    ProtocolTimeout,
+    /// The protocol configuration breaks one of its rules.
+    #[error("[protocol]: {0}")]
+    ProtocolConfig(#[from] ConfigError),
+}
+
+/// Protocol mode: the real peers and how they are configured.
+#[derive(Debug, Clone)]
+pub struct ProtocolSpec {
+    /// The peers' validated configuration.
+    pub config: PeerConfig,
+    /// Floats averaged in memory.
+    pub floats: usize,
+    /// Bytes of the modelled vector on the wire.
+    pub model_bytes: u64,
+    /// Wire bytes per in-memory payload byte (≥ 1).
+    pub payload_scale: f64,
+    /// Whether every message goes through the wire codec.
+    pub through_wire: bool,
 }
 
 /// A validated scenario.
@@ -141,6 +180,7 @@ pub struct Scenario {
     stragglers: Stragglers,
     churn: ChurnSpec,
     partitions: Vec<Partition>,
+    protocol: Option<ProtocolSpec>,
 }
 
 const MBIT_BYTES: f64 = 1e6 / 8.0;
@@ -237,6 +277,62 @@ impl Scenario {
     pub fn peers(&self) -> usize {
         self.step_times.len()
     }
+    /// Protocol mode, if the scenario runs the real peers.
+    #[must_use]
+    pub const fn protocol(&self) -> Option<&ProtocolSpec> {
+        self.protocol.as_ref()
+    }
+
+    /// The protocol-driven run of this scenario, if it is in protocol mode. Loss applies for the
+    /// whole run (the network's loss model); liveness is judged after the last partition heals
+    /// when there is no churn, and not at all under churn (peers keep leaving to the end).
+    #[must_use]
+    pub fn mesh_spec(&self) -> Option<MeshSpec> {
+        let p = self.protocol.as_ref()?;
+        let until = SimTime::from_secs_f64(self.max_sim_time_s);
+        let side_of = |cut: u32| {
+            (0..self.peers() as u32)
+                .map(|i| u32::from(i < cut))
+                .collect()
+        };
+        let partitions: Vec<PartitionWindow> = self
+            .partitions
+            .iter()
+            .map(|w| PartitionWindow {
+                start: SimTime::from_secs_f64(w.start_s),
+                end: SimTime::from_secs_f64(w.end_s),
+                side_of: side_of(w.cut_peers),
+            })
+            .collect();
+        let faults_end = match self.churn {
+            ChurnSpec::None => partitions
+                .iter()
+                .map(|w| w.end)
+                .max()
+                .unwrap_or(SimTime::ZERO),
+            _ => until,
+        };
+        Some(MeshSpec {
+            net: self.net.clone(),
+            founders: self.peers(),
+            step_times: self.step_times.clone(),
+            stragglers: self.stragglers,
+            churn: self.churn.clone(),
+            config: p.config.clone(),
+            floats: p.floats,
+            payload_scale: p.payload_scale,
+            through_wire: p.through_wire,
+            faults: Faults {
+                drop_rate: 0.0,
+                faults_end,
+                kills: Vec::new(),
+                joins: Vec::new(),
+                partitions,
+            },
+            rounds: Some(self.rounds),
+            until,
+        })
+    }
 }
 
 impl TryFrom<RawScenario> for Scenario {
@@ -249,9 +345,14 @@ impl TryFrom<RawScenario> for Scenario {
         if raw.rounds == 0 {
             return Err(ScenarioError::NoRounds);
         }
-        if raw.gradient_bytes == 0 {
-            return Err(ScenarioError::NoGradient);
-        }
+        let protocol = protocol_spec(&raw)?;
+        let gradient_bytes = match (&protocol, raw.gradient_bytes) {
+            (Some(_), Some(_)) => return Err(ScenarioError::ProtocolBytes),
+            (Some(_), None) if raw.state_bytes != 0 => return Err(ScenarioError::ProtocolBytes),
+            (Some(p), None) => p.model_bytes,
+            (None, Some(b)) if b > 0 => b,
+            (None, _) => return Err(ScenarioError::NoGradient),
+        };
         let max_sim_time_s = raw.max_sim_time_s.unwrap_or(7.0 * 86_400.0);
         if !(max_sim_time_s.is_finite() && max_sim_time_s > 0.0) {
             return Err(ScenarioError::MaxSimTime);
@@ -266,14 +367,14 @@ impl TryFrom<RawScenario> for Scenario {
         Ok(Self {
             name: raw.name,
             rounds: raw.rounds,
-            gradient_bytes: raw.gradient_bytes,
+            gradient_bytes,
             state_bytes: if raw.state_bytes == 0 {
-                raw.gradient_bytes
+                gradient_bytes
             } else {
                 raw.state_bytes
             },
             topology,
-            spans_by_bandwidth: raw.spans_by_bandwidth,
+            spans_by_bandwidth: raw.spans_by_bandwidth || raw.algorithm == "protocol",
             max_sim_time_s,
             attempt_timeout_s,
             net,
@@ -281,8 +382,38 @@ impl TryFrom<RawScenario> for Scenario {
             stragglers: stragglers(raw.stragglers.as_ref())?,
             churn: churn_spec(raw.churn.as_ref(), raw.peers as usize)?,
             partitions: partitions(&raw.partitions, raw.peers)?,
+            protocol,
         })
     }
+}
+
+/// The `[protocol]` section, validated; `None` unless `algorithm = "protocol"`.
+fn protocol_spec(raw: &RawScenario) -> Result<Option<ProtocolSpec>, ScenarioError> {
+    let p = match (raw.algorithm == "protocol", &raw.protocol) {
+        (false, None) => return Ok(None),
+        (true, Some(p)) => p,
+        _ => return Err(ScenarioError::ProtocolSection),
+    };
+    let max = gradmesh_protocol::wire::SPAN_FLOATS_MAX;
+    let vector_bytes = 4 * u64::from(p.floats);
+    let model_bytes = p.model_bytes.unwrap_or(vector_bytes);
+    if p.floats == 0 || p.floats > max || model_bytes < vector_bytes {
+        return Err(ScenarioError::ProtocolVector { max });
+    }
+    if !(p.round_timeout_s.is_finite() && p.round_timeout_s > 0.0) {
+        return Err(ScenarioError::ProtocolTimeout);
+    }
+    let mut builder = PeerConfig::builder().scaled_to(Duration::from_secs_f64(p.round_timeout_s));
+    if let Some(chunk) = p.state_chunk_bytes {
+        builder = builder.state_chunk_bytes(chunk);
+    }
+    Ok(Some(ProtocolSpec {
+        config: builder.build()?,
+        floats: p.floats as usize,
+        model_bytes,
+        payload_scale: model_bytes as f64 / vector_bytes as f64,
+        through_wire: p.through_wire,
+    }))
 }
 
 fn topology(algorithm: &str, group_size: Option<u32>) -> Result<Topology, ScenarioError> {
@@ -300,6 +431,9 @@ fn topology(algorithm: &str, group_size: Option<u32>) -> Result<Topology, Scenar
         "ring" => global(Algorithm::Ring),
         "butterfly" => global(Algorithm::Butterfly),
         "all-to-all" => global(Algorithm::AllToAll),
+        // The protocol's round is an all-to-all reduce-scatter and all-gather: the collective
+        // model `runner::run` uses for a protocol scenario (the mesh runs the real peers).
+        "protocol" => global(Algorithm::AllToAll),
         "moshpit" => match group_size {
             Some(g) if g >= 2 => Ok(Topology::Moshpit { group_size: g }),
             _ => Err(bad_group()),
