@@ -79,8 +79,8 @@ pub struct MeshSpec {
     pub through_wire: bool,
     /// Scheduled faults.
     pub faults: Faults,
-    /// Stop once this many distinct rounds have committed (then one round timeout more so late
-    /// committers are counted); `None` runs until `until`.
+    /// Stop once this many distinct rounds have committed (then a quarter of a round timeout
+    /// more so late committers are counted); `None` runs until `until`.
     pub rounds: Option<u32>,
     /// Hard end of the run.
     pub until: SimTime,
