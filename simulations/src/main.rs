@@ -304,6 +304,38 @@ fn run_protocol_scenario(
     Ok(())
 }
 
+/// A benchmark criterion: lower is better.
+type Criterion<'a> = &'a dyn Fn(&bench::BenchOutcome) -> f64;
+
+/// Which shape wins on each criterion (ties go to the earlier shape).
+fn print_winners(outcomes: &[bench::BenchOutcome]) {
+    let best = |key: Criterion<'_>| {
+        outcomes
+            .iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .map(|o| (o.shape.label(), key(o)))
+    };
+    let criteria: [(&str, Criterion<'_>, f64); 3] = [
+        ("fastest round", &|o| o.round_s_mean, 1.0),
+        (
+            "fastest to the global mean",
+            &bench::BenchOutcome::time_to_global_mean_s,
+            1.0,
+        ),
+        (
+            "fewest bytes per peer to the global mean",
+            &bench::BenchOutcome::bytes_to_global_mean,
+            1e-6,
+        ),
+    ];
+    for (name, key, scale) in criteria {
+        if let Some((label, value)) = best(key) {
+            let unit = if scale < 1.0 { "MB" } else { "s" };
+            println!("{name}: {label} ({:.3} {unit})", value * scale);
+        }
+    }
+}
+
 /// Peak resident set size of this process in KiB (`VmHWM`), if readable.
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -327,7 +359,7 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
         cfg.seed
     );
     println!(
-        "{:<20} {:>8} {:>12} {:>12} {:>10} {:>11} {:>11} {:>8} {:>12} {:>9} {:>12}",
+        "{:<20} {:>8} {:>12} {:>12} {:>10} {:>11} {:>11} {:>8} {:>12} {:>9} {:>12} {:>10} {:>10}",
         "shape",
         "wall_s",
         "events",
@@ -338,8 +370,11 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
         "rounds",
         "to_mean_s",
         "recomp",
-        "visits"
+        "visits",
+        "MB_round",
+        "MB_to_mean"
     );
+    let mut outcomes = Vec::with_capacity(shapes.len());
     for &shape in shapes {
         reset_peak_rss();
         let started = Instant::now();
@@ -347,7 +382,7 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
         let wall_s = started.elapsed().as_secs_f64();
         let s = &outcome.summary;
         println!(
-            "{:<20} {:>8.2} {:>12} {:>12.0} {:>10} {:>11.3} {:>11.1} {:>8} {:>12.3} {:>9} {:>12}",
+            "{:<20} {:>8.2} {:>12} {:>12.0} {:>10} {:>11.3} {:>11.1} {:>8} {:>12.3} {:>9} {:>12} {:>10.1} {:>10.1}",
             shape.label(),
             wall_s,
             s.events,
@@ -358,9 +393,13 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
             outcome.rounds_to_global_mean,
             outcome.time_to_global_mean_s(),
             s.net.recomputes,
-            s.net.recompute_visits
+            s.net.recompute_visits,
+            outcome.bytes_per_peer_mean / 1e6,
+            outcome.bytes_to_global_mean() / 1e6
         );
+        outcomes.push(outcome);
     }
+    print_winners(&outcomes);
     let (secs, flows) = bench::global_all_to_all_estimate(cfg);
     println!(
         "global all-to-all (not simulated): {flows} flows per round, alpha-beta time {secs:.3} s \
