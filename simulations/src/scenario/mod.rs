@@ -5,15 +5,15 @@
 use crate::churn::{self, ChurnSpec, TraceError, WeibullSpec};
 use crate::collective::Algorithm;
 use crate::compute::{StepTime, Stragglers};
-use crate::mesh::{Faults, MeshSpec, PartitionWindow};
 use crate::net::{LossModel, NetConfig, NetConfigError, PeerLink, SiteLink};
-use crate::time::SimTime;
-use gradmesh_protocol::config::{ConfigError, PeerConfig};
+use gradmesh_protocol::config::ConfigError;
 use std::path::Path;
-use std::time::Duration;
 use thiserror::Error;
 
+mod protocol;
 mod raw;
+
+pub use protocol::ProtocolSpec;
 
 pub use raw::{
     RawChurn, RawClass, RawLoss, RawPartition, RawProtocol, RawScenario, RawSite, RawStragglers,
@@ -149,21 +149,6 @@ pub enum ScenarioError {
     ProtocolConfig(#[from] ConfigError),
 }
 
-/// Protocol mode: the real peers and how they are configured.
-#[derive(Debug, Clone)]
-pub struct ProtocolSpec {
-    /// The peers' validated configuration.
-    pub config: PeerConfig,
-    /// Floats averaged in memory.
-    pub floats: usize,
-    /// Bytes of the modelled vector on the wire.
-    pub model_bytes: u64,
-    /// Wire bytes per in-memory payload byte (≥ 1).
-    pub payload_scale: f64,
-    /// Whether every message goes through the wire codec.
-    pub through_wire: bool,
-}
-
 /// A validated scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -282,57 +267,6 @@ impl Scenario {
     pub const fn protocol(&self) -> Option<&ProtocolSpec> {
         self.protocol.as_ref()
     }
-
-    /// The protocol-driven run of this scenario, if it is in protocol mode. Loss applies for the
-    /// whole run (the network's loss model); liveness is judged after the last partition heals
-    /// when there is no churn, and not at all under churn (peers keep leaving to the end).
-    #[must_use]
-    pub fn mesh_spec(&self) -> Option<MeshSpec> {
-        let p = self.protocol.as_ref()?;
-        let until = SimTime::from_secs_f64(self.max_sim_time_s);
-        let side_of = |cut: u32| {
-            (0..self.peers() as u32)
-                .map(|i| u32::from(i < cut))
-                .collect()
-        };
-        let partitions: Vec<PartitionWindow> = self
-            .partitions
-            .iter()
-            .map(|w| PartitionWindow {
-                start: SimTime::from_secs_f64(w.start_s),
-                end: SimTime::from_secs_f64(w.end_s),
-                side_of: side_of(w.cut_peers),
-            })
-            .collect();
-        let faults_end = match self.churn {
-            ChurnSpec::None => partitions
-                .iter()
-                .map(|w| w.end)
-                .max()
-                .unwrap_or(SimTime::ZERO),
-            _ => until,
-        };
-        Some(MeshSpec {
-            net: self.net.clone(),
-            founders: self.peers(),
-            step_times: self.step_times.clone(),
-            stragglers: self.stragglers,
-            churn: self.churn.clone(),
-            config: p.config.clone(),
-            floats: p.floats,
-            payload_scale: p.payload_scale,
-            through_wire: p.through_wire,
-            faults: Faults {
-                drop_rate: 0.0,
-                faults_end,
-                kills: Vec::new(),
-                joins: Vec::new(),
-                partitions,
-            },
-            rounds: Some(self.rounds),
-            until,
-        })
-    }
 }
 
 impl TryFrom<RawScenario> for Scenario {
@@ -345,7 +279,7 @@ impl TryFrom<RawScenario> for Scenario {
         if raw.rounds == 0 {
             return Err(ScenarioError::NoRounds);
         }
-        let protocol = protocol_spec(&raw)?;
+        let protocol = protocol::protocol_spec(&raw)?;
         let gradient_bytes = match (&protocol, raw.gradient_bytes) {
             (Some(_), Some(_)) => return Err(ScenarioError::ProtocolBytes),
             (Some(_), None) if raw.state_bytes != 0 => return Err(ScenarioError::ProtocolBytes),
@@ -385,35 +319,6 @@ impl TryFrom<RawScenario> for Scenario {
             protocol,
         })
     }
-}
-
-/// The `[protocol]` section, validated; `None` unless `algorithm = "protocol"`.
-fn protocol_spec(raw: &RawScenario) -> Result<Option<ProtocolSpec>, ScenarioError> {
-    let p = match (raw.algorithm == "protocol", &raw.protocol) {
-        (false, None) => return Ok(None),
-        (true, Some(p)) => p,
-        _ => return Err(ScenarioError::ProtocolSection),
-    };
-    let max = gradmesh_protocol::wire::SPAN_FLOATS_MAX;
-    let vector_bytes = 4 * u64::from(p.floats);
-    let model_bytes = p.model_bytes.unwrap_or(vector_bytes);
-    if p.floats == 0 || p.floats > max || model_bytes < vector_bytes {
-        return Err(ScenarioError::ProtocolVector { max });
-    }
-    if !(p.round_timeout_s.is_finite() && p.round_timeout_s > 0.0) {
-        return Err(ScenarioError::ProtocolTimeout);
-    }
-    let mut builder = PeerConfig::builder().scaled_to(Duration::from_secs_f64(p.round_timeout_s));
-    if let Some(chunk) = p.state_chunk_bytes {
-        builder = builder.state_chunk_bytes(chunk);
-    }
-    Ok(Some(ProtocolSpec {
-        config: builder.build()?,
-        floats: p.floats as usize,
-        model_bytes,
-        payload_scale: model_bytes as f64 / vector_bytes as f64,
-        through_wire: p.through_wire,
-    }))
 }
 
 fn topology(algorithm: &str, group_size: Option<u32>) -> Result<Topology, ScenarioError> {
@@ -672,5 +577,50 @@ latency_ms = 1
         ));
         let no_timeout = BASE.replace("rounds = 3", "rounds = 3\nattempt_timeout_s = 0");
         assert!(matches!(bad(&no_timeout), ScenarioError::AttemptTimeout));
+    }
+
+    #[test]
+    fn protocol_mode_rules_have_their_own_errors() {
+        let proto = |section: &str| {
+            let text = BASE
+                .replace("gradient_bytes = 1000000\n", "")
+                .replace("\"ring\"", "\"protocol\"");
+            Scenario::from_toml(&format!("{text}{section}"), Path::new("."))
+        };
+        let ok = "[protocol]\nfloats = 1024\nmodel_bytes = 1000000\nround_timeout_s = 6\n";
+        let s = proto(ok).unwrap();
+        let p = s.protocol().unwrap();
+        assert_eq!((p.floats, s.gradient_bytes()), (1024, 1_000_000));
+        assert!((p.payload_scale - 1e6 / 4096.0).abs() < 1e-9);
+        assert_eq!(s.mesh_spec().unwrap().founders, 8);
+        assert!(parse("").unwrap().mesh_spec().is_none());
+        assert!(matches!(
+            proto("").unwrap_err(),
+            ScenarioError::ProtocolSection
+        ));
+        assert!(matches!(
+            parse(ok).unwrap_err(),
+            ScenarioError::ProtocolSection
+        ));
+        let with_bytes = BASE.replace("\"ring\"", "\"protocol\"") + ok;
+        assert!(matches!(
+            Scenario::from_toml(&with_bytes, Path::new(".")).unwrap_err(),
+            ScenarioError::ProtocolBytes
+        ));
+        let small = ok.replace("1000000", "100");
+        assert!(matches!(
+            proto(&small).unwrap_err(),
+            ScenarioError::ProtocolVector { .. }
+        ));
+        let no_timeout = ok.replace("round_timeout_s = 6", "round_timeout_s = 0");
+        assert!(matches!(
+            proto(&no_timeout).unwrap_err(),
+            ScenarioError::ProtocolTimeout
+        ));
+        let chunk = format!("{ok}state_chunk_bytes = 0\n");
+        assert!(matches!(
+            proto(&chunk).unwrap_err(),
+            ScenarioError::ProtocolConfig(_)
+        ));
     }
 }
