@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-allreduce soak fuzz
+.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-allreduce soak fuzz chaos-soak
 
 setup:
 	bash scripts/setup.sh
@@ -53,3 +53,8 @@ fuzz:
 # Long runs of the protocol's seeded fault schedules (make test runs 2000).
 soak:
 	GRADMESH_SCHEDULES=$${GRADMESH_SCHEDULES:-20000} $(CARGO) test --release -p gradmesh-protocol --test invariants -- --nocapture
+
+# Long runs of the simulator's seeded chaos scenarios: real protocol peers on the simulated
+# network (make test runs 100); see docs/simulator.md.
+chaos-soak:
+	GRADMESH_CHAOS=$${GRADMESH_CHAOS:-2000} $(CARGO) test --release -p gradmesh-sim --test chaos -- --nocapture

@@ -62,9 +62,17 @@ pub struct BenchOutcome {
     pub round_s_mean: f64,
     /// Rounds of group averaging needed to reach the global mean (1 for a global all-reduce).
     pub rounds_to_global_mean: u32,
+    /// Mean bytes a peer sends per round.
+    pub bytes_per_peer_mean: f64,
 }
 
 impl BenchOutcome {
+    /// Bytes each peer sends until every peer holds the global mean.
+    #[must_use]
+    pub fn bytes_to_global_mean(&self) -> f64 {
+        f64::from(self.rounds_to_global_mean) * self.bytes_per_peer_mean
+    }
+
     /// Simulated seconds until every peer holds the global mean.
     #[must_use]
     pub fn time_to_global_mean_s(&self) -> f64 {
@@ -92,7 +100,7 @@ pub fn scenario(cfg: &BenchConfig, shape: BenchShape) -> Result<Scenario, Scenar
         name: format!("bench-{}", shape.label()),
         peers: cfg.peers,
         rounds: cfg.rounds,
-        gradient_bytes: cfg.bytes,
+        gradient_bytes: Some(cfg.bytes),
         state_bytes: 0,
         algorithm: algorithm.to_owned(),
         group_size,
@@ -105,6 +113,7 @@ pub fn scenario(cfg: &BenchConfig, shape: BenchShape) -> Result<Scenario, Scenar
         churn: None,
         loss: None,
         partitions: Vec::new(),
+        protocol: None,
     })
 }
 
@@ -119,6 +128,12 @@ pub fn run(cfg: &BenchConfig, shape: BenchShape) -> Result<BenchOutcome, Scenari
         .map(runner::RoundRecord::seconds)
         .sum::<f64>()
         / n;
+    let bytes_per_peer_mean = summary
+        .records
+        .iter()
+        .map(|r| r.bytes_per_peer as f64)
+        .sum::<f64>()
+        / n;
     let rounds_to_global_mean = match shape {
         BenchShape::Butterfly => 1,
         BenchShape::Moshpit(g) => grid_dims(cfg.peers as usize, g as usize),
@@ -128,6 +143,7 @@ pub fn run(cfg: &BenchConfig, shape: BenchShape) -> Result<BenchOutcome, Scenari
         summary,
         round_s_mean,
         rounds_to_global_mean,
+        bytes_per_peer_mean,
     })
 }
 

@@ -1,7 +1,8 @@
 //! gradmesh-sim: a discrete-event simulator of gradmesh meshes on a simulated clock, with
-//! bandwidth, latency, loss, compute and churn models. It runs collective schedules through a
-//! flow-level network today; the protocol's `Peer` machines plug into the same
-//! [`engine::Application`] interface next.
+//! bandwidth, latency, loss, compute and churn models. In protocol mode ([`mesh`]) the protocol's
+//! real `Peer` machines run unmodified behind the [`engine::Application`] interface, every message
+//! a flow sized by its encoded length; in collective mode ([`runner`]) collective schedules run
+//! through the same flow-level network.
 //! It never depends on tokio, libp2p or LibTorch: time is simulated, and compute is a model.
 //!
 //! The single interface between the network model and whatever runs on the peers is
@@ -17,6 +18,7 @@ pub mod churn;
 pub mod collective;
 pub mod compute;
 pub mod engine;
+pub mod mesh;
 pub mod net;
 pub mod report;
 pub mod rng;

@@ -3,6 +3,8 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use gradmesh_sim::bench::{self, BenchConfig, BenchShape};
+use gradmesh_sim::collective::Algorithm;
+use gradmesh_sim::mesh::{self, MeshSpec};
 use gradmesh_sim::net::RecomputeScope;
 use gradmesh_sim::scenario::Scenario;
 use gradmesh_sim::{report, runner, validate};
@@ -36,6 +38,29 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Predict one all-reduce of F floats among N peers on identical links, e.g. namespaces
+    /// shaped by `scripts/netns.sh up N RATE_MBIT`, to compare with a real run.
+    PredictAllreduce {
+        /// Peers.
+        #[arg(long)]
+        peers: usize,
+        /// Floats in the vector (4 bytes each).
+        #[arg(long)]
+        floats: u64,
+        /// Shaped rate per peer and direction in Mbit/s.
+        #[arg(long)]
+        mbit_s: f64,
+        /// Fraction of the shaped rate that carries payload (TCP/IP headers, framing): measured
+        /// 0.95–0.97 through `tc tbf` here, see docs/simulator.md.
+        #[arg(long, default_value_t = 0.956)]
+        efficiency: f64,
+        /// One-way latency in ms (veth and bridge add tens of microseconds).
+        #[arg(long, default_value_t = 0.05)]
+        latency_ms: f64,
+        /// ring, butterfly or all-to-all.
+        #[arg(long, default_value = "butterfly")]
+        algorithm: String,
     },
     /// Time a large homogeneous run: global butterfly and Moshpit groups.
     BenchScale {
@@ -78,6 +103,14 @@ fn main() -> anyhow::Result<()> {
             seed,
             out,
         } => run_scenario(&scenario, seed, &out),
+        Command::PredictAllreduce {
+            peers,
+            floats,
+            mbit_s,
+            efficiency,
+            latency_ms,
+            algorithm,
+        } => predict_allreduce(peers, floats, mbit_s * efficiency, latency_ms, &algorithm),
         Command::BenchScale {
             peers,
             rounds,
@@ -137,14 +170,10 @@ fn run_validate() -> anyhow::Result<()> {
 fn run_scenario(path: &std::path::Path, seed: u64, out: &std::path::Path) -> anyhow::Result<()> {
     let scenario =
         Scenario::from_file(path).with_context(|| format!("scenario {}", path.display()))?;
-    let bar = ProgressBar::new(u64::from(scenario.rounds()));
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
+    let bar = progress_bar(scenario.rounds())?;
+    if let Some(spec) = scenario.mesh_spec() {
+        return run_protocol_scenario(&scenario, &spec, seed, out, &bar);
     }
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} rounds, {msg}")
-            .context("progress template")?,
-    );
     let summary = runner::run(&scenario, seed, |r| {
         bar.inc(1);
         bar.set_message(format!("t = {:.1} s", r.end_s));
@@ -170,6 +199,143 @@ fn run_scenario(path: &std::path::Path, seed: u64, out: &std::path::Path) -> any
     Ok(())
 }
 
+fn predict_allreduce(
+    peers: usize,
+    floats: u64,
+    goodput_mbit_s: f64,
+    latency_ms: f64,
+    algorithm: &str,
+) -> anyhow::Result<()> {
+    let algorithm = match algorithm {
+        "ring" => Algorithm::Ring,
+        "butterfly" => Algorithm::Butterfly,
+        "all-to-all" => Algorithm::AllToAll,
+        other => anyhow::bail!("unknown algorithm {other:?} (ring, butterfly, all-to-all)"),
+    };
+    anyhow::ensure!(peers >= 2, "need at least 2 peers");
+    let link = validate::Link {
+        bytes_per_s: goodput_mbit_s * 1e6 / 8.0,
+        one_way_latency_s: latency_ms / 1e3,
+    };
+    let bytes = floats * 4;
+    let row = validate::simulate_on(algorithm, peers, bytes, link).context("simulating")?;
+    println!(
+        "predict-allreduce: {} among {peers} peers, {floats} floats ({bytes} bytes), \
+         {goodput_mbit_s:.2} Mbit/s goodput per direction, {latency_ms} ms one-way",
+        algorithm.name()
+    );
+    println!(
+        "simulated {:.6} s, alpha-beta closed form {:.6} s, {} events",
+        row.simulated_s, row.closed_form_s, row.events
+    );
+    Ok(())
+}
+
+fn progress_bar(rounds: u32) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(u64::from(rounds));
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rounds, {msg}")
+            .context("progress template")?,
+    );
+    Ok(bar)
+}
+
+fn run_protocol_scenario(
+    scenario: &Scenario,
+    spec: &MeshSpec,
+    seed: u64,
+    out: &std::path::Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let run = mesh::run(spec, seed, |n, now| {
+        bar.set_position(n as u64);
+        bar.set_message(format!("t = {:.1} s", now.as_secs_f64()));
+    });
+    bar.finish_and_clear();
+    report::write_all(out, &run.records).context("writing outputs")?;
+    let c = &run.counts;
+    println!(
+        "{} (protocol): seed {seed}, {} of {} rounds committed, simulated {}, {} events, \
+         {} peer commits, {} aborts, {} resyncs, {} kills, {} joins, {} messages delivered, \
+         {:.1} MB sent; outputs in {}",
+        scenario.name(),
+        run.records.len(),
+        scenario.rounds(),
+        run.sim_time,
+        run.events,
+        c.commits,
+        c.aborts,
+        c.resyncs,
+        c.kills,
+        c.joins,
+        run.net.delivered,
+        c.bytes_sent as f64 / 1e6,
+        out.display()
+    );
+    println!(
+        "invariants: {}{}",
+        run.verdict
+            .violation
+            .as_ref()
+            .map_or_else(|| "no violation".to_owned(), |v| format!("VIOLATION {v:?}")),
+        if run.verdict.halted_by_design {
+            " (halted by design: a majority of the last committee is gone)"
+        } else {
+            ""
+        }
+    );
+    if !run.verdict.starved.is_empty() {
+        println!(
+            "starved: {} long-lived peers contributed to no commit in the last part of the run",
+            run.verdict.starved.len()
+        );
+    }
+    if let Some(stalled) = &run.verdict.stalled {
+        println!("liveness: {stalled}");
+    }
+    anyhow::ensure!(
+        run.verdict.violation.is_none() && run.verdict.survivors_differ.is_none(),
+        "a protocol invariant was violated: {:?}",
+        run.verdict.survivors_differ
+    );
+    Ok(())
+}
+
+/// A benchmark criterion: lower is better.
+type Criterion<'a> = &'a dyn Fn(&bench::BenchOutcome) -> f64;
+
+/// Which shape wins on each criterion (ties go to the earlier shape).
+fn print_winners(outcomes: &[bench::BenchOutcome]) {
+    let best = |key: Criterion<'_>| {
+        outcomes
+            .iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .map(|o| (o.shape.label(), key(o)))
+    };
+    let criteria: [(&str, Criterion<'_>, f64); 3] = [
+        ("fastest round", &|o| o.round_s_mean, 1.0),
+        (
+            "fastest to the global mean",
+            &bench::BenchOutcome::time_to_global_mean_s,
+            1.0,
+        ),
+        (
+            "fewest bytes per peer to the global mean",
+            &bench::BenchOutcome::bytes_to_global_mean,
+            1e-6,
+        ),
+    ];
+    for (name, key, scale) in criteria {
+        if let Some((label, value)) = best(key) {
+            let unit = if scale < 1.0 { "MB" } else { "s" };
+            println!("{name}: {label} ({:.3} {unit})", value * scale);
+        }
+    }
+}
+
 /// Peak resident set size of this process in KiB (`VmHWM`), if readable.
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -193,7 +359,7 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
         cfg.seed
     );
     println!(
-        "{:<20} {:>8} {:>12} {:>12} {:>10} {:>11} {:>11} {:>8} {:>12} {:>9} {:>12}",
+        "{:<20} {:>8} {:>12} {:>12} {:>10} {:>11} {:>11} {:>8} {:>12} {:>9} {:>12} {:>10} {:>10}",
         "shape",
         "wall_s",
         "events",
@@ -204,8 +370,11 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
         "rounds",
         "to_mean_s",
         "recomp",
-        "visits"
+        "visits",
+        "MB_round",
+        "MB_to_mean"
     );
+    let mut outcomes = Vec::with_capacity(shapes.len());
     for &shape in shapes {
         reset_peak_rss();
         let started = Instant::now();
@@ -213,7 +382,7 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
         let wall_s = started.elapsed().as_secs_f64();
         let s = &outcome.summary;
         println!(
-            "{:<20} {:>8.2} {:>12} {:>12.0} {:>10} {:>11.3} {:>11.1} {:>8} {:>12.3} {:>9} {:>12}",
+            "{:<20} {:>8.2} {:>12} {:>12.0} {:>10} {:>11.3} {:>11.1} {:>8} {:>12.3} {:>9} {:>12} {:>10.1} {:>10.1}",
             shape.label(),
             wall_s,
             s.events,
@@ -224,9 +393,13 @@ fn run_bench(cfg: &BenchConfig, shapes: &[BenchShape]) -> anyhow::Result<()> {
             outcome.rounds_to_global_mean,
             outcome.time_to_global_mean_s(),
             s.net.recomputes,
-            s.net.recompute_visits
+            s.net.recompute_visits,
+            outcome.bytes_per_peer_mean / 1e6,
+            outcome.bytes_to_global_mean() / 1e6
         );
+        outcomes.push(outcome);
     }
+    print_winners(&outcomes);
     let (secs, flows) = bench::global_all_to_all_estimate(cfg);
     println!(
         "global all-to-all (not simulated): {flows} flows per round, alpha-beta time {secs:.3} s \

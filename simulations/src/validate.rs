@@ -89,14 +89,39 @@ impl Application for OneShot {
     }
 }
 
-/// Simulates one all-reduce of `bytes` among `peers` homogeneous peers.
+/// Simulates one all-reduce of `bytes` among `peers` homogeneous peers (the validation link:
+/// [`BANDWIDTH_BYTES_PER_S`], one-way latency [`ALPHA_S`]).
 pub fn simulate(
     algorithm: Algorithm,
     peers: usize,
     bytes: u64,
 ) -> Result<ValidationRow, ValidateError> {
-    let latency_us = (ALPHA_S * 1e6 / 2.0).round() as u64;
-    let config = NetConfig::homogeneous(peers, BANDWIDTH_BYTES_PER_S, latency_us)?;
+    let link = Link {
+        bytes_per_s: BANDWIDTH_BYTES_PER_S,
+        one_way_latency_s: ALPHA_S,
+    };
+    simulate_on(algorithm, peers, bytes, link)
+}
+
+/// A homogeneous access link: bandwidth per direction and one-way latency between two peers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    /// Bytes per second, each direction.
+    pub bytes_per_s: f64,
+    /// One-way latency α in seconds (each endpoint contributes half).
+    pub one_way_latency_s: f64,
+}
+
+/// Simulates one all-reduce of `bytes` among `peers` peers on identical `link`s, e.g. to
+/// predict a real run on `tc tbf`-shaped namespaces (`gradmesh-sim predict-allreduce`).
+pub fn simulate_on(
+    algorithm: Algorithm,
+    peers: usize,
+    bytes: u64,
+    link: Link,
+) -> Result<ValidationRow, ValidateError> {
+    let latency_us = (link.one_way_latency_s * 1e6 / 2.0).round() as u64;
+    let config = NetConfig::homogeneous(peers, link.bytes_per_s, latency_us)?;
     let members: Vec<PeerIdx> = (0..peers)
         .filter_map(|i| u32::try_from(i).ok())
         .map(PeerIdx)
@@ -124,8 +149,8 @@ pub fn simulate(
         closed_form_s: algorithm.closed_form_secs(
             peers,
             bytes,
-            ALPHA_S,
-            1.0 / BANDWIDTH_BYTES_PER_S,
+            link.one_way_latency_s,
+            1.0 / link.bytes_per_s,
         ),
         simulated_s: sim.now().as_secs_f64(),
         events: sim.events(),

@@ -118,7 +118,9 @@ pub struct InvariantChecker {
 }
 
 impl InvariantChecker {
-    pub(super) fn new(round_timeout: Duration) -> Self {
+    /// A checker for peers whose rounds must end within `round_timeout`.
+    #[must_use]
+    pub fn new(round_timeout: Duration) -> Self {
         Self {
             round_timeout,
             ..Self::default()
@@ -155,19 +157,23 @@ impl InvariantChecker {
         &self.loads
     }
 
-    pub(super) fn record_decode_failure(&mut self, e: WireError) {
+    /// Our own frame failed to encode or decode: always a violation.
+    pub fn record_decode_failure(&mut self, e: WireError) {
         self.fail(Violation::Wire(e));
     }
 
-    pub(super) fn record_birth(&mut self, node: usize, now: Timestamp) {
+    /// Node `node` started a peer machine at `now`.
+    pub fn record_birth(&mut self, node: usize, now: Timestamp) {
         self.born.insert(node, now);
     }
 
-    pub(super) fn record_kill(&mut self, node: usize) {
+    /// Node `node` was killed.
+    pub fn record_kill(&mut self, node: usize) {
         self.killed.insert(node);
     }
 
-    pub(super) fn record_gradient(
+    /// `peer` computed `data` (weight `weight`) on state `base`.
+    pub fn record_gradient(
         &mut self,
         peer: PeerId,
         base: StateSummary,
@@ -177,7 +183,8 @@ impl InvariantChecker {
         self.gradients.insert((peer, base), (weight, data));
     }
 
-    pub(super) fn record_event(&mut self, node: usize, event: &Event, now: Timestamp) {
+    /// A protocol event from node `node`: tracks round durations against the timeout.
+    pub fn record_event(&mut self, node: usize, event: &Event, now: Timestamp) {
         let ended = match event {
             Event::RoundStarted { round, role, .. } => {
                 self.starts.insert((node, *round), now);
@@ -222,7 +229,7 @@ impl InvariantChecker {
     }
 
     /// Checks agreement with earlier commits of the round and recomputes every span's mean.
-    pub(super) fn record_commit(&mut self, _node: usize, result: &RoundResult) {
+    pub fn record_commit(&mut self, _node: usize, result: &RoundResult) {
         match self.results.get(&result.round) {
             Some(d) if *d != result.digest => {
                 let digests = (*d, result.digest);
@@ -286,12 +293,8 @@ impl InvariantChecker {
         }
     }
 
-    pub(super) fn record_state(
-        &mut self,
-        _node: usize,
-        state: Option<StateSummary>,
-        _now: Timestamp,
-    ) {
+    /// Node `node` now holds `state`; two different digests for one round are a violation.
+    pub fn record_state(&mut self, _node: usize, state: Option<StateSummary>, _now: Timestamp) {
         let Some(s) = state else { return };
         match self.states.get(&s.round) {
             Some(d) if *d != s.digest => self.fail(Violation::DifferentStates { round: s.round }),
@@ -302,7 +305,8 @@ impl InvariantChecker {
         }
     }
 
-    pub(super) fn record_load(&mut self, node: usize, snapshot: &StateSnapshot, now: Timestamp) {
+    /// Node `node` loaded `snapshot` from a sync; it must be a committed state.
+    pub fn record_load(&mut self, node: usize, snapshot: &StateSnapshot, now: Timestamp) {
         let s = snapshot.summary();
         let known = s.round == RoundId(0) || self.states.get(&s.round) == Some(&s.digest);
         if !known {

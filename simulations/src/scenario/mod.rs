@@ -6,12 +6,18 @@ use crate::churn::{self, ChurnSpec, TraceError, WeibullSpec};
 use crate::collective::Algorithm;
 use crate::compute::{StepTime, Stragglers};
 use crate::net::{LossModel, NetConfig, NetConfigError, PeerLink, SiteLink};
+use gradmesh_protocol::config::ConfigError;
 use std::path::Path;
 use thiserror::Error;
 
+mod protocol;
 mod raw;
 
-pub use raw::{RawChurn, RawClass, RawLoss, RawPartition, RawScenario, RawSite, RawStragglers};
+pub use protocol::ProtocolSpec;
+
+pub use raw::{
+    RawChurn, RawClass, RawLoss, RawPartition, RawProtocol, RawScenario, RawSite, RawStragglers,
+};
 
 /// How peers are grouped for the all-reduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +129,24 @@ pub enum ScenarioError {
     /// The network rules (bandwidths, sites, loss rate).
     #[error(transparent)]
     Net(#[from] NetConfigError),
+    /// `algorithm = "protocol"` and a `[protocol]` section go together.
+    #[error("algorithm = \"protocol\" needs a [protocol] section, and only it takes one")]
+    ProtocolSection,
+    /// In protocol mode the gradient and state sizes come from `[protocol] model_bytes`.
+    #[error("gradient_bytes and state_bytes are set by [protocol] model_bytes in protocol mode")]
+    ProtocolBytes,
+    /// The protocol vector is empty or too long, or `model_bytes` is below `4 · floats`.
+    #[error("[protocol]: need 0 < floats ≤ {max} and model_bytes ≥ 4 · floats")]
+    ProtocolVector {
+        /// The largest span the wire format carries.
+        max: u32,
+    },
+    /// The protocol round timeout must be positive.
+    #[error("[protocol] round_timeout_s must be finite and > 0")]
+    ProtocolTimeout,
+    /// The protocol configuration breaks one of its rules.
+    #[error("[protocol]: {0}")]
+    ProtocolConfig(#[from] ConfigError),
 }
 
 /// A validated scenario.
@@ -141,6 +165,7 @@ pub struct Scenario {
     stragglers: Stragglers,
     churn: ChurnSpec,
     partitions: Vec<Partition>,
+    protocol: Option<ProtocolSpec>,
 }
 
 const MBIT_BYTES: f64 = 1e6 / 8.0;
@@ -237,6 +262,11 @@ impl Scenario {
     pub fn peers(&self) -> usize {
         self.step_times.len()
     }
+    /// Protocol mode, if the scenario runs the real peers.
+    #[must_use]
+    pub const fn protocol(&self) -> Option<&ProtocolSpec> {
+        self.protocol.as_ref()
+    }
 }
 
 impl TryFrom<RawScenario> for Scenario {
@@ -249,9 +279,14 @@ impl TryFrom<RawScenario> for Scenario {
         if raw.rounds == 0 {
             return Err(ScenarioError::NoRounds);
         }
-        if raw.gradient_bytes == 0 {
-            return Err(ScenarioError::NoGradient);
-        }
+        let protocol = protocol::protocol_spec(&raw)?;
+        let gradient_bytes = match (&protocol, raw.gradient_bytes) {
+            (Some(_), Some(_)) => return Err(ScenarioError::ProtocolBytes),
+            (Some(_), None) if raw.state_bytes != 0 => return Err(ScenarioError::ProtocolBytes),
+            (Some(p), None) => p.model_bytes,
+            (None, Some(b)) if b > 0 => b,
+            (None, _) => return Err(ScenarioError::NoGradient),
+        };
         let max_sim_time_s = raw.max_sim_time_s.unwrap_or(7.0 * 86_400.0);
         if !(max_sim_time_s.is_finite() && max_sim_time_s > 0.0) {
             return Err(ScenarioError::MaxSimTime);
@@ -266,14 +301,14 @@ impl TryFrom<RawScenario> for Scenario {
         Ok(Self {
             name: raw.name,
             rounds: raw.rounds,
-            gradient_bytes: raw.gradient_bytes,
+            gradient_bytes,
             state_bytes: if raw.state_bytes == 0 {
-                raw.gradient_bytes
+                gradient_bytes
             } else {
                 raw.state_bytes
             },
             topology,
-            spans_by_bandwidth: raw.spans_by_bandwidth,
+            spans_by_bandwidth: raw.spans_by_bandwidth || raw.algorithm == "protocol",
             max_sim_time_s,
             attempt_timeout_s,
             net,
@@ -281,6 +316,7 @@ impl TryFrom<RawScenario> for Scenario {
             stragglers: stragglers(raw.stragglers.as_ref())?,
             churn: churn_spec(raw.churn.as_ref(), raw.peers as usize)?,
             partitions: partitions(&raw.partitions, raw.peers)?,
+            protocol,
         })
     }
 }
@@ -300,6 +336,9 @@ fn topology(algorithm: &str, group_size: Option<u32>) -> Result<Topology, Scenar
         "ring" => global(Algorithm::Ring),
         "butterfly" => global(Algorithm::Butterfly),
         "all-to-all" => global(Algorithm::AllToAll),
+        // The protocol's round is an all-to-all reduce-scatter and all-gather: the collective
+        // model `runner::run` uses for a protocol scenario (the mesh runs the real peers).
+        "protocol" => global(Algorithm::AllToAll),
         "moshpit" => match group_size {
             Some(g) if g >= 2 => Ok(Topology::Moshpit { group_size: g }),
             _ => Err(bad_group()),
@@ -538,5 +577,50 @@ latency_ms = 1
         ));
         let no_timeout = BASE.replace("rounds = 3", "rounds = 3\nattempt_timeout_s = 0");
         assert!(matches!(bad(&no_timeout), ScenarioError::AttemptTimeout));
+    }
+
+    #[test]
+    fn protocol_mode_rules_have_their_own_errors() {
+        let proto = |section: &str| {
+            let text = BASE
+                .replace("gradient_bytes = 1000000\n", "")
+                .replace("\"ring\"", "\"protocol\"");
+            Scenario::from_toml(&format!("{text}{section}"), Path::new("."))
+        };
+        let ok = "[protocol]\nfloats = 1024\nmodel_bytes = 1000000\nround_timeout_s = 6\n";
+        let s = proto(ok).unwrap();
+        let p = s.protocol().unwrap();
+        assert_eq!((p.floats, s.gradient_bytes()), (1024, 1_000_000));
+        assert!((p.payload_scale - 1e6 / 4096.0).abs() < 1e-9);
+        assert_eq!(s.mesh_spec().unwrap().founders, 8);
+        assert!(parse("").unwrap().mesh_spec().is_none());
+        assert!(matches!(
+            proto("").unwrap_err(),
+            ScenarioError::ProtocolSection
+        ));
+        assert!(matches!(
+            parse(ok).unwrap_err(),
+            ScenarioError::ProtocolSection
+        ));
+        let with_bytes = BASE.replace("\"ring\"", "\"protocol\"") + ok;
+        assert!(matches!(
+            Scenario::from_toml(&with_bytes, Path::new(".")).unwrap_err(),
+            ScenarioError::ProtocolBytes
+        ));
+        let small = ok.replace("1000000", "100");
+        assert!(matches!(
+            proto(&small).unwrap_err(),
+            ScenarioError::ProtocolVector { .. }
+        ));
+        let no_timeout = ok.replace("round_timeout_s = 6", "round_timeout_s = 0");
+        assert!(matches!(
+            proto(&no_timeout).unwrap_err(),
+            ScenarioError::ProtocolTimeout
+        ));
+        let chunk = format!("{ok}state_chunk_bytes = 0\n");
+        assert!(matches!(
+            proto(&chunk).unwrap_err(),
+            ScenarioError::ProtocolConfig(_)
+        ));
     }
 }

@@ -14,12 +14,14 @@ pub struct RawScenario {
     pub peers: u32,
     /// Rounds to commit (> 0).
     pub rounds: u32,
-    /// Bytes all-reduced per round (> 0).
-    pub gradient_bytes: u64,
+    /// Bytes all-reduced per round (> 0). Required, except with `algorithm = "protocol"`, where
+    /// it is `[protocol] model_bytes` and must not be given.
+    pub gradient_bytes: Option<u64>,
     /// Bytes a rejoining peer downloads to resync. Default: 0, meaning `gradient_bytes`.
     #[serde(default)]
     pub state_bytes: u64,
-    /// "ring", "butterfly", "all-to-all" or "moshpit".
+    /// "ring", "butterfly", "all-to-all", "moshpit", or "protocol" (the real protocol peers;
+    /// needs a `[protocol]` section).
     pub algorithm: String,
     /// Moshpit group size (≥ 2); only with `algorithm = "moshpit"`.
     pub group_size: Option<u32>,
@@ -45,6 +47,28 @@ pub struct RawScenario {
     /// Partitions that heal. Default: none.
     #[serde(default)]
     pub partitions: Vec<RawPartition>,
+    /// Protocol mode: run the real `Peer` machines. Only with `algorithm = "protocol"`.
+    pub protocol: Option<RawProtocol>,
+}
+
+/// The `[protocol]` section: how the real protocol peers are configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtocol {
+    /// Length of the vector the peers really average, in floats (> 0).
+    pub floats: u32,
+    /// Round timeout in seconds; every other protocol timeout keeps the default proportion to it
+    /// (`PeerConfigBuilder::scaled_to`).
+    pub round_timeout_s: f64,
+    /// Bytes of the modelled vector on the wire. Default: `4 · floats` (no scaling). Larger
+    /// values scale every payload byte (gradient spans, state chunks) by
+    /// `model_bytes / (4 · floats)`, modelling a big model with a small in-memory vector.
+    pub model_bytes: Option<u64>,
+    /// State sync chunk size in bytes (of the in-memory state). Default: 1 MiB.
+    pub state_chunk_bytes: Option<u32>,
+    /// Encode and decode every message with the wire codec. Default: false.
+    #[serde(default)]
+    pub through_wire: bool,
 }
 
 /// A device class.
