@@ -7,5 +7,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod attack;
+pub mod dp;
 mod noise;
 pub mod robust;
