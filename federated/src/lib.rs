@@ -10,3 +10,4 @@ pub mod attack;
 pub mod dp;
 mod noise;
 pub mod robust;
+pub mod secagg;
