@@ -30,7 +30,7 @@ impl FixedPoint {
         {
             return Err(SecAggError::FixedPointRange {
                 frac_bits,
-                max_abs: max_abs.to_string(),
+                max_abs,
                 max_clients,
             });
         }
@@ -63,8 +63,8 @@ impl FixedPoint {
                 if !x.is_finite() || x.abs() > self.max_abs {
                     return Err(SecAggError::ValueOutOfRange {
                         coordinate,
-                        value: x.to_string(),
-                        max_abs: self.max_abs.to_string(),
+                        value: x,
+                        max_abs: self.max_abs,
                     });
                 }
                 // |x · 2^f| < 2^63 by the constructor's check, so the cast is exact after
@@ -74,7 +74,8 @@ impl FixedPoint {
             .collect()
     }
 
-    /// Decodes a wrapping sum of encodings to `f32` (exact as `f64` up to the final rounding).
+    /// Decodes a wrapping sum of encodings to `f32` (the `i64` sum is exact; converting it to
+    /// `f64` is exact below 2^53, i.e. while `|sum| < 2^(53 − frac_bits)`).
     #[must_use]
     pub fn decode(&self, sum: &[u64]) -> Vec<f32> {
         let scale = f64::from(self.frac_bits).exp2();

@@ -67,7 +67,7 @@ impl ClientId {
 }
 
 /// Why a secure-aggregation step failed. Variants name the client at fault where one is known.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum SecAggError {
     /// A value to encode is NaN, ±Inf or beyond the fixed-point range.
@@ -75,10 +75,10 @@ pub enum SecAggError {
     ValueOutOfRange {
         /// Coordinate index.
         coordinate: usize,
-        /// The value, as text (it may be NaN).
-        value: String,
+        /// The value (it may be NaN).
+        value: f32,
         /// The encoder's bound.
-        max_abs: String,
+        max_abs: f32,
     },
     /// The fixed-point parameters cannot hold the sum of `max_clients` values.
     #[error(
@@ -87,8 +87,8 @@ pub enum SecAggError {
     FixedPointRange {
         /// Fraction bits.
         frac_bits: u32,
-        /// Bound on each value, as text.
-        max_abs: String,
+        /// Bound on each value.
+        max_abs: f32,
         /// Number of clients whose sum must fit.
         max_clients: u32,
     },
