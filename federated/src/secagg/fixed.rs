@@ -8,7 +8,7 @@ use super::SecAggError;
 /// The range check `max_clients · max_abs · 2^frac_bits < 2^63` guarantees that the sum of up to
 /// `max_clients` encodings never wraps past `i64`; values beyond `±max_abs` are refused rather
 /// than clamped. Example: 24 fraction bits (resolution 6·10⁻⁸) with `|x| <= 1000` allows
-/// 500,000 clients.
+/// about 5.5·10⁸ clients (2^39 / 1000).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FixedPoint {
     frac_bits: u32,
