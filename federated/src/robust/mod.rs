@@ -30,6 +30,9 @@ mod tests;
 pub use coordinate::{mean, median, trimmed_mean};
 pub use distance::{centered_clipping, multi_krum, multi_krum_select};
 
+use std::fmt;
+use std::str::FromStr;
+
 use thiserror::Error;
 
 /// Why a robust rule refused its inputs. Indices name contributions in the order given.
@@ -225,6 +228,68 @@ impl Aggregation {
                 median(contributions, weights, &mut center)?;
                 centered_clipping(contributions, weights, &center, tau, iterations, out)
             }
+        }
+    }
+}
+
+/// CLI/config names: `mean`, `median`, `trimmed-mean:<beta>`, `multi-krum:<f>:<m>`,
+/// `centered-clipping:<tau>:<iterations>`. [`Display`](fmt::Display) writes the same form.
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Mean => write!(f, "mean"),
+            Self::Median => write!(f, "median"),
+            Self::TrimmedMean { beta } => write!(f, "trimmed-mean:{beta}"),
+            Self::MultiKrum { f: byz, m } => write!(f, "multi-krum:{byz}:{m}"),
+            Self::CenteredClipping { tau, iterations } => {
+                write!(f, "centered-clipping:{tau}:{iterations}")
+            }
+        }
+    }
+}
+
+/// An aggregation name that [`Aggregation::from_str`] does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "unknown aggregation {input:?}: expected mean, median, trimmed-mean:<beta>, \
+     multi-krum:<f>:<m> or centered-clipping:<tau>:<iterations>"
+)]
+pub struct ParseAggregationError {
+    /// The text given.
+    pub input: String,
+}
+
+impl FromStr for Aggregation {
+    type Err = ParseAggregationError;
+
+    /// Parses the names [`Display`](fmt::Display) writes. Parameters are range-checked when the
+    /// rule is applied (e.g. `beta` against `[0, 0.5)`), except that they must parse and be finite.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = || ParseAggregationError {
+            input: input.to_owned(),
+        };
+        let mut parts = input.split(':');
+        let name = parts.next().unwrap_or_default();
+        let params: Vec<&str> = parts.collect();
+        let float = |s: &str| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(err)
+        };
+        match (name, params.as_slice()) {
+            ("mean", []) => Ok(Self::Mean),
+            ("median", []) => Ok(Self::Median),
+            ("trimmed-mean", [beta]) => Ok(Self::TrimmedMean { beta: float(beta)? }),
+            ("multi-krum", [f, m]) => Ok(Self::MultiKrum {
+                f: f.parse().map_err(|_| err())?,
+                m: m.parse().map_err(|_| err())?,
+            }),
+            ("centered-clipping", [tau, iterations]) => Ok(Self::CenteredClipping {
+                tau: float(tau)?,
+                iterations: iterations.parse().map_err(|_| err())?,
+            }),
+            _ => Err(err()),
         }
     }
 }

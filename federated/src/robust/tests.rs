@@ -205,6 +205,36 @@ fn aggregation_enum_matches_the_functions() {
     assert!(clipped.iter().all(|v| v.is_finite()));
 }
 
+#[test]
+fn aggregation_names_round_trip() {
+    for rule in [
+        Aggregation::Mean,
+        Aggregation::Median,
+        Aggregation::TrimmedMean { beta: 0.2 },
+        Aggregation::MultiKrum { f: 2, m: 6 },
+        Aggregation::CenteredClipping {
+            tau: 0.5,
+            iterations: 3,
+        },
+    ] {
+        assert_eq!(rule.to_string().parse::<Aggregation>(), Ok(rule));
+    }
+    assert_eq!(
+        "trimmed-mean:0.1".parse(),
+        Ok(Aggregation::TrimmedMean { beta: 0.1 })
+    );
+    for bad in [
+        "krum",
+        "median:1",
+        "trimmed-mean:nan",
+        "multi-krum:2",
+        "mean:",
+        "",
+    ] {
+        assert!(bad.parse::<Aggregation>().is_err(), "{bad}");
+    }
+}
+
 fn rows_strategy() -> impl Strategy<Value = Vec<Vec<f32>>> {
     (1usize..12, 1usize..6)
         .prop_flat_map(|(n, d)| prop::collection::vec(prop::collection::vec(-1e6f32..1e6, d), n))
@@ -259,4 +289,55 @@ fn check_bounded(rows: &[Vec<f32>], out: &[f32]) -> Result<(), TestCaseError> {
         );
     }
     Ok(())
+}
+
+fn honest_and_byzantine() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    (3usize..10, 1usize..5).prop_flat_map(|(honest, dim)| {
+        let byzantine = (honest - 1) / 2; // strictly fewer than the honest majority needs
+        (
+            prop::collection::vec(prop::collection::vec(-10f32..10.0, dim), honest),
+            prop::collection::vec(
+                prop::collection::vec(
+                    prop_oneof![Just(-1e30f32), Just(1e30f32), -1e6f32..1e6],
+                    dim,
+                ),
+                byzantine,
+            ),
+        )
+    })
+}
+
+proptest! {
+    /// With f Byzantine contributions among n > 2f + 1 (any values, even ±1e30), the median
+    /// and the trimmed mean with beta >= f/n stay inside the honest contributions' range per
+    /// coordinate; the mean does not.
+    #[test]
+    fn coordinate_rules_stay_in_the_honest_range((honest, byzantine) in honest_and_byzantine()) {
+        let mut all = honest.clone();
+        all.extend(byzantine.iter().cloned());
+        let n = all.len();
+        let beta = (byzantine.len() as f64 / n as f64 + 1e-9).min(0.49);
+        let med = run(|c, o| median(c, None, o), &all).unwrap();
+        check_bounded(&honest, &med)?;
+        let trimmed = run(|c, o| trimmed_mean(c, None, beta, o), &all).unwrap();
+        check_bounded(&honest, &trimmed)?;
+    }
+
+    /// Coordinate-wise rules applied span by span (as span owners do) give exactly the global
+    /// result restricted to each span.
+    #[test]
+    fn coordinate_rules_are_span_local(rows in rows_strategy(), cut in 0usize..6) {
+        let dim = rows[0].len();
+        let cut = cut.min(dim);
+        let ones = vec![1u32; rows.len()];
+        let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        let left: Vec<&[f32]> = rows.iter().map(|r| &r[..cut]).collect();
+        let right: Vec<&[f32]> = rows.iter().map(|r| &r[cut..]).collect();
+        for rule in [Aggregation::Mean, Aggregation::Median, Aggregation::TrimmedMean { beta: 0.3 }] {
+            let global = rule.apply(&refs, &ones).unwrap();
+            let mut spans = rule.apply(&left, &ones).unwrap();
+            spans.extend(rule.apply(&right, &ones).unwrap());
+            prop_assert_eq!(global, spans);
+        }
+    }
 }
