@@ -118,7 +118,11 @@ fn robust_rules_keep_accuracy_where_the_mean_collapses() {
     let honest = train(Aggregation::Mean, None, false);
     let sign_flip = Some(Attack::SignFlip { lambda: 5.0 });
     let collapsed = train(Aggregation::Mean, sign_flip, false);
-    println!("no attack, mean: accuracy {honest:.3}; sign flip, mean: {collapsed:.3}");
+    let mean_label_flip = train(Aggregation::Mean, None, true);
+    println!(
+        "no attack, mean: accuracy {honest:.3}; sign flip, mean: {collapsed:.3}; \
+         label flip, mean: {mean_label_flip:.3}"
+    );
     assert!(honest > 0.9, "{honest}");
     assert!(collapsed < 0.3, "{collapsed}");
     for (name, rule) in RULES {
