@@ -99,25 +99,25 @@ fn setup_round(n: u32) -> Round {
 }
 
 fn bench_secagg(n: u32, dim: usize) {
-    let round = setup_round(n);
     let fixed = FixedPoint::new(24, 1000.0, n).unwrap_or_else(|e| panic!("{e}"));
     let update = &contributions(1, dim)[0];
-    let mut masked: Vec<MaskedInput> = Vec::new();
-    let t_mask = median_time(3, || {
-        std::hint::black_box(round.clients[0].mask(&fixed, update).ok());
-    });
-    for c in &round.clients {
-        masked.push(c.mask(&fixed, update).unwrap_or_else(|e| panic!("{e}")));
-    }
     for dropped in [0usize, 2] {
-        let inputs = &masked[dropped..];
-        let survivors: BTreeSet<ClientId> = inputs.iter().map(|m| m.from).collect();
-        let reveals: Vec<Reveal> = round.clients[dropped..]
+        // A fresh round per dropout case: a client reveals only once per round.
+        let mut round = setup_round(n);
+        let t_mask = median_time(3, || {
+            std::hint::black_box(round.clients[0].mask(&fixed, update).ok());
+        });
+        let masked: Vec<MaskedInput> = round.clients[dropped..]
             .iter()
+            .map(|c| c.mask(&fixed, update).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let survivors: BTreeSet<ClientId> = masked.iter().map(|m| m.from).collect();
+        let reveals: Vec<Reveal> = round.clients[dropped..]
+            .iter_mut()
             .map(|c| c.reveal(&survivors).unwrap_or_else(|e| panic!("{e}")))
             .collect();
         let t_unmask = median_time(3, || {
-            std::hint::black_box(unmask_sum(&round.roster, inputs, &reveals).ok());
+            std::hint::black_box(unmask_sum(&round.roster, &masked, &reveals).ok());
         });
         println!(
             "secagg n={n} d={dim} dropped={dropped}: mask {:>7.1} ms/client, unmask {:>8.1} ms",

@@ -50,7 +50,7 @@ fn secure_sum(fixed: &FixedPoint, updates: &[Vec<f32>]) -> (Vec<u64>, Vec<u64>) 
     }
     let survivors: BTreeSet<ClientId> = masked.iter().map(|m| m.from).collect();
     let reveals: Vec<Reveal> = clients
-        .iter()
+        .iter_mut()
         .filter(|c| survivors.contains(&c.id()))
         .map(|c| c.reveal(&survivors).unwrap())
         .collect();

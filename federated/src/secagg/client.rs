@@ -59,6 +59,9 @@ pub struct SecAggClient {
     rng: ChaCha20Rng,
     roster: Option<Roster>,
     held: BTreeMap<ClientId, ShareBundle>,
+    /// Set by the first `reveal`: answering twice (for two different survivor sets) would hand
+    /// out both the self-mask and the key share of some client, which unmasks its update.
+    has_revealed: bool,
 }
 
 impl fmt::Debug for SecAggClient {
@@ -93,6 +96,7 @@ impl SecAggClient {
             rng,
             roster: None,
             held: BTreeMap::new(),
+            has_revealed: false,
         }
     }
 
@@ -115,6 +119,9 @@ impl SecAggClient {
     /// The share-keys step: adopts `roster` (which must hold this client's advertisement for
     /// this round) and returns one bundle per other member; this client keeps its own.
     pub fn share_keys(&mut self, roster: &Roster) -> Result<Vec<ShareBundle>, SecAggError> {
+        if self.roster.is_some() {
+            return Err(SecAggError::OutOfOrder("share_keys called twice"));
+        }
         if roster.round() != self.round || *roster.member(self.id)? != self.advertise() {
             return Err(SecAggError::UnknownClient(self.id));
         }
@@ -204,9 +211,13 @@ impl SecAggClient {
 
     /// The unmask step for the announced `survivors` (clients whose masked inputs arrived, this
     /// one included): the self-mask share of every surviving holder and the key share of every
-    /// dropped one. Each client's secrets are revealed one way only, since the two sets are
-    /// disjoint; at least `t` survivors are required.
-    pub fn reveal(&self, survivors: &BTreeSet<ClientId>) -> Result<Reveal, SecAggError> {
+    /// dropped one. Each client's secrets are revealed one way only: the two sets are disjoint
+    /// and a client answers once per round (a second call is refused). At least `t` survivors
+    /// are required.
+    pub fn reveal(&mut self, survivors: &BTreeSet<ClientId>) -> Result<Reveal, SecAggError> {
+        if self.has_revealed {
+            return Err(SecAggError::OutOfOrder("reveal called twice"));
+        }
         let roster = self
             .roster
             .as_ref()
@@ -235,6 +246,7 @@ impl SecAggClient {
                 reveal.key_shares.insert(owner, bundle.key_share);
             }
         }
+        self.has_revealed = true;
         Ok(reveal)
     }
 }

@@ -117,8 +117,9 @@ pub enum SecAggError {
     /// A peer's public key gives a non-contributory (low-order) X25519 agreement.
     #[error("public key of {0:?} is a low-order point")]
     WeakPublicKey(ClientId),
-    /// A step was called before the one it depends on.
-    #[error("{0} before the roster was set by share_keys")]
+    /// A step was called out of order: before the roster was set by `share_keys`, or a second
+    /// time where the protocol allows one call per round.
+    #[error("out of order: {0}")]
     OutOfOrder(&'static str),
     /// Fewer neighbours, survivors or shares than the threshold.
     #[error("{have} available, threshold is {threshold}")]

@@ -72,7 +72,7 @@ fn run_round(t: usize, inputs: &[Vec<f32>], silent: &[u32], dropped: &[u32], see
     let survivors: BTreeSet<ClientId> = masked.iter().map(|m| m.from).collect();
     // Survivors refuse to reveal anything when fewer than t of them remain.
     let reveals: Result<Vec<Reveal>, SecAggError> = clients
-        .iter()
+        .iter_mut()
         .filter(|c| survivors.contains(&c.id()))
         .map(|c| c.reveal(&survivors))
         .collect();
@@ -172,9 +172,20 @@ fn tampered_reveals_are_detected() {
         .collect();
     let survivors: BTreeSet<ClientId> = (0..3).map(ClientId).collect();
     let mut reveals: Vec<Reveal> = clients
-        .iter()
+        .iter_mut()
         .map(|c| c.reveal(&survivors).unwrap())
         .collect();
+    // A second request (say with client 1 declared dropped) is refused: answering it would hand
+    // out client 1's key share after its self-mask share, unmasking its update.
+    let fewer: BTreeSet<ClientId> = [ClientId(0), ClientId(2)].into_iter().collect();
+    assert_eq!(
+        clients[0].reveal(&fewer),
+        Err(SecAggError::OutOfOrder("reveal called twice"))
+    );
+    assert_eq!(
+        clients[0].share_keys(&roster),
+        Err(SecAggError::OutOfOrder("share_keys called twice"))
+    );
     let share = reveals[0].mask_shares.get_mut(&ClientId(1)).unwrap();
     share.y[0] = (share.y[0] + 1) % ((1 << 61) - 1);
     let err = unmask_sum(&roster, &masked, &reveals).unwrap_err();
