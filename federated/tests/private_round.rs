@@ -39,7 +39,7 @@ fn secure_sum(fixed: &FixedPoint, updates: &[Vec<f32>]) -> (Vec<u64>, Vec<u64>) 
     }
     let mut masked = Vec::new();
     let mut plain = vec![0u64; PARAMS];
-    for (client, update) in clients.iter().zip(updates) {
+    for (client, update) in clients.iter_mut().zip(updates) {
         if DROPPED.contains(&client.id().0) {
             continue;
         }

@@ -62,6 +62,9 @@ pub struct SecAggClient {
     /// Set by the first `reveal`: answering twice (for two different survivor sets) would hand
     /// out both the self-mask and the key share of some client, which unmasks its update.
     has_revealed: bool,
+    /// Set by the first `mask`: two messages under the same masks would reveal the difference of
+    /// their updates.
+    has_masked: bool,
 }
 
 impl fmt::Debug for SecAggClient {
@@ -97,6 +100,7 @@ impl SecAggClient {
             roster: None,
             held: BTreeMap::new(),
             has_revealed: false,
+            has_masked: false,
         }
     }
 
@@ -173,8 +177,11 @@ impl SecAggClient {
 
     /// The masked-input step: encodes `update` and adds the self mask and one pairwise mask per
     /// neighbour (every member whose bundle arrived). Needs at least `t` holders of its shares
-    /// including itself.
-    pub fn mask(&self, fixed: &FixedPoint, update: &[f32]) -> Result<MaskedInput, SecAggError> {
+    /// including itself. A client masks once per round (a second call is refused).
+    pub fn mask(&mut self, fixed: &FixedPoint, update: &[f32]) -> Result<MaskedInput, SecAggError> {
+        if self.has_masked {
+            return Err(SecAggError::OutOfOrder("mask called twice"));
+        }
         let roster = self
             .roster
             .as_ref()
@@ -202,6 +209,7 @@ impl SecAggClient {
             let seed = pair_seed(shared.as_bytes(), self.round, self.id, j);
             apply_mask(&mut values, seed, self.id > j);
         }
+        self.has_masked = true;
         Ok(MaskedInput {
             from: self.id,
             neighbours,

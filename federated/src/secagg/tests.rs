@@ -60,7 +60,7 @@ fn run_round(t: usize, inputs: &[Vec<f32>], silent: &[u32], dropped: &[u32], see
     let gone = |id: u32| silent.contains(&id) || dropped.contains(&id);
     let mut masked = Vec::new();
     let mut expected = vec![0u64; inputs[0].len()];
-    for (client, update) in clients.iter().zip(inputs) {
+    for (client, update) in clients.iter_mut().zip(inputs) {
         if gone(client.id().0) {
             continue;
         }
@@ -167,7 +167,7 @@ fn tampered_reveals_are_detected() {
         clients[b.to.0 as usize].receive_share(b).unwrap();
     }
     let masked: Vec<MaskedInput> = clients
-        .iter()
+        .iter_mut()
         .map(|c| c.mask(&fixed(), &[1.0, 2.0]).unwrap())
         .collect();
     let survivors: BTreeSet<ClientId> = (0..3).map(ClientId).collect();
@@ -181,6 +181,10 @@ fn tampered_reveals_are_detected() {
     assert_eq!(
         clients[0].reveal(&fewer),
         Err(SecAggError::OutOfOrder("reveal called twice"))
+    );
+    assert_eq!(
+        clients[0].mask(&fixed(), &[0.0, 0.0]),
+        Err(SecAggError::OutOfOrder("mask called twice"))
     );
     assert_eq!(
         clients[0].share_keys(&roster),
