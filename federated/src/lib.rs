@@ -5,3 +5,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod attack;
+pub mod dp;
+mod noise;
+pub mod robust;
+pub mod secagg;
