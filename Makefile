@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels soak fuzz
+.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-codec-accuracy soak fuzz
 
 setup:
 	bash scripts/setup.sh
@@ -34,6 +34,12 @@ unit:
 # MLP training steps/s on digits (batch 64; 1 and 2 threads), ours vs PyTorch eager, same run.
 bench-kernels: setup
 	$(CARGO) run --release -p gradmesh-kernels --example bench_mlp
+
+# Digits test accuracy with every codec vs uncompressed, 4 simulated peers, same steps (~1 min);
+# `make bench-codec-accuracy CODEC_ACCURACY_STEPS=N` sets the step count. See docs/benchmarks.md.
+CODEC_ACCURACY_STEPS ?= 1500
+bench-codec-accuracy: setup
+	$(CARGO) run --release -p gradmesh-kernels --example codec_accuracy -- $(CODEC_ACCURACY_STEPS)
 
 # Fuzz the wire decoder for 60 s (needs nightly and `cargo install cargo-fuzz`); see docs/fuzzing.md.
 fuzz:
