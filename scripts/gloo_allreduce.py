@@ -121,7 +121,7 @@ def report(args: argparse.Namespace, seconds: list[float]) -> None:
         "algbw_gbps": algbw,
         "busbw_gbps": algbw * 2 * (args.nodes - 1) / args.nodes,
     }
-    print(json.dumps(line), flush=True)
+    print(json.dumps(line, separators=(",", ":")), flush=True)
 
 
 def main(argv: list[str]) -> None:

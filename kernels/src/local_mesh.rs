@@ -29,7 +29,7 @@ pub struct LocalMesh {
 
 impl LocalMesh {
     /// Builds the peers on the CPU. Peer `p`'s batches come from a [`BatchSampler`] over its shard
-    /// seeded with `seed + p`; weights and codec state derive from `seed` too, so a run is a
+    /// seeded with `seed + p` (wrapping); weights and codec state derive from `seed` too, so a run is a
     /// function of its arguments.
     ///
     /// Errors if `peers` is 0, if a shard of `train_len / peers` examples is smaller than
@@ -51,7 +51,9 @@ impl LocalMesh {
         let shards = even_spans(train_len, peers);
         let samplers = (0..peers as u64)
             .zip(&shards)
-            .map(|(rank, shard)| BatchSampler::new(shard.len(), batch_per_peer, seed + rank))
+            .map(|(rank, shard)| {
+                BatchSampler::new(shard.len(), batch_per_peer, seed.wrapping_add(rank))
+            })
             .collect::<Result<Vec<_>>>()?;
         let trainers = (0..peers)
             .map(|_| Trainer::new(model, optimizer, Device::Cpu, seed))
