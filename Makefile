@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-allreduce soak fuzz chaos-soak
+.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-codec-accuracy bench-allreduce soak fuzz chaos-soak
 
 setup:
 	bash scripts/setup.sh
@@ -45,6 +45,12 @@ bench-allreduce: setup
 	target/release/gradmesh bench allreduce --nodes 4 --floats 16777216 --mesh-key --no-gloo
 	target/release/gradmesh bench allreduce --nodes 4 --floats 1048576
 	target/release/gradmesh bench allreduce --nodes 2 --floats 16777216
+
+# Digits test accuracy with every codec vs uncompressed, 4 simulated peers, same steps (~1 min);
+# `make bench-codec-accuracy CODEC_ACCURACY_STEPS=N` sets the step count. See docs/benchmarks.md.
+CODEC_ACCURACY_STEPS ?= 1500
+bench-codec-accuracy: setup
+	$(CARGO) run --release -p gradmesh-kernels --example codec_accuracy -- $(CODEC_ACCURACY_STEPS)
 
 # Fuzz the wire decoder for 60 s (needs nightly and `cargo install cargo-fuzz`); see docs/fuzzing.md.
 fuzz:

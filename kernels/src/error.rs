@@ -77,6 +77,9 @@ pub enum KernelError {
     /// A data set is too small for the requested batch or context.
     #[error("data set too small: {0}")]
     DatasetTooSmall(&'static str),
+    /// A gradient codec failed (a non-finite gradient, or a mesh shape it cannot split).
+    #[error("codec: {0}")]
+    Codec(#[from] crate::codec::CodecError),
     /// An optimizer or DiLoCo hyper-parameter is out of range.
     #[error("invalid config: {0}")]
     InvalidConfig(&'static str),

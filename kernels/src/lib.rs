@@ -24,6 +24,8 @@ mod error;
 #[cfg(feature = "torch")]
 mod flat;
 #[cfg(feature = "torch")]
+mod local_mesh;
+#[cfg(feature = "torch")]
 mod model;
 #[cfg(feature = "torch")]
 mod optim;
@@ -40,6 +42,7 @@ pub use crate::{
     diloco::{DilocoConfig, OuterOptimizer},
     error::KernelError,
     flat::{FlatLayout, FlatParams, ParamSpan},
+    local_mesh::LocalMesh,
     model::{ModelKind, TransformerConfig},
     optim::{Optimizer, OptimizerConfig, OptimizerState},
     state::TrainingState,

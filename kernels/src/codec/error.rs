@@ -100,6 +100,23 @@ pub enum CodecError {
         /// The weight.
         weight: f32,
     },
+    /// A [`CompressedMean`](super::CompressedMean) needs at least one peer and at least one
+    /// float per peer's span.
+    #[error("cannot split {vector_len} floats into spans for {peers} peers")]
+    InvalidPeerCount {
+        /// Peers requested.
+        peers: usize,
+        /// Length of the averaged vector.
+        vector_len: usize,
+    },
+    /// A reduction was handed buffers for another number of peers than it was built for.
+    #[error("expected one buffer for each of {expected} peers, got {actual}")]
+    BufferCountMismatch {
+        /// Peers the reduction was built for.
+        expected: usize,
+        /// Buffers given.
+        actual: usize,
+    },
 }
 
 /// Why a codec name such as `topk:0.01` could not be parsed.

@@ -85,6 +85,7 @@ mod error;
 mod float16;
 mod int8;
 mod kind;
+mod mesh;
 mod powersgd;
 mod raw;
 mod reduce;
@@ -99,6 +100,7 @@ use std::fmt;
 
 pub use error::{CodecError, ParseCodecKindError};
 pub use kind::{CodecKind, Int8Block, PowerSgdRank, TopKFraction};
+pub use mesh::{CompressedMean, even_spans};
 pub use reduce::{Contribution, reduce_encoded, reencode_reduced};
 
 /// Largest span a codec accepts, in floats. Top-k sends u32 indices, so a span must be
