@@ -372,3 +372,31 @@ fn a_restarted_mesh_resumes_from_its_checkpoints() {
     let (_, digests) = committed(&mut cluster, &[0, 1, 2], saved + 3);
     assert!(all_equal(&digests), "{digests:?}");
 }
+
+#[test]
+fn a_config_file_sets_flags_and_unknown_keys_are_refused() {
+    let dir = workdir("config");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "batch-size = 16\nbatch_szie = 3\n").expect("write");
+    let out = std::process::Command::new(gradmesh_bin())
+        .args(["node", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown setting `batch_szie`"), "{stderr}");
+
+    // A valid file's setting reaches the node: a shard that does not exist is refused by name.
+    let good = dir.join("good.toml");
+    std::fs::write(&good, format!("data = {:?}\nshard = \"5/2\"\n", data())).expect("write");
+    let out = std::process::Command::new(gradmesh_bin())
+        .args(["node", "--config"])
+        .arg(&good)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shard 5 of 2"), "{stderr}");
+}

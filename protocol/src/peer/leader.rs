@@ -32,7 +32,7 @@ impl Peer {
             .chain([self.me])
             .collect();
         let round = self.next_round;
-        candidates.sort_by_key(|p| leader_key(round, *p));
+        candidates.sort_by_cached_key(|p| leader_key(round, *p));
         candidates
     }
 
