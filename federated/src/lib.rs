@@ -5,3 +5,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod partition;
+pub mod strategy;
+
+#[cfg(test)]
+mod testdata;
