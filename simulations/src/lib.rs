@@ -2,7 +2,9 @@
 //! bandwidth, latency, loss, compute and churn models. It runs collective schedules through a
 //! flow-level network today; the protocol's `Peer` machines plug into the same
 //! [`engine::Application`] interface next.
-//! It never depends on tokio, libp2p or LibTorch: time is simulated, and compute is a model.
+//! It never depends on tokio or libp2p: time is simulated, and compute is a model. The one
+//! exception is [`fl`], the federated simulator, which trains real models through the kernels'
+//! LibTorch MLP on a simulated clock.
 //!
 //! The single interface between the network model and whatever runs on the peers is
 //! [`engine::Application`]: a peer asks for "a message of `bytes` bytes from `a` to `b`"
@@ -17,6 +19,7 @@ pub mod churn;
 pub mod collective;
 pub mod compute;
 pub mod engine;
+pub mod fl;
 pub mod net;
 pub mod report;
 pub mod rng;
