@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels soak fuzz
+.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels soak fuzz fl-table
 
 setup:
 	bash scripts/setup.sh
@@ -42,3 +42,10 @@ fuzz:
 # Long runs of the protocol's seeded fault schedules (make test runs 2000).
 soak:
 	GRADMESH_SCHEDULES=$${GRADMESH_SCHEDULES:-20000} $(CARGO) test --release -p gradmesh-protocol --test invariants -- --nocapture
+
+# The federated reproduction table of docs/federated.md: every scenario in scripts/fl_table.sh,
+# seed 1, outputs in out/fl/<scenario>/ (dev profile: LibTorch and the other dependencies are
+# optimized, see [profile.dev.package."*"] in Cargo.toml).
+fl-table: setup
+	$(CARGO) build -p gradmesh-sim
+	bash scripts/fl_table.sh target/debug/gradmesh-sim

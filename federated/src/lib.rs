@@ -6,7 +6,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod attack;
+pub mod dp;
+mod noise;
 pub mod partition;
+pub mod robust;
+pub mod secagg;
 pub mod strategy;
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::path::Path;
 pub type FlReportError = ReportError;
 
 /// The CSV header of `fl_rounds.csv`.
-pub const CSV_HEADER: [&str; 10] = [
+pub const CSV_HEADER: [&str; 11] = [
     "round",
     "sim_time_s",
     "round_s",
@@ -21,6 +21,7 @@ pub const CSV_HEADER: [&str; 10] = [
     "samples",
     "test_accuracy",
     "test_loss",
+    "epsilon",
 ];
 
 /// Renders `fl_rounds.csv`.
@@ -39,6 +40,7 @@ pub fn rounds_csv(records: &[FlRecord]) -> Result<Vec<u8>, csv::Error> {
             r.samples.to_string(),
             format!("{:.6}", r.accuracy),
             format!("{:.6}", r.loss),
+            r.epsilon.map_or(String::new(), |e| format!("{e:.4}")),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))

@@ -5,7 +5,10 @@ use crate::churn::ChurnSpec;
 use crate::compute::StepTime;
 use crate::net::{LossModel, NetConfig, NetConfigError, PeerLink};
 use crate::scenario::{RawChurn, ScenarioError, churn_spec};
+use gradmesh_federated::attack::Attack;
+use gradmesh_federated::dp::{DpError, GaussianMechanism};
 use gradmesh_federated::partition::PartitionScheme;
+use gradmesh_federated::robust::{Aggregation, ParseAggregationError};
 use gradmesh_federated::strategy::{StrategyConfig, StrategyError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,57 @@ pub struct RawFlScenario {
     pub server_link: RawServerLink,
     /// Client availability. Default: always up.
     pub churn: Option<RawChurn>,
+    /// A robust rule instead of the strategy's weighted mean: `median`, `trimmed-mean:<beta>`,
+    /// `multi-krum:<f>:<m>`, `centered-clipping:<tau>:<iterations>`, `mean`. Default: none.
+    pub aggregation: Option<String>,
+    /// Byzantine clients. Default: none.
+    pub attack: Option<RawAttack>,
+    /// Central DP-FedAvg (clip, noise, RDP accountant). Default: none.
+    pub dp: Option<RawDp>,
+}
+
+/// Byzantine clients: a seeded `fraction` of all clients rewrite every message they send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttack {
+    /// Fraction of clients in [0, 1].
+    pub fraction: f64,
+    /// `sign-flip`, `scaled` or `gaussian-noise`.
+    pub kind: String,
+    /// Scale for sign-flip and scaled. Default: 1 (sign-flip), 10 (scaled).
+    pub lambda: Option<f32>,
+    /// Noise σ for gaussian-noise. Default: 1.
+    pub sigma: Option<f32>,
+}
+
+/// Central DP-FedAvg (McMahan et al. 2018).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDp {
+    /// L2 clip bound C of each client message (> 0).
+    pub clip: f64,
+    /// Noise multiplier σ (noise std σ·C on the sum, ≥ 0).
+    pub noise_multiplier: f64,
+    /// δ for the reported ε (in (0, 1)).
+    pub delta: f64,
+}
+
+/// Validated attack settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlAttack {
+    /// Fraction of clients that attack.
+    pub fraction: f64,
+    /// What they do to their message.
+    pub kind: Attack,
+}
+
+/// Validated DP settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlDp {
+    /// Clip and noise.
+    pub mechanism: GaussianMechanism,
+    /// δ of the reported ε.
+    pub delta: f64,
 }
 
 /// The partition scheme.
@@ -164,6 +218,18 @@ pub enum FlScenarioError {
     /// An unknown strategy name or a bad hyper-parameter.
     #[error("strategy: {0}")]
     Strategy(#[from] StrategyError),
+    /// An aggregation name that does not parse.
+    #[error(transparent)]
+    Aggregation(#[from] ParseAggregationError),
+    /// An attack fraction outside [0, 1] or an unknown kind.
+    #[error("attack: fraction must be in [0, 1] and kind sign-flip, scaled or gaussian-noise")]
+    Attack,
+    /// Bad DP parameters.
+    #[error("dp: {0}")]
+    Dp(#[from] DpError),
+    /// δ must be in (0, 1).
+    #[error("dp: delta must be in (0, 1)")]
+    Delta,
     /// A link is invalid.
     #[error(transparent)]
     Net(#[from] NetConfigError),
@@ -190,6 +256,9 @@ pub struct FlScenario {
     pub(crate) step_time: StepTime,
     /// Indexed by simulator peer (the aggregator's entry is never used).
     pub(crate) churn: ChurnSpec,
+    pub(crate) aggregation: Option<Aggregation>,
+    pub(crate) attack: Option<FlAttack>,
+    pub(crate) dp: Option<FlDp>,
 }
 
 /// How much a client trains per round.
@@ -278,7 +347,13 @@ impl TryFrom<RawFlScenario> for FlScenario {
             (None, e) => LocalWork::Epochs(e.unwrap_or(1)),
         };
         let peers = raw.clients as usize + 1;
+        let aggregation = raw.aggregation.as_deref().map(str::parse).transpose()?;
+        let attack = raw.attack.as_ref().map(attack).transpose()?;
+        let dp = raw.dp.as_ref().map(dp).transpose()?;
         Ok(Self {
+            aggregation,
+            attack,
+            dp,
             net: net_config(&raw)?,
             churn: churn_spec(raw.churn.as_ref(), peers)?,
             step_time: StepTime {
@@ -318,6 +393,38 @@ fn check_counts(raw: &RawFlScenario) -> Result<(), FlScenarioError> {
         });
     }
     Ok(())
+}
+
+fn attack(raw: &RawAttack) -> Result<FlAttack, FlScenarioError> {
+    if !(0.0..=1.0).contains(&raw.fraction) {
+        return Err(FlScenarioError::Attack);
+    }
+    let kind = match raw.kind.as_str() {
+        "sign-flip" => Attack::SignFlip {
+            lambda: raw.lambda.unwrap_or(1.0),
+        },
+        "scaled" => Attack::Scaled {
+            lambda: raw.lambda.unwrap_or(10.0),
+        },
+        "gaussian-noise" => Attack::GaussianNoise {
+            sigma: raw.sigma.unwrap_or(1.0),
+        },
+        _ => return Err(FlScenarioError::Attack),
+    };
+    Ok(FlAttack {
+        fraction: raw.fraction,
+        kind,
+    })
+}
+
+fn dp(raw: &RawDp) -> Result<FlDp, FlScenarioError> {
+    if !(raw.delta > 0.0 && raw.delta < 1.0) {
+        return Err(FlScenarioError::Delta);
+    }
+    Ok(FlDp {
+        mechanism: GaussianMechanism::new(raw.clip, raw.noise_multiplier)?,
+        delta: raw.delta,
+    })
 }
 
 fn check_partition(raw: &RawPartitionScheme) -> Result<(), FlScenarioError> {
