@@ -26,7 +26,8 @@ protocol-deps:
 	bash scripts/check-protocol-deps.sh
 
 # The kernels' LibTorch tests run as their own step with the `torch` feature named explicitly; the
-# rest of the workspace is tested with kernels as its dependents see it (simulator: no LibTorch).
+# rest of the workspace is tested with kernels as its dependents see it (federated: no LibTorch;
+# the simulator enables `torch` for `gradmesh-sim fl`).
 unit:
 	$(CARGO) test --workspace --exclude gradmesh-kernels
 	$(CARGO) test -p gradmesh-kernels --features torch
