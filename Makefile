@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-codec-accuracy bench-allreduce soak fuzz chaos-soak
+.PHONY: setup demo test fmt-check clippy unit protocol-deps bench-kernels bench-codec-accuracy bench-allreduce soak fuzz chaos-soak fl-table
 
 setup:
 	bash scripts/setup.sh
@@ -28,7 +28,8 @@ protocol-deps:
 	bash scripts/check-protocol-deps.sh
 
 # The kernels' LibTorch tests run as their own step with the `torch` feature named explicitly; the
-# rest of the workspace is tested with kernels as its dependents see it (simulator: no LibTorch).
+# rest of the workspace is tested with kernels as its dependents see it (federated: no LibTorch;
+# the simulator enables `torch` for `gradmesh-sim fl`).
 unit:
 	$(CARGO) test --workspace --exclude gradmesh-kernels
 	$(CARGO) test -p gradmesh-kernels --features torch
@@ -64,3 +65,10 @@ soak:
 # network (make test runs 100); see docs/simulator.md.
 chaos-soak:
 	GRADMESH_CHAOS=$${GRADMESH_CHAOS:-2000} $(CARGO) test --release -p gradmesh-sim --test chaos -- --nocapture
+
+# The federated reproduction table of docs/federated.md: every scenario in scripts/fl_table.sh,
+# seed 1, outputs in out/fl/<scenario>/ (dev profile: LibTorch and the other dependencies are
+# optimized, see [profile.dev.package."*"] in Cargo.toml).
+fl-table: setup
+	$(CARGO) build -p gradmesh-sim
+	bash scripts/fl_table.sh target/debug/gradmesh-sim

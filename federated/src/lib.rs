@@ -9,5 +9,10 @@
 pub mod attack;
 pub mod dp;
 mod noise;
+pub mod partition;
 pub mod robust;
 pub mod secagg;
+pub mod strategy;
+
+#[cfg(test)]
+mod testdata;

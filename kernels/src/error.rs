@@ -1,4 +1,4 @@
-//! The one error type of the LibTorch side of the crate.
+//! The one error type of the crate's numeric side (LibTorch, optimizers, DiLoCo).
 
 use std::path::PathBuf;
 
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum KernelError {
     /// LibTorch reported an error (shape mismatch, device unavailable, ...).
+    #[cfg(feature = "torch")]
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     /// Reading or writing a file failed.
@@ -88,6 +89,7 @@ pub enum KernelError {
 /// Shorthand used across the crate.
 pub(crate) type Result<T, E = KernelError> = std::result::Result<T, E>;
 
+#[cfg(feature = "torch")]
 pub(crate) fn io_error(
     op: &'static str,
     path: &std::path::Path,

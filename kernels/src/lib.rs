@@ -11,15 +11,22 @@
 
 pub mod codec;
 
+// The flat-buffer optimizers and DiLoCo's outer step are plain Rust: they build without LibTorch
+// so the federated strategies (server-side momentum, DiLoCo) reuse them in the mesh and the
+// simulator alike.
+pub use crate::{
+    diloco::{DilocoConfig, OuterOptimizer},
+    error::KernelError,
+    optim::{Optimizer, OptimizerConfig, OptimizerState},
+};
+
 #[cfg(feature = "torch")]
 mod checkpoint;
 #[cfg(feature = "torch")]
 mod data;
 #[cfg(feature = "torch")]
 mod device;
-#[cfg(feature = "torch")]
 mod diloco;
-#[cfg(feature = "torch")]
 mod error;
 #[cfg(feature = "torch")]
 mod flat;
@@ -27,7 +34,6 @@ mod flat;
 mod local_mesh;
 #[cfg(feature = "torch")]
 mod model;
-#[cfg(feature = "torch")]
 mod optim;
 #[cfg(feature = "torch")]
 mod state;
@@ -39,12 +45,9 @@ pub use crate::{
     checkpoint::{Checkpoint, MeshDigest, load_checkpoint, write_checkpoint},
     data::{Batch, BatchSampler, CharCorpus, Dataset},
     device::Device,
-    diloco::{DilocoConfig, OuterOptimizer},
-    error::KernelError,
     flat::{FlatLayout, FlatParams, ParamSpan},
     local_mesh::LocalMesh,
     model::{ModelKind, TransformerConfig},
-    optim::{Optimizer, OptimizerConfig, OptimizerState},
     state::TrainingState,
     trainer::{Trainer, set_torch_threads},
 };

@@ -3,7 +3,9 @@
 //! real `Peer` machines run unmodified behind the [`engine::Application`] interface, every message
 //! a flow sized by its encoded length; in collective mode ([`runner`]) collective schedules run
 //! through the same flow-level network.
-//! It never depends on tokio, libp2p or LibTorch: time is simulated, and compute is a model.
+//! It never depends on tokio or libp2p: time is simulated, and compute is a model. The one
+//! exception is [`fl`], the federated simulator, which trains real models through the kernels'
+//! LibTorch MLP on a simulated clock.
 //!
 //! The single interface between the network model and whatever runs on the peers is
 //! [`engine::Application`]: a peer asks for "a message of `bytes` bytes from `a` to `b`"
@@ -18,6 +20,7 @@ pub mod churn;
 pub mod collective;
 pub mod compute;
 pub mod engine;
+pub mod fl;
 pub mod mesh;
 pub mod net;
 pub mod report;

@@ -7,7 +7,7 @@ use gradmesh_sim::collective::Algorithm;
 use gradmesh_sim::mesh::{self, MeshSpec};
 use gradmesh_sim::net::RecomputeScope;
 use gradmesh_sim::scenario::Scenario;
-use gradmesh_sim::{report, runner, validate};
+use gradmesh_sim::{fl, report, runner, validate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -62,6 +62,24 @@ enum Command {
         #[arg(long, default_value = "butterfly")]
         algorithm: String,
     },
+    /// Run a federated-learning scenario on the digits set; write fl_rounds.csv, partition.csv
+    /// and accuracy plots into --out.
+    Fl {
+        /// The federated scenario TOML file (see simulations/scenarios/fl/).
+        scenario: PathBuf,
+        /// Master seed (mandatory: the same seed gives byte-identical outputs).
+        #[arg(long)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The digits set written by scripts/setup.sh.
+        #[arg(long, default_value = "data/digits.safetensors")]
+        data: PathBuf,
+        /// Label-histogram rows to print (clients).
+        #[arg(long, default_value_t = 10)]
+        histogram_rows: usize,
+    },
     /// Time a large homogeneous run: global butterfly and Moshpit groups.
     BenchScale {
         /// Peers.
@@ -111,6 +129,13 @@ fn main() -> anyhow::Result<()> {
             latency_ms,
             algorithm,
         } => predict_allreduce(peers, floats, mbit_s * efficiency, latency_ms, &algorithm),
+        Command::Fl {
+            scenario,
+            seed,
+            out,
+            data,
+            histogram_rows,
+        } => run_fl(&scenario, seed, &out, &data, histogram_rows),
         Command::BenchScale {
             peers,
             rounds,
@@ -334,6 +359,68 @@ fn print_winners(outcomes: &[bench::BenchOutcome]) {
             println!("{name}: {label} ({:.3} {unit})", value * scale);
         }
     }
+}
+
+fn run_fl(
+    path: &std::path::Path,
+    seed: u64,
+    out: &std::path::Path,
+    data: &std::path::Path,
+    histogram_rows: usize,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let scenario =
+        fl::FlScenario::from_file(path).with_context(|| format!("scenario {}", path.display()))?;
+    let bar = ProgressBar::new(u64::from(scenario.rounds()));
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rounds, {msg}")
+            .context("progress template")?,
+    );
+    let summary = fl::run(&scenario, seed, data, |r| {
+        bar.inc(1);
+        bar.set_message(format!(
+            "t = {:.1} s, accuracy {:.2} %",
+            r.sim_time_s,
+            100.0 * r.accuracy
+        ));
+    })
+    .context("federated run")?;
+    bar.finish_and_clear();
+    fl::write_all(out, &summary).context("writing outputs")?;
+    print!("{}", summary.histogram.table(histogram_rows));
+    if let Some(share) = summary.histogram.mean_max_class_share() {
+        println!("mean max-class share over non-empty clients: {share:.3}");
+    }
+    let last = summary.records.last();
+    let best = summary
+        .records
+        .iter()
+        .map(|r| r.accuracy)
+        .fold(0.0, f64::max);
+    let dropped: usize = summary.records.iter().map(|r| r.dropped).sum();
+    let samples: u64 = summary.records.iter().map(|r| r.samples).sum();
+    println!(
+        "{}: strategy {}, {} clients, seed {seed}: {} rounds, simulated {:.1} s, test accuracy {:.2} % \
+         (initial {:.2} %, best {:.2} %), {} samples trained, {} clients dropped, {} events, \
+         wall {:.1} s; outputs in {}",
+        scenario.name(),
+        fl::strategy_name(&scenario),
+        scenario.clients(),
+        summary.records.len(),
+        last.map_or(0.0, |r| r.sim_time_s),
+        100.0 * last.map_or(0.0, |r| r.accuracy),
+        100.0 * summary.initial_accuracy,
+        100.0 * best,
+        samples,
+        dropped,
+        summary.events,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// Peak resident set size of this process in KiB (`VmHWM`), if readable.

@@ -445,7 +445,7 @@ fn stragglers(raw: Option<&RawStragglers>) -> Result<Stragglers, ScenarioError> 
     })
 }
 
-fn churn_spec(raw: Option<&RawChurn>, peers: usize) -> Result<ChurnSpec, ScenarioError> {
+pub(crate) fn churn_spec(raw: Option<&RawChurn>, peers: usize) -> Result<ChurnSpec, ScenarioError> {
     let positive = |x: f64| x.is_finite() && x > 0.0;
     match raw {
         None => Ok(ChurnSpec::None),

@@ -1,0 +1,277 @@
+//! Federated strategies over flat `f32` buffers: one [`Strategy`] trait, small implementations.
+//!
+//! A round has two sides, and the trait keeps them apart:
+//! - **client hooks** run on the device that trains: [`Strategy::correct_gradient`] adjusts each
+//!   local gradient before the local optimizer step (FedProx's proximal term, SCAFFOLD's control
+//!   variates), and [`Strategy::client_message`] says what the client sends after local training
+//!   (`local − global`, plus SCAFFOLD's control-variate delta);
+//! - the **aggregate step** [`Strategy::server_step`] turns the agreed aggregate of those messages
+//!   (a weighted mean, or a robust rule) into the next global model. In the mesh there is no
+//!   server: every peer applies it to the same aggregate, so it must be deterministic — the loops
+//!   here are element-wise, in index order, with only `+ − × ÷ sqrt` in `f32` (Rust never fuses
+//!   them into FMAs), so equal inputs give bit-identical outputs on every peer.
+//!
+//! Message convention (Reddi et al. 2021): a client sends Δᵢ = yᵢ − x (its trained model minus the
+//! round's global model); the aggregate is Δ = Σ wᵢΔᵢ / Σ wᵢ with `wᵢ =`
+//! [`Strategy::aggregation_weight`]. The pseudo-gradient of FedAvgM and DiLoCo is −Δ.
+
+mod fedopt;
+mod simple;
+
+pub use fedopt::{FedOpt, FedOptRule};
+pub use simple::{Diloco, FedAvg, FedAvgM, FedProx, Scaffold};
+
+use core::fmt;
+use core::str::FromStr;
+use gradmesh_kernels::KernelError;
+use thiserror::Error;
+
+/// A strategy step that could not run.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// A buffer's length does not match the model (or the message layout).
+    #[error("{what}: expected {expected} values, got {found}")]
+    LengthMismatch {
+        /// Which buffer.
+        what: &'static str,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        found: usize,
+    },
+    /// A hyper-parameter is out of range.
+    #[error("invalid strategy config: {0}")]
+    InvalidConfig(&'static str),
+    /// The kernels' flat-buffer optimizer refused a step.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A strategy name other than the known ones.
+    #[error(
+        "unknown strategy {0:?} (fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, scaffold, diloco)"
+    )]
+    UnknownName(String),
+}
+
+/// What a client keeps between the rounds it takes part in (SCAFFOLD's control variate cᵢ;
+/// empty for the other strategies).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientState {
+    control: Vec<f32>,
+}
+
+impl ClientState {
+    /// SCAFFOLD's client control variate (empty until the client first trains under SCAFFOLD).
+    #[must_use]
+    pub fn control(&self) -> &[f32] {
+        &self.control
+    }
+}
+
+/// One federated strategy. Object safe, so a node or simulator can hold `Box<dyn Strategy>`.
+pub trait Strategy: fmt::Debug + Send {
+    /// A short name (`fedavg`, `scaffold`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Length of one client message for a model of `params` values (SCAFFOLD sends two vectors).
+    fn message_len(&self, params: usize) -> usize {
+        params
+    }
+
+    /// The weight of a client that trained on `samples` samples in the aggregate mean (FedAvg:
+    /// the sample count; SCAFFOLD: 1, as in the paper).
+    fn aggregation_weight(&self, samples: usize) -> f64 {
+        samples as f64
+    }
+
+    /// Client hook: corrects a local gradient `grad` at local parameters `local`, before the local
+    /// optimizer step. `global` is the round's starting model. Default: no correction.
+    fn correct_gradient(
+        &self,
+        global: &[f32],
+        client: &ClientState,
+        local: &[f32],
+        grad: &mut [f32],
+    ) -> Result<(), StrategyError> {
+        let _ = (global, client, local, grad);
+        Ok(())
+    }
+
+    /// Client hook after `local_steps` local SGD steps of rate `local_lr` from `global` to
+    /// `local`: the message to aggregate. Updates the client's own state.
+    fn client_message(
+        &self,
+        global: &[f32],
+        client: &mut ClientState,
+        local: &[f32],
+        local_steps: u32,
+        local_lr: f32,
+    ) -> Result<Vec<f32>, StrategyError> {
+        let _ = (client, local_steps, local_lr);
+        delta(global, local)
+    }
+
+    /// The aggregate step: applies the aggregated message to `global` in place.
+    /// `sampled_fraction` = clients aggregated / all clients (SCAFFOLD's |S|/N).
+    fn server_step(
+        &mut self,
+        global: &mut [f32],
+        aggregate: &[f32],
+        sampled_fraction: f64,
+    ) -> Result<(), StrategyError>;
+}
+
+/// `local − global`.
+pub(crate) fn delta(global: &[f32], local: &[f32]) -> Result<Vec<f32>, StrategyError> {
+    same_len("local model", global.len(), local.len())?;
+    Ok(local.iter().zip(global).map(|(&y, &x)| y - x).collect())
+}
+
+pub(crate) fn same_len(
+    what: &'static str,
+    expected: usize,
+    found: usize,
+) -> Result<(), StrategyError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(StrategyError::LengthMismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+/// The sample- (or strategy-) weighted mean of client messages, summed in the given order, in
+/// `f64` and rounded once, so the result does not depend on how the sum is split up front.
+/// (Robust rules replace this; see the crate's robust module.)
+pub fn weighted_mean(messages: &[(Vec<f32>, f64)]) -> Result<Vec<f32>, StrategyError> {
+    let Some((first, _)) = messages.first() else {
+        return Err(StrategyError::InvalidConfig("weighted_mean: no messages"));
+    };
+    let total: f64 = messages.iter().map(|(_, w)| w).sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return Err(StrategyError::InvalidConfig(
+            "weighted_mean: weights must sum to > 0",
+        ));
+    }
+    let mut acc = vec![0.0_f64; first.len()];
+    for (m, w) in messages {
+        same_len("client message", acc.len(), m.len())?;
+        for (a, &v) in acc.iter_mut().zip(m) {
+            *a += w * f64::from(v);
+        }
+    }
+    Ok(acc.into_iter().map(|a| (a / total) as f32).collect())
+}
+
+/// A strategy choice with its hyper-parameters (what `--strategy` and scenario files select).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum StrategyConfig {
+    /// FedAvg with server learning rate (1 = plain model averaging).
+    FedAvg {
+        /// Server learning rate η (default 1).
+        server_lr: f32,
+    },
+    /// FedAvg with server momentum (Hsu et al. 2019).
+    FedAvgM {
+        /// Server learning rate (default 1).
+        server_lr: f32,
+        /// Server momentum β (default 0.9).
+        momentum: f32,
+    },
+    /// FedProx (Li et al. 2020): proximal term μ(w − w_global) on every local gradient.
+    FedProx {
+        /// μ ≥ 0 (default 0.01).
+        mu: f32,
+    },
+    /// FedAdam / FedYogi / FedAdagrad (Reddi et al. 2021).
+    FedOpt {
+        /// Which second-moment rule.
+        rule: FedOptRule,
+        /// Server learning rate η (default 0.01).
+        server_lr: f32,
+        /// β₁ (default 0.9).
+        beta1: f32,
+        /// β₂ (default 0.99).
+        beta2: f32,
+        /// Adaptivity τ (default 1e-3).
+        tau: f32,
+    },
+    /// SCAFFOLD (Karimireddy et al. 2020), option II control variates.
+    Scaffold {
+        /// Global learning rate η_g (default 1).
+        server_lr: f32,
+    },
+    /// DiLoCo (Douillard et al. 2023): outer Nesterov SGD on the pseudo-gradient.
+    Diloco {
+        /// Outer learning rate (default 0.7).
+        outer_lr: f32,
+        /// Outer Nesterov momentum (default 0.9).
+        outer_momentum: f32,
+    },
+}
+
+impl StrategyConfig {
+    /// Builds the strategy, validating every hyper-parameter.
+    pub fn build(self) -> Result<Box<dyn Strategy>, StrategyError> {
+        Ok(match self {
+            Self::FedAvg { server_lr } => Box::new(FedAvg::new(server_lr)?),
+            Self::FedAvgM {
+                server_lr,
+                momentum,
+            } => Box::new(FedAvgM::new(server_lr, momentum)?),
+            Self::FedProx { mu } => Box::new(FedProx::new(mu)?),
+            Self::FedOpt {
+                rule,
+                server_lr,
+                beta1,
+                beta2,
+                tau,
+            } => Box::new(FedOpt::new(rule, server_lr, beta1, beta2, tau)?),
+            Self::Scaffold { server_lr } => Box::new(Scaffold::new(server_lr)?),
+            Self::Diloco {
+                outer_lr,
+                outer_momentum,
+            } => Box::new(Diloco::new(outer_lr, outer_momentum)?),
+        })
+    }
+}
+
+impl FromStr for StrategyConfig {
+    type Err = StrategyError;
+
+    /// A name with the documented defaults: `fedavg`, `fedavgm`, `fedprox`, `fedadam`, `fedyogi`,
+    /// `fedadagrad`, `scaffold`, `diloco`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fedopt = |rule| Self::FedOpt {
+            rule,
+            server_lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+        };
+        Ok(match s {
+            "fedavg" => Self::FedAvg { server_lr: 1.0 },
+            "fedavgm" => Self::FedAvgM {
+                server_lr: 1.0,
+                momentum: 0.9,
+            },
+            "fedprox" => Self::FedProx { mu: 0.01 },
+            "fedadam" => fedopt(FedOptRule::Adam),
+            "fedyogi" => fedopt(FedOptRule::Yogi),
+            "fedadagrad" => fedopt(FedOptRule::Adagrad),
+            "scaffold" => Self::Scaffold { server_lr: 1.0 },
+            "diloco" => Self::Diloco {
+                outer_lr: 0.7,
+                outer_momentum: 0.9,
+            },
+            other => return Err(StrategyError::UnknownName(other.to_owned())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
