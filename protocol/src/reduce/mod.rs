@@ -541,8 +541,16 @@ impl ReduceRound {
         if self.finished {
             return;
         }
+        let quorum = self.roster.quorum();
+        let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
+        for d in self.votes.values() {
+            *tally.entry(*d).or_default() += 1;
+        }
         let mine = self.result.as_ref().map(|r| r.digest);
-        let decided = self.decided();
+        let decided = tally
+            .iter()
+            .find(|(d, n)| **n >= quorum && self.has_committee_majority(**d))
+            .map(|(d, _)| *d);
         let claimed = mine.filter(|d| self.commit_claims.contains(d));
         if let Some(d) = decided.filter(|d| Some(*d) == mine).or(claimed) {
             let body = Body::Commit(Vote { result: d });
@@ -553,26 +561,9 @@ impl ReduceRound {
             if let Some(result) = result {
                 self.finish(RoundOutcome::Committed(result));
             }
-        } else if let Some(d) = decided
-            && mine.is_some()
-        {
-            // Our result differs from the decided one. Without a result yet (spans still on
-            // their way over a slow downlink) we keep waiting: it may well match.
+        } else if let Some(d) = decided {
             self.finish(RoundOutcome::Diverged { committed: d });
         }
-    }
-
-    /// The digest a quorum of the roster and a majority of the base committee voted for.
-    fn decided(&self) -> Option<Digest> {
-        let quorum = self.roster.quorum();
-        let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
-        for d in self.votes.values() {
-            *tally.entry(*d).or_default() += 1;
-        }
-        tally
-            .iter()
-            .find(|(d, n)| **n >= quorum && self.has_committee_majority(**d))
-            .map(|(d, _)| *d)
     }
 
     /// Whether a strict majority of the base committee voted for `digest`. An observer (no known
@@ -652,9 +643,8 @@ impl ReduceRound {
         }
         self.try_finish();
         if !self.finished && now >= self.deadlines.round {
-            let committed = self.commit_claims.iter().next().copied();
-            let outcome = match committed.or_else(|| self.decided()) {
-                Some(committed) => RoundOutcome::Diverged { committed },
+            let outcome = match self.commit_claims.iter().next() {
+                Some(&committed) => RoundOutcome::Diverged { committed },
                 None if self.result.is_none() => RoundOutcome::Aborted {
                     reason: AbortReason::MissingSpans,
                 },
