@@ -400,3 +400,40 @@ fn a_config_file_sets_flags_and_unknown_keys_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("shard 5 of 2"), "{stderr}");
 }
+
+#[test]
+fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
+    let _serial = serial();
+    let dir = workdir("demo");
+    let out = std::process::Command::new(gradmesh_bin())
+        .args([
+            "demo",
+            "--rounds",
+            "40",
+            "--kill-at",
+            "15",
+            "--json",
+            "--dir",
+        ])
+        .arg(&dir)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("json");
+    assert_eq!(summary["digests_equal"], true, "{summary}");
+    assert_eq!(summary["kills"], 1);
+    assert_eq!(summary["joins"], 1);
+    assert_eq!(summary["survivors"].as_array().map(Vec::len), Some(4));
+    let killed = summary["killed_in_round"].as_u64().expect("kill round");
+    let joined = summary["joiner_first_commit"]
+        .as_u64()
+        .expect("joiner commits");
+    assert!(killed >= 15 && joined > killed, "{summary}");
+}

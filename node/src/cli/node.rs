@@ -181,9 +181,15 @@ pub(crate) fn config_file_args(path: &Path, node: &ArgMatches) -> anyhow::Result
 }
 
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    // A status line in a terminal (not when a script reads the report lines); logs print above it.
+    let progress = (std::io::stderr().is_terminal() && !args.report).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("waiting for the mesh…");
+        bar
+    });
+    init_tracing(args.log_format, progress.clone());
     gradmesh_kernels::set_torch_threads(args.threads.max(1));
-    let setup = node_setup(&args)?;
+    let setup = node_setup(&args, progress.as_ref())?;
     let system = actix::System::new();
     system.block_on(async move {
         let info = mesh::start(setup).await.context("starting the node")?;
@@ -201,7 +207,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn node_setup(args: &NodeArgs) -> anyhow::Result<NodeSetup> {
+fn node_setup(
+    args: &NodeArgs,
+    progress: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<NodeSetup> {
+    let progress = progress.cloned();
     let keypair = match &args.identity {
         Some(path) => load_or_create(path)?,
         None => {
@@ -244,6 +254,7 @@ fn node_setup(args: &NodeArgs) -> anyhow::Result<NodeSetup> {
                 FaultArg::Nan => Fault::NanContributions,
                 FaultArg::Short => Fault::ShortContributions,
             }),
+            progress: progress.clone(),
         },
     })
 }
@@ -267,15 +278,31 @@ fn workload_spec(args: &NodeArgs) -> WorkloadSpec {
     }
 }
 
-pub(crate) fn init_tracing(format: LogFormat) {
+pub(crate) fn init_tracing(format: LogFormat, progress: Option<indicatif::ProgressBar>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(move || BarWriter(progress.clone()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Log output to stderr that hides the status line while a record is written.
+struct BarWriter(Option<indicatif::ProgressBar>);
+
+impl std::io::Write for BarWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }

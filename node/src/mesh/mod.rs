@@ -77,6 +77,15 @@ pub enum StartNodeError {
     /// The checkpoint could not be read.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] WorkloadError),
+    /// The checkpoint's contents do not hash to the state digest it recorded.
+    #[error(
+        "checkpoint {path} does not match the state digest it recorded; move it away (the node \
+         then syncs the mesh's state)"
+    )]
+    CheckpointMismatch {
+        /// The file.
+        path: PathBuf,
+    },
     /// The checkpoint directory could not be created.
     #[error("checkpoint directory {path}: {source}")]
     CheckpointDir {
@@ -145,8 +154,7 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
 }
 
 /// Restores the checkpoint in `dir`, if there is one, and rebuilds its protocol snapshot. A
-/// checkpoint whose rebuilt digest differs from the one it recorded is ignored (logged): the node
-/// then starts fresh and syncs from the mesh.
+/// checkpoint whose rebuilt digest differs from the one it recorded is refused.
 fn resume(
     workload: &mut Workload,
     dir: Option<&PathBuf>,
@@ -166,11 +174,8 @@ fn resume(
         config.state_chunk_bytes(),
     )?;
     if snapshot.summary().digest != Digest(checkpoint.mesh_digest.0) {
-        tracing::warn!(
-            path = %path.display(),
-            "checkpoint digest does not match its contents; ignoring it"
-        );
-        return Ok(None);
+        // The weights are loaded already: refuse to start rather than found a mesh with them.
+        return Err(StartNodeError::CheckpointMismatch { path });
     }
     Ok(Some(snapshot))
 }

@@ -50,6 +50,8 @@ pub struct PeerOptions {
     pub evaluate: bool,
     /// A deliberate fault (tests only).
     pub fault: Option<Fault>,
+    /// A terminal status line, updated at every commit.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 /// The adapter actor.
@@ -258,6 +260,7 @@ impl PeerActor {
             );
         }
         if !self.options.evaluate {
+            self.show_progress(&report);
             self.report(&report);
             return;
         }
@@ -272,9 +275,34 @@ impl PeerActor {
                         *accuracy = Some(eval.accuracy);
                         act.metrics.accuracy.set(eval.accuracy);
                     }
+                    act.show_progress(&report);
                     act.report(&report);
                 }),
         );
+    }
+
+    fn show_progress(&self, report: &Report) {
+        let (
+            Some(bar),
+            Report::Committed {
+                round,
+                contributors,
+                loss,
+                accuracy,
+                seconds,
+                ..
+            },
+        ) = (&self.options.progress, report)
+        else {
+            return;
+        };
+        let loss = loss.map_or_else(|| "-".into(), |l| format!("{l:.4}"));
+        let accuracy = accuracy.map_or_else(|| "-".into(), |a| format!("{:.2}%", 100.0 * a));
+        bar.set_message(format!(
+            "round {round}: {contributors} peers, loss {loss}, test accuracy {accuracy}, \
+             all-reduce {seconds:.3} s"
+        ));
+        bar.tick();
     }
 
     fn observe(&mut self, event: Event) {
