@@ -307,3 +307,51 @@ impl Drop for Cluster {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(command: &Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn loopback_runs_the_binary_directly() {
+        let dir = std::env::temp_dir().join(format!("gm-cluster-lo-{}", std::process::id()));
+        let cluster = Cluster::new(Path::new("/opt/gradmesh"), &dir).unwrap();
+        let command = cluster.node_command(2);
+        assert_eq!(command.get_program(), "/opt/gradmesh");
+        assert_eq!(args(&command), ["node"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn netns_runs_node_i_in_its_namespace_on_its_address() {
+        let dir = std::env::temp_dir().join(format!("gm-cluster-ns-{}", std::process::id()));
+        let cluster = Cluster::new(Path::new("/opt/gradmesh"), &dir)
+            .unwrap()
+            .with_placement(Placement::Netns {
+                prefix: "gm".into(),
+                subnet: "10.77.0".into(),
+            });
+        let command = cluster.node_command(3);
+        assert_eq!(command.get_program(), "ip");
+        assert_eq!(
+            args(&command),
+            [
+                "netns",
+                "exec",
+                "gm3",
+                "/opt/gradmesh",
+                "node",
+                "--listen",
+                "/ip4/10.77.0.4/tcp/0"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
