@@ -1,6 +1,8 @@
 //! A local cluster of `gradmesh node` processes on loopback: spawn, watch their [`Report`]
 //! lines, SIGKILL, and clean up. The multi-process demo, the all-reduce benchmark and the
-//! end-to-end tests are built on it.
+//! end-to-end tests are built on it. With [`Placement::Netns`] each node instead runs in its own
+//! network namespace (the shaped layout of `scripts/netns.sh`), for real-run validation of the
+//! simulator.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -56,10 +58,29 @@ impl ClusterNode {
     }
 }
 
+/// Where the node processes run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// On this host, listening on the node's default (`/ip4/127.0.0.1/tcp/0`).
+    #[default]
+    Loopback,
+    /// Node `i` runs as `ip netns exec <prefix><i> gradmesh node --listen
+    /// /ip4/<subnet>.<i+1>/tcp/0 ...`: the layout `scripts/netns.sh up` creates with prefix
+    /// `gm` and subnet `10.77.0`. Needs root and the namespaces to exist.
+    Netns {
+        /// Namespace name prefix (`gm`).
+        prefix: String,
+        /// First three octets of the IPv4 subnet (`10.77.0`).
+        subnet: String,
+    },
+}
+
 /// The processes and the merged stream of their reports.
 #[derive(Debug)]
 pub struct Cluster {
     bin: PathBuf,
+    placement: Placement,
     dir: PathBuf,
     nodes: Vec<ClusterNode>,
     sender: Sender<(usize, Report)>,
@@ -81,12 +102,42 @@ impl Cluster {
         let (sender, reports) = channel();
         Ok(Self {
             bin: bin.to_path_buf(),
+            placement: Placement::Loopback,
             dir: dir.to_path_buf(),
             nodes: Vec::new(),
             sender,
             reports,
             history: Vec::new(),
         })
+    }
+
+    /// Runs the nodes spawned from now on at `placement` (the default is loopback).
+    #[must_use]
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// The command that starts node `index`: `<bin> node`, prefixed and given a listen
+    /// address when the node runs in a namespace.
+    fn node_command(&self, index: usize) -> Command {
+        match &self.placement {
+            Placement::Loopback => {
+                let mut command = Command::new(&self.bin);
+                command.arg("node");
+                command
+            }
+            Placement::Netns { prefix, subnet } => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", &format!("{prefix}{index}")])
+                    .arg(&self.bin)
+                    .arg("node")
+                    .arg("--listen")
+                    .arg(format!("/ip4/{subnet}.{}/tcp/0", index + 1));
+                command
+            }
+        }
     }
 
     /// The nodes spawned so far (running or killed).
@@ -123,8 +174,8 @@ impl Cluster {
             what: format!("creating {}", log.display()),
             source,
         })?;
-        let mut child = Command::new(&self.bin)
-            .arg("node")
+        let mut child = self
+            .node_command(index)
             .arg("--report")
             .arg("--identity")
             .arg(self.dir.join(format!("{identity}.key")))
@@ -254,5 +305,53 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(command: &Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn loopback_runs_the_binary_directly() {
+        let dir = std::env::temp_dir().join(format!("gm-cluster-lo-{}", std::process::id()));
+        let cluster = Cluster::new(Path::new("/opt/gradmesh"), &dir).unwrap();
+        let command = cluster.node_command(2);
+        assert_eq!(command.get_program(), "/opt/gradmesh");
+        assert_eq!(args(&command), ["node"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn netns_runs_node_i_in_its_namespace_on_its_address() {
+        let dir = std::env::temp_dir().join(format!("gm-cluster-ns-{}", std::process::id()));
+        let cluster = Cluster::new(Path::new("/opt/gradmesh"), &dir)
+            .unwrap()
+            .with_placement(Placement::Netns {
+                prefix: "gm".into(),
+                subnet: "10.77.0".into(),
+            });
+        let command = cluster.node_command(3);
+        assert_eq!(command.get_program(), "ip");
+        assert_eq!(
+            args(&command),
+            [
+                "netns",
+                "exec",
+                "gm3",
+                "/opt/gradmesh",
+                "node",
+                "--listen",
+                "/ip4/10.77.0.4/tcp/0"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use gradmesh_node::cluster::Cluster;
+use gradmesh_node::cluster::{Cluster, Placement};
 use gradmesh_node::mesh::Report;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,14 @@ pub(crate) struct AllreduceArgs {
     /// Skip the gloo baseline.
     #[arg(long)]
     no_gloo: bool,
+    /// Run node i in network namespace `<PREFIX><i>` listening on `<SUBNET>.<i+1>` (the
+    /// shaped layout of `scripts/netns.sh up N RATE_MBIT`, prefix `gm`; needs root). The gloo
+    /// baseline is skipped: it would run on unshaped loopback.
+    #[arg(long, value_name = "PREFIX")]
+    netns: Option<String>,
+    /// IPv4 subnet (first three octets) of the namespaces, with `--netns`.
+    #[arg(long, default_value = "10.77.0", requires = "netns")]
+    netns_subnet: String,
     /// Python of the project venv (for the gloo baseline).
     #[arg(long, default_value = ".venv/bin/python")]
     python: PathBuf,
@@ -61,7 +69,7 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<()> {
     let BenchCommand::Allreduce(args) = command;
     let ours = gradmesh_allreduce(args)?;
     print_figures(&ours);
-    let gloo = if args.no_gloo {
+    let gloo = if args.no_gloo || args.netns.is_some() {
         None
     } else {
         let gloo = gloo_allreduce(args)?;
@@ -103,7 +111,14 @@ fn busbw(bytes: f64, seconds: f64, n: usize) -> f64 {
 fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
     anyhow::ensure!(args.nodes >= 2, "need at least 2 nodes");
     let dir = std::env::temp_dir().join(format!("gradmesh-bench-{}", std::process::id()));
-    let mut cluster = Cluster::new(&std::env::current_exe()?, &dir)?;
+    let placement = args
+        .netns
+        .as_ref()
+        .map_or(Placement::Loopback, |prefix| Placement::Netns {
+            prefix: prefix.clone(),
+            subnet: args.netns_subnet.clone(),
+        });
+    let mut cluster = Cluster::new(&std::env::current_exe()?, &dir)?.with_placement(placement);
     let mut common = vec![
         "--synthetic-floats".to_owned(),
         args.floats.to_string(),
