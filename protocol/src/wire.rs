@@ -457,7 +457,9 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
     }
 }
 
-fn payload_bytes(body: &Body) -> usize {
+/// Bytes of a message's raw payload (gradient values or state bytes), carried after the header.
+#[must_use]
+pub fn payload_bytes(body: &Body) -> usize {
     match body {
         Body::Contribution(c) => c.data.len() * 4,
         Body::Reduced(r) => r.data.len() * 4,

@@ -12,7 +12,7 @@ use crate::runner::RoundRecord;
 use crate::time::SimTime;
 use gradmesh_protocol::driver::InvariantChecker;
 use gradmesh_protocol::peer::{Event, Output, Peer, Profile};
-use gradmesh_protocol::wire::{self, Body, Envelope};
+use gradmesh_protocol::wire::{self, Envelope};
 use gradmesh_protocol::{Digest, PeerId, RoundId, Timestamp};
 use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
@@ -431,7 +431,7 @@ impl ProtocolMesh {
     ) {
         let header_and_payload = wire::encoded_len(&envelope) as f64;
         let scaled =
-            (self.spec.payload_scale - 1.0).max(0.0) * payload_bytes(&envelope.body) as f64;
+            (self.spec.payload_scale - 1.0).max(0.0) * wire::payload_bytes(&envelope.body) as f64;
         let bytes = (header_and_payload + scaled).round() as u64;
         let lost = now < self.spec.faults.faults_end
             && self.spec.faults.drop_rate > 0.0
@@ -459,17 +459,6 @@ impl ProtocolMesh {
                 message,
             },
         );
-    }
-}
-
-/// Bytes of a message's raw payload (gradient values or state bytes), the part
-/// [`MeshSpec::payload_scale`] scales.
-fn payload_bytes(body: &Body) -> usize {
-    match body {
-        Body::Contribution(c) => c.data.len() * 4,
-        Body::Reduced(r) => r.data.len() * 4,
-        Body::StateChunk(c) => c.data.len(),
-        _ => 0,
     }
 }
 
