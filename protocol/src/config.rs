@@ -7,6 +7,8 @@ use thiserror::Error;
 
 use crate::wire::STATE_CHUNK_BYTES_MAX;
 
+pub use gradmesh_federated::robust::{Aggregation, ParseAggregationError};
+
 /// A configuration rule that does not hold; one variant per rule.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,10 +44,18 @@ pub enum ConfigError {
     /// At least one snapshot must be retained for donors to serve.
     #[error("snapshots retained must be at least 2 (current and previous), got {0}")]
     TooFewSnapshots(usize),
+    /// An aggregation rule's parameter is out of range.
+    #[error("aggregation {rule}: {reason}")]
+    Aggregation {
+        /// The rule as [`Aggregation`]'s `Display` writes it.
+        rule: String,
+        /// Which parameter bound it violates.
+        reason: &'static str,
+    },
 }
 
-/// Timeouts and sizes of a peer. Build with [`PeerConfig::builder`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Timeouts, sizes and the aggregation rule of a peer. Build with [`PeerConfig::builder`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     pub(crate) gather_timeout: Duration,
     pub(crate) failover_timeout: Duration,
@@ -60,6 +70,7 @@ pub struct PeerConfig {
     pub(crate) sync_inflight_per_donor: usize,
     pub(crate) snapshots_retained: usize,
     pub(crate) genesis_quorum: usize,
+    pub(crate) aggregation: Aggregation,
 }
 
 impl PeerConfig {
@@ -88,6 +99,12 @@ impl PeerConfig {
     pub const fn state_chunk_bytes(&self) -> u32 {
         self.state_chunk_bytes
     }
+
+    /// The rule span owners reduce their spans with (see [`PeerConfigBuilder::aggregation`]).
+    #[must_use]
+    pub const fn aggregation(&self) -> Aggregation {
+        self.aggregation
+    }
 }
 
 impl Default for PeerConfig {
@@ -106,6 +123,7 @@ impl Default for PeerConfig {
             sync_inflight_per_donor: 2,
             snapshots_retained: 3,
             genesis_quorum: 1,
+            aggregation: Aggregation::Mean,
         }
     }
 }
@@ -186,6 +204,15 @@ impl PeerConfigBuilder {
         genesis_quorum: usize
     );
 
+    setter!(
+        /// The rule every span owner reduces its span with (default [`Aggregation::Mean`], the
+        /// sample-weighted mean). Every peer of a mesh must use the same rule: peers with another
+        /// rule compute other digests, so no quorum forms and rounds abort (safe, not live).
+        /// Median and trimmed mean per span equal the global rule; Multi-Krum and centered
+        /// clipping per span are span-local approximations (docs/protocol.md).
+        aggregation: Aggregation
+    );
+
     /// Scales every duration so that the round timeout becomes `round_timeout`, keeping the
     /// default proportions. Convenient for simulations and tests with short rounds.
     #[must_use]
@@ -252,7 +279,30 @@ impl PeerConfigBuilder {
         if c.sync_inflight_per_donor == 0 {
             return Err(ConfigError::Zero("sync_inflight_per_donor"));
         }
+        check_aggregation(c.aggregation)?;
         Ok(c)
+    }
+}
+
+/// The parameter bounds of a rule that do not depend on the number of contributions (those that
+/// do, Multi-Krum's `n > 2f + 2`, are handled per span by the reduction).
+fn check_aggregation(rule: Aggregation) -> Result<(), ConfigError> {
+    let reason = match rule {
+        Aggregation::TrimmedMean { beta } if !(0.0..0.5).contains(&beta) => {
+            Some("beta must be in [0, 0.5)")
+        }
+        Aggregation::MultiKrum { m: 0, .. } => Some("m must be at least 1"),
+        Aggregation::CenteredClipping { tau, .. } if !(tau.is_finite() && tau > 0.0) => {
+            Some("tau must be finite and positive")
+        }
+        _ => None,
+    };
+    match reason {
+        Some(reason) => Err(ConfigError::Aggregation {
+            rule: rule.to_string(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -294,5 +344,41 @@ mod tests {
             b().collect_window(Duration::ZERO).build(),
             Err(ConfigError::Zero("collect_window"))
         );
+        for bad in [
+            "trimmed-mean:0.5",
+            "trimmed-mean:-0.1",
+            "multi-krum:1:0",
+            "centered-clipping:0:3",
+        ] {
+            let rule: Aggregation = bad.parse().expect("parses");
+            assert!(
+                matches!(
+                    b().aggregation(rule).build(),
+                    Err(ConfigError::Aggregation { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn aggregation_defaults_to_mean_and_is_kept() {
+        assert_eq!(
+            PeerConfig::builder().build().map(|c| c.aggregation()),
+            Ok(Aggregation::Mean)
+        );
+        for good in [
+            "median",
+            "trimmed-mean:0.2",
+            "multi-krum:1:3",
+            "centered-clipping:1:3",
+        ] {
+            let rule: Aggregation = good.parse().expect("parses");
+            let c = PeerConfig::builder()
+                .aggregation(rule)
+                .scaled_to(Duration::from_secs(1))
+                .build();
+            assert_eq!(c.map(|c| c.aggregation()), Ok(rule), "{good}");
+        }
     }
 }

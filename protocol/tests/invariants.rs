@@ -65,6 +65,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
                     run_for: FAULTS_END + Duration::from_secs(8),
                     through_wire: seed % 4 == 0,
                     config: test_config(),
+                    attack: None,
                 }
             },
         )

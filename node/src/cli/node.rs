@@ -14,7 +14,7 @@ use gradmesh_node::mesh::{
     self, DigitsSpec, Fault, NodeSetup, PeerOptions, Workload, WorkloadSpec,
 };
 use gradmesh_node::net::{Keypair, Multiaddr, NetConfig, load_or_create, read_mesh_key};
-use gradmesh_protocol::config::PeerConfig;
+use gradmesh_protocol::config::{Aggregation, PeerConfig};
 use gradmesh_protocol::peer::Profile;
 
 /// Flags of `gradmesh node`. Each has an environment variable; a `--config` TOML file may set
@@ -75,6 +75,11 @@ pub(crate) struct NodeArgs {
     /// of a mesh that start apart cannot both commit a first round.
     #[arg(long, env = "GRADMESH_GENESIS_QUORUM", default_value_t = 1)]
     pub(crate) genesis_quorum: usize,
+    /// How span owners reduce gradients: `mean`, `median`, `trimmed-mean:BETA`,
+    /// `multi-krum:F:M` or `centered-clipping:TAU:ITERATIONS`. Every node of a mesh must use
+    /// the same rule (a node with another one never agrees on a digest: its rounds abort).
+    #[arg(long, env = "GRADMESH_AGGREGATION", default_value = "mean")]
+    pub(crate) aggregation: Aggregation,
     /// Start without a model state and sync it from the mesh (a node joining a running mesh).
     #[arg(long, env = "GRADMESH_JOIN")]
     pub(crate) join: bool,
@@ -230,6 +235,7 @@ fn node_setup(
         .context("--round-timeout must be a positive number of seconds")?;
     let peer_config = PeerConfig::builder()
         .scaled_to(round_timeout)
+        .aggregation(args.aggregation)
         .build()?
         .with_genesis_quorum(args.genesis_quorum);
     let workload = Workload::build(&workload_spec(args)).context("building the workload")?;

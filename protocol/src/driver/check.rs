@@ -1,12 +1,14 @@
 //! Invariants checked on every output of an in-memory run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Aggregation;
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::peer::Event;
-use crate::reduce::RoundResult;
+use crate::reduce::{RoundResult, span_rule};
 use crate::sync::StateSnapshot;
 use crate::time::Timestamp;
 use crate::wire::{StateSummary, WireError};
@@ -27,7 +29,8 @@ pub enum Violation {
         /// The two digests.
         digests: (Digest, Digest),
     },
-    /// A committed value is not the weighted mean of the contributions its span names.
+    /// A committed value is not the weighted mean (or the configured robust rule) of the
+    /// contributions its span names.
     WrongMean {
         /// Round.
         round: RoundId,
@@ -35,7 +38,7 @@ pub enum Violation {
         index: usize,
         /// Committed value.
         got: f32,
-        /// Independently computed mean.
+        /// Independently computed mean (or the rule's value).
         expected: f64,
     },
     /// A committed span names a contribution that no peer computed.
@@ -88,6 +91,8 @@ pub enum Violation {
 #[derive(Debug, Default)]
 pub struct InvariantChecker {
     round_timeout: Duration,
+    /// The peers' aggregation rule; `None` is the weighted mean.
+    aggregation: Option<Aggregation>,
     gradients: BTreeMap<(PeerId, StateSummary), WeightedGradient>,
     results: BTreeMap<RoundId, Digest>,
     committees: BTreeMap<RoundId, Vec<PeerId>>,
@@ -127,6 +132,14 @@ impl InvariantChecker {
         }
     }
 
+    /// Recomputes committed spans with `rule` (the peers' [`crate::config::PeerConfig::aggregation`])
+    /// instead of the weighted mean.
+    #[must_use]
+    pub fn with_aggregation(mut self, rule: Aggregation) -> Self {
+        self.aggregation = (rule != Aggregation::Mean).then_some(rule);
+        self
+    }
+
     fn fail(&mut self, v: Violation) {
         if self.violation.is_none() {
             self.violation = Some(v);
@@ -155,6 +168,12 @@ impl InvariantChecker {
     #[must_use]
     pub fn loads(&self) -> &[(usize, RoundId, Timestamp)] {
         &self.loads
+    }
+
+    /// The gradient `peer` sent on state `base` (as sent: an attacker's is already scaled).
+    #[must_use]
+    pub fn gradient(&self, peer: PeerId, base: StateSummary) -> Option<&(u32, Arc<[f32]>)> {
+        self.gradients.get(&(peer, base))
     }
 
     /// Our own frame failed to encode or decode: always a violation.
@@ -272,15 +291,15 @@ impl InvariantChecker {
                     }
                 }
             }
-            for i in span.range.clone() {
-                let num: f64 = inputs
-                    .iter()
-                    .map(|(w, g)| f64::from(*w) * f64::from(g[i]))
-                    .sum();
-                let den: f64 = inputs.iter().map(|(w, _)| f64::from(*w)).sum();
-                let expected = num / den;
+            let recomputed = match self.aggregation {
+                None => weighted_mean(&inputs, span.range.clone()),
+                Some(rule) => robust_values(rule, &inputs, span.range.clone()),
+            };
+            for (i, expected) in span.range.clone().zip(recomputed) {
                 let got = result.data[i];
-                if (f64::from(got) - expected).abs() > 1e-6 * (1.0 + expected.abs()) {
+                // Written so that a NaN (a rule that refused its inputs) fails too.
+                let close = (f64::from(got) - expected).abs() <= 1e-6 * (1.0 + expected.abs());
+                if !close {
                     let round = result.round;
                     return self.fail(Violation::WrongMean {
                         round,
@@ -355,5 +374,31 @@ impl InvariantChecker {
             }
         }
         Ok(())
+    }
+}
+
+/// The sample-weighted mean of `inputs` over `range`, in `f64`, computed apart from the protocol.
+fn weighted_mean(inputs: &[WeightedGradient], range: Range<usize>) -> Vec<f64> {
+    let den: f64 = inputs.iter().map(|(w, _)| f64::from(*w)).sum();
+    range
+        .map(|i| {
+            let num: f64 = inputs
+                .iter()
+                .map(|(w, g)| f64::from(*w) * f64::from(g[i]))
+                .sum();
+            num / den
+        })
+        .collect()
+}
+
+/// `rule` applied to the `range` slice of every input, as a span owner applies it (with the same
+/// Multi-Krum fallback, [`span_rule`]). NaN marks a rule that refused its inputs, so the
+/// comparison fails.
+fn robust_values(rule: Aggregation, inputs: &[WeightedGradient], range: Range<usize>) -> Vec<f64> {
+    let slices: Vec<&[f32]> = inputs.iter().map(|(_, g)| &g[range.clone()]).collect();
+    let weights: Vec<u32> = inputs.iter().map(|(w, _)| *w).collect();
+    match span_rule(rule, slices.len()).apply(&slices, &weights) {
+        Ok(values) => values.into_iter().map(f64::from).collect(),
+        Err(_) => vec![f64::NAN; slices.first().map_or(0, |s| s.len())],
     }
 }

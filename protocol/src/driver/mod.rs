@@ -15,15 +15,16 @@ mod check;
 mod shell;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::PeerConfig;
-use crate::ids::PeerId;
+use crate::ids::{PeerId, RoundId};
 use crate::peer::{Output, Peer, Profile};
+use crate::reduce::RoundResult;
 use crate::time::Timestamp;
 use crate::wire::{self, Envelope};
 
@@ -57,8 +58,21 @@ pub struct Schedule {
     pub run_for: Duration,
     /// Encode and decode every frame through [`wire`] (slower; proves the codec on real traffic).
     pub through_wire: bool,
-    /// Peer configuration.
+    /// Peer configuration (its aggregation rule is also the one the checker recomputes with).
     pub config: PeerConfig,
+    /// Byzantine founders, for tests of robust aggregation; `None` for honest runs.
+    pub attack: Option<Attack>,
+}
+
+/// Test-only Byzantine behaviour: the founders listed send their honest gradient multiplied by
+/// `scale` (say `-10.0`: sign-flipped and scaled ×10), with their honest weight, every round. The
+/// checker records what they sent, so the invariants still hold against the real inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attack {
+    /// Indices of the attacking founders.
+    pub peers: Vec<usize>,
+    /// Factor applied to their gradients.
+    pub scale: f32,
 }
 
 impl Schedule {
@@ -80,6 +94,7 @@ impl Schedule {
             run_for: Duration::from_secs(5),
             through_wire: true,
             config,
+            attack: None,
         }
     }
 }
@@ -143,13 +158,15 @@ pub struct Driver {
     now: Timestamp,
     rng: ChaCha8Rng,
     queue: BinaryHeap<Reverse<(Timestamp, u64)>>,
-    events: std::collections::BTreeMap<u64, Event>,
+    events: BTreeMap<u64, Event>,
     seq: u64,
     nodes: Vec<Node>,
     checker: InvariantChecker,
     stats: Stats,
     log: Vec<String>,
     history: Vec<(Timestamp, PeerId, crate::peer::Event)>,
+    /// The first committed result of each round, kept only with [`Driver::with_log`].
+    committed: BTreeMap<RoundId, RoundResult>,
     keep_log: bool,
 }
 
@@ -168,17 +185,19 @@ impl Driver {
         let mut schedule = schedule;
         schedule.config = schedule.config.with_genesis_quorum(schedule.peers / 2 + 1);
         let mut driver = Self {
-            checker: InvariantChecker::new(schedule.config.round_timeout()),
+            checker: InvariantChecker::new(schedule.config.round_timeout())
+                .with_aggregation(schedule.config.aggregation()),
             schedule,
             now: Timestamp::ZERO,
             rng,
             queue: BinaryHeap::new(),
-            events: std::collections::BTreeMap::new(),
+            events: BTreeMap::new(),
             seq: 0,
             nodes: Vec::new(),
             stats: Stats::default(),
             log: Vec::new(),
             history: Vec::new(),
+            committed: BTreeMap::new(),
             keep_log: false,
         };
         let initial = shell::initial_params(driver.schedule.vector_len);
@@ -220,8 +239,13 @@ impl Driver {
         let Ok(peer) = peer else { return };
         let params = initial.unwrap_or_default();
         self.checker.record_birth(index, self.now);
-        self.nodes
-            .push(Node::new(index, peer, params, self.schedule.vector_len));
+        let mut node = Node::new(index, peer, params, self.schedule.vector_len);
+        if let Some(attack) = &self.schedule.attack
+            && attack.peers.contains(&index)
+        {
+            node.scale = attack.scale;
+        }
+        self.nodes.push(node);
         self.drain(index);
     }
 
@@ -299,6 +323,12 @@ impl Driver {
             return false;
         };
         first.is_some() && states.all(|(s, joining)| s == first && !joining)
+    }
+
+    /// The first committed result of each round, if enabled with [`Driver::with_log`].
+    #[must_use]
+    pub const fn committed(&self) -> &BTreeMap<RoundId, RoundResult> {
+        &self.committed
     }
 
     /// Protocol events in order, if enabled with [`Driver::with_log`].
@@ -405,6 +435,11 @@ impl Driver {
                 }
                 Output::ApplyRound(result) => {
                     self.checker.record_commit(i, &result);
+                    if self.keep_log {
+                        self.committed
+                            .entry(result.round)
+                            .or_insert_with(|| result.clone());
+                    }
                     let bytes = self.nodes[i].apply(&result);
                     let round = result.round;
                     if let Some(peer) = self.nodes[i].peer.as_mut()

@@ -21,6 +21,8 @@ pub struct Node {
     params: Vec<f32>,
     target: Vec<f32>,
     weight: u32,
+    /// Factor applied to the gradient it sends: 1 for an honest peer (see [`super::Attack`]).
+    pub(super) scale: f32,
     pub(super) timer_epoch: u64,
     pub(super) gradient_epoch: u64,
 }
@@ -49,6 +51,7 @@ impl Node {
             params,
             target,
             weight: 16 + (index as u32 % 5) * 8,
+            scale: 1.0,
             timer_epoch: 0,
             gradient_epoch: 0,
         }
@@ -64,13 +67,14 @@ impl Node {
         self.gradient_epoch
     }
 
-    /// The gradient of `½‖params − target‖²`, and this peer's weight.
+    /// The gradient of `½‖params − target‖²` (times the attack scale, 1 when honest), and this
+    /// peer's weight.
     pub(super) fn gradient(&self) -> (u32, Arc<[f32]>) {
         let g = self
             .params
             .iter()
             .zip(&self.target)
-            .map(|(p, t)| p - t)
+            .map(|(p, t)| (p - t) * self.scale)
             .collect();
         (self.weight, g)
     }

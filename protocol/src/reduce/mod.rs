@@ -6,8 +6,9 @@
 //!
 //! 1. **Reduce-scatter.** Each contributor sends its slice of span `j` to span `j`'s owner. The
 //!    owner reduces when it holds every contribution, or at the *gather* deadline with those it
-//!    has. The reduction is a sample-weighted mean accumulated in `f64` in rank order, so the
-//!    result depends only on which contributions were included, never on arrival order.
+//!    has. The reduction is a sample-weighted mean accumulated in `f64` in rank order, or the
+//!    configured robust rule ([`PeerConfig::aggregation`]) applied in rank order, so the result
+//!    depends only on which contributions were included, never on arrival order.
 //! 2. **All-gather.** The owner sends the reduced span, with a bitmap of the contributors it
 //!    includes, to every member. Only the owner computes a span; everyone else receives its bytes,
 //!    so every holder of a span holds identical bytes.
@@ -37,14 +38,14 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::config::PeerConfig;
+use crate::config::{Aggregation, PeerConfig};
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::roster::Roster;
 use crate::time::Timestamp;
 use crate::wire::{Body, Contribution, Reduced, Role, SpanRequest, Vote};
 
 use span::{OwnedSpan, reduce_span, validate_values};
-pub use span::{ReducedSpan, SpanResult};
+pub use span::{ReducedSpan, SpanResult, span_rule};
 
 /// Why a message from a peer was refused. The peer is named next to it in
 /// [`RoundOutput::Rejected`].
@@ -178,6 +179,7 @@ pub struct ReduceRound {
     /// may not know it yet and commits only on commit notices.
     committee: Option<Vec<PeerId>>,
     genesis_quorum: usize,
+    aggregation: Aggregation,
     deadlines: Deadlines,
     local: Option<(u32, Arc<[f32]>)>,
     owned: BTreeMap<usize, OwnedSpan>,
@@ -237,6 +239,7 @@ impl ReduceRound {
             my_rank,
             committee,
             genesis_quorum: config.genesis_quorum,
+            aggregation: config.aggregation,
             deadlines,
             local,
             owned: BTreeMap::new(),
@@ -436,7 +439,7 @@ impl ReduceRound {
         let Some(range) = self.roster.span(j) else {
             return;
         };
-        let reduced = reduce_span(own, range.len());
+        let reduced = reduce_span(own, range.len(), self.aggregation);
         if let Some(own) = self.owned.get_mut(&j) {
             own.done = true;
         }

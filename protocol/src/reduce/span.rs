@@ -1,10 +1,11 @@
-//! Span-level pieces of a round: collecting contributions, the fixed-order weighted mean, and the
-//! result digest.
+//! Span-level pieces of a round: collecting contributions, the fixed-order reduction (the
+//! weighted mean or a robust rule), and the result digest.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::config::Aggregation;
 use crate::ids::{Digest, PeerId};
 use crate::roster::Roster;
 use crate::wire::{Body, Reduced, f32_bytes};
@@ -60,7 +61,7 @@ pub struct ReducedSpan {
     pub contributors: Vec<u8>,
     /// Sum of their weights.
     pub total_weight: u64,
-    /// The weighted mean.
+    /// The reduced values: the weighted mean, or the configured robust rule's output.
     pub data: Arc<[f32]>,
 }
 
@@ -97,7 +98,7 @@ impl ReducedSpan {
 pub struct SpanResult {
     /// Where the span lies in the flat vector.
     pub range: Range<usize>,
-    /// Contributors whose values it averages, in rank order.
+    /// Contributors whose values it reduces (every input of the rule), in rank order.
     pub contributors: Vec<PeerId>,
     /// Sum of their weights.
     pub total_weight: u64,
@@ -121,9 +122,66 @@ pub(super) fn validate_values(data: &[f32], expected: usize) -> Result<(), Rejec
     }
 }
 
-/// The sample-weighted mean of the collected contributions, accumulated in `f64` in rank order:
-/// the result depends only on which contributions are present, never on their arrival order.
-pub(super) fn reduce_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
+/// Reduces the collected contributions with `rule`, in rank order: the result depends only on
+/// which contributions are present, never on their arrival order. [`Aggregation::Mean`] keeps
+/// the sample-weighted mean accumulated in `f64` ([`mean_span`]); any other rule is applied by
+/// [`robust_span`]. Either way the bitmap and `total_weight` name every contribution the rule
+/// was given (not only those a robust rule kept), so anyone can recompute the span from them.
+pub(super) fn reduce_span(own: &OwnedSpan, len: usize, rule: Aggregation) -> ReducedSpan {
+    match rule {
+        Aggregation::Mean => mean_span(own, len),
+        _ => robust_span(own, len, rule),
+    }
+}
+
+/// The rule a span owner actually applies to `contributions` inputs: `rule` itself, except that
+/// Multi-Krum falls back to the coordinate-wise median when its bounds (`n > 2f + 2`,
+/// `m <= n - f`) do not hold for the contributions at hand (a span reduced at its deadline with
+/// few contributions). The fallback depends only on `n`, so every recomputation agrees.
+#[must_use]
+pub fn span_rule(rule: Aggregation, contributions: usize) -> Aggregation {
+    match rule {
+        Aggregation::MultiKrum { f, m }
+            if contributions <= 2 * f + 2 || m == 0 || m > contributions - f =>
+        {
+            Aggregation::Median
+        }
+        other => other,
+    }
+}
+
+/// A robust rule over the contributions present, in rank order, weighted by their sample counts.
+/// A rule that refuses its inputs (impossible after [`span_rule`] and the config's checks, as
+/// contributions are finite, non-empty and of one length) falls back to the weighted mean, so
+/// the result is still a deterministic function of the inputs.
+fn robust_span(own: &OwnedSpan, len: usize, rule: Aggregation) -> ReducedSpan {
+    let mut bitmap = vec![0u8; own.contributions.len().div_ceil(8)];
+    let mut total_weight = 0u64;
+    let mut values: Vec<&[f32]> = Vec::with_capacity(own.contributions.len());
+    let mut weights: Vec<u32> = Vec::with_capacity(own.contributions.len());
+    for (rank, (weight, data)) in own
+        .contributions
+        .iter()
+        .enumerate()
+        .filter_map(|(r, c)| c.as_ref().map(|c| (r, c)))
+    {
+        bitmap[rank / 8] |= 1 << (rank % 8);
+        total_weight += u64::from(*weight);
+        values.push(data);
+        weights.push(*weight);
+    }
+    match span_rule(rule, values.len()).apply(&values, &weights) {
+        Ok(data) if data.len() == len => ReducedSpan {
+            contributors: bitmap,
+            total_weight,
+            data: data.into(),
+        },
+        _ => mean_span(own, len),
+    }
+}
+
+/// The sample-weighted mean of the collected contributions, accumulated in `f64` in rank order.
+fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
     let mut acc = vec![0f64; len];
     let mut bitmap = vec![0u8; own.contributions.len().div_ceil(8)];
     let mut total_weight = 0u64;
@@ -183,5 +241,58 @@ pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
         data: data.into(),
         spans: results,
         committee: roster.contributors().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span_of(values: &[(usize, u32, [f32; 2])], contributors: usize) -> OwnedSpan {
+        let mut own = OwnedSpan::new(contributors, false);
+        for (rank, weight, v) in values {
+            own.insert(*rank, *weight, Arc::from(&v[..]));
+        }
+        own
+    }
+
+    #[test]
+    fn multi_krum_falls_back_to_median_below_its_bounds() {
+        let krum = Aggregation::MultiKrum { f: 1, m: 2 };
+        assert_eq!(span_rule(krum, 4), Aggregation::Median);
+        assert_eq!(span_rule(krum, 5), krum);
+        assert_eq!(
+            span_rule(Aggregation::MultiKrum { f: 1, m: 5 }, 5),
+            Aggregation::Median
+        );
+        assert_eq!(span_rule(Aggregation::Median, 1), Aggregation::Median);
+    }
+
+    #[test]
+    fn robust_span_is_order_free_and_names_every_input() {
+        let inputs = [
+            (0, 2, [1.0, -1.0]),
+            (1, 3, [2.0, -2.0]),
+            (2, 1, [-50.0, 80.0]),
+            (3, 2, [3.0, -3.0]),
+        ];
+        let mut reversed = inputs;
+        reversed.reverse();
+        let a = reduce_span(&span_of(&inputs, 5), 2, Aggregation::Median);
+        let b = reduce_span(&span_of(&reversed, 5), 2, Aggregation::Median);
+        assert_eq!(a, b);
+        // Weighted median (weights 2, 3, 1, 2 of 8): the outlier moves nothing.
+        assert_eq!(&a.data[..], &[2.0, -2.0]);
+        assert_eq!(a.contributors, vec![0b0000_1111]);
+        assert_eq!(a.total_weight, 8);
+        // The mean keeps its own f64 path and is pulled by the outlier.
+        let mean = reduce_span(&span_of(&inputs, 5), 2, Aggregation::Mean);
+        assert_eq!(
+            &mean.data[..],
+            &[
+                (2.0 + 6.0 - 50.0 + 6.0) / 8.0,
+                (-2.0 - 6.0 + 80.0 - 6.0) / 8.0
+            ]
+        );
     }
 }
