@@ -113,7 +113,8 @@ impl ProtocolMesh {
             nodes: Vec::new(),
             by_id: BTreeMap::new(),
             slot_node: vec![None; slots],
-            checker: InvariantChecker::new(spec.config.round_timeout()),
+            checker: InvariantChecker::new(spec.config.round_timeout())
+                .with_aggregation(spec.config.aggregation()),
             log: MeshLog::default(),
             ended: false,
             spec,
