@@ -30,8 +30,12 @@ protocol-deps:
 # The kernels' LibTorch tests run as their own step with the `torch` feature named explicitly; the
 # rest of the workspace is tested with kernels as its dependents see it (federated: no LibTorch;
 # the simulator enables `torch` for `gradmesh-sim fl`).
+# In a workspace build cargo unifies features, so crates that reach gradmesh-kernels without
+# LibTorch of their own (protocol and federated, through federated's strategies) link tch too;
+# their test binaries have no rpath build script, hence the library path (docs/kernels.md).
+TORCH_LIB := $(CURDIR)/.venv/lib/python3.11/site-packages/torch/lib
 unit:
-	$(CARGO) test --workspace --exclude gradmesh-kernels
+	LD_LIBRARY_PATH=$(TORCH_LIB)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} $(CARGO) test --workspace --exclude gradmesh-kernels
 	$(CARGO) test -p gradmesh-kernels --features torch
 
 # MLP training steps/s on digits (batch 64; 1 and 2 threads), ours vs PyTorch eager, same run.
