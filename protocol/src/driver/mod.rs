@@ -102,14 +102,18 @@ impl Schedule {
 /// The configuration the driver's tests use: 1 s rounds.
 #[must_use]
 pub fn test_config() -> PeerConfig {
+    test_config_builder().build().unwrap_or_default()
+}
+
+/// The builder behind [`test_config`], for tests that change one more setting.
+#[must_use]
+pub fn test_config_builder() -> crate::config::PeerConfigBuilder {
     PeerConfig::builder()
         .scaled_to(Duration::from_secs(1))
         .announce_interval(Duration::from_millis(250))
         .peer_ttl(Duration::from_millis(1000))
         .collect_window(Duration::from_millis(150))
         .state_chunk_bytes(64)
-        .build()
-        .unwrap_or_default()
 }
 
 #[derive(Debug)]

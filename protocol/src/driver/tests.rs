@@ -95,12 +95,7 @@ fn robustness(driver: &Driver, attackers: &[usize]) -> Robustness {
 fn attacked_run(rule: Aggregation) -> Robustness {
     let attackers = vec![3, 4];
     let mut schedule = Schedule::calm(7, 7);
-    schedule.config = PeerConfig::builder()
-        .scaled_to(Duration::from_secs(1))
-        .announce_interval(Duration::from_millis(250))
-        .peer_ttl(Duration::from_millis(1000))
-        .collect_window(Duration::from_millis(150))
-        .state_chunk_bytes(64)
+    schedule.config = test_config_builder()
         .aggregation(rule)
         .build()
         .expect("valid config");
@@ -159,12 +154,7 @@ fn span_local_rules_commit_under_message_loss() {
         },
     ] {
         let mut schedule = Schedule::calm(11, 7);
-        schedule.config = PeerConfig::builder()
-            .scaled_to(Duration::from_secs(1))
-            .announce_interval(Duration::from_millis(250))
-            .peer_ttl(Duration::from_millis(1000))
-            .collect_window(Duration::from_millis(150))
-            .state_chunk_bytes(64)
+        schedule.config = test_config_builder()
             .aggregation(rule)
             .build()
             .expect("valid config");
