@@ -521,7 +521,14 @@ pub fn f32_bytes(data: &[f32]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
+/// The floats of a little-endian payload: one `memcpy` when the machine is little-endian and
+/// the bytes are 4-aligned (received frames are), else element by element.
 fn floats_from_le(bytes: &[u8]) -> Arc<[f32]> {
+    if cfg!(target_endian = "little")
+        && let Ok(floats) = bytemuck::try_cast_slice::<u8, f32>(bytes)
+    {
+        return Arc::from(floats);
+    }
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))

@@ -180,11 +180,19 @@ fn robust_span(own: &OwnedSpan, len: usize, rule: Aggregation) -> ReducedSpan {
     }
 }
 
+/// Elements [`mean_span`] accumulates at a time: the `f64` block stays in L1 while every
+/// contribution streams through it once.
+const MEAN_BLOCK: usize = 1024;
+
 /// The sample-weighted mean of the collected contributions, accumulated in `f64` in rank order.
+///
+/// Works block by block so that the `f64` accumulator stays in cache; each element still sums
+/// `weight × value` over the contributions in rank order and divides once, so the bytes are
+/// the same as a whole-span accumulation (and independent of arrival order, §5.1).
 fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
-    let mut acc = vec![0f64; len];
     let mut bitmap = vec![0u8; own.contributions.len().div_ceil(8)];
     let mut total_weight = 0u64;
+    let mut present: Vec<(f64, &[f32])> = Vec::with_capacity(own.contributions.len());
     for (rank, (weight, data)) in own
         .contributions
         .iter()
@@ -193,18 +201,28 @@ fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
     {
         bitmap[rank / 8] |= 1 << (rank % 8);
         total_weight += u64::from(*weight);
-        let w = f64::from(*weight);
-        for (a, x) in acc.iter_mut().zip(data.iter()) {
-            *a += w * f64::from(*x);
-        }
+        present.push((f64::from(*weight), &data[..len.min(data.len())]));
     }
     let denominator = total_weight.max(1) as f64;
-    #[allow(clippy::cast_possible_truncation)] // the mean of f32 values fits an f32
-    let data: Arc<[f32]> = acc.iter().map(|a| (a / denominator) as f32).collect();
+    let mut out = Vec::with_capacity(len);
+    let mut acc = [0f64; MEAN_BLOCK];
+    for start in (0..len).step_by(MEAN_BLOCK) {
+        let end = (start + MEAN_BLOCK).min(len);
+        let acc = &mut acc[..end - start];
+        acc.fill(0.0);
+        for (w, data) in &present {
+            let block = &data[start.min(data.len())..end.min(data.len())];
+            for (a, x) in acc.iter_mut().zip(block) {
+                *a += w * f64::from(*x);
+            }
+        }
+        #[allow(clippy::cast_possible_truncation)] // the mean of f32 values fits an f32
+        out.extend(acc.iter().map(|a| (a / denominator) as f32));
+    }
     ReducedSpan {
         contributors: bitmap,
         total_weight,
-        data,
+        data: Arc::from(out),
     }
 }
 
