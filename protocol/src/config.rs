@@ -8,6 +8,7 @@ use thiserror::Error;
 use crate::wire::STATE_CHUNK_BYTES_MAX;
 
 pub use gradmesh_federated::robust::{Aggregation, ParseAggregationError};
+pub use gradmesh_kernels::codec::{CodecKind, ParseCodecKindError};
 
 /// A configuration rule that does not hold; one variant per rule.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -52,6 +53,11 @@ pub enum ConfigError {
         /// Which parameter bound it violates.
         reason: &'static str,
     },
+    /// The span codec keeps per-peer state (an error-feedback residual), which the mesh cannot
+    /// carry: a replacement owner or a joiner would not hold it, and it is not part of the synced
+    /// state (docs/protocol.md §3.7). Only stateless codecs (fp16, bf16, int8) may compress spans.
+    #[error("codec {0} is stateful (error feedback); the mesh only takes none, fp16, bf16 or int8")]
+    StatefulCodec(String),
 }
 
 /// Timeouts, sizes and the aggregation rule of a peer. Build with [`PeerConfig::builder`].
@@ -71,6 +77,7 @@ pub struct PeerConfig {
     pub(crate) snapshots_retained: usize,
     pub(crate) genesis_quorum: usize,
     pub(crate) aggregation: Aggregation,
+    pub(crate) codec: CodecKind,
 }
 
 impl PeerConfig {
@@ -105,6 +112,12 @@ impl PeerConfig {
     pub const fn aggregation(&self) -> Aggregation {
         self.aggregation
     }
+
+    /// How span values travel on the wire (see [`PeerConfigBuilder::codec`]).
+    #[must_use]
+    pub const fn codec(&self) -> CodecKind {
+        self.codec
+    }
 }
 
 impl Default for PeerConfig {
@@ -124,6 +137,7 @@ impl Default for PeerConfig {
             snapshots_retained: 3,
             genesis_quorum: 1,
             aggregation: Aggregation::Mean,
+            codec: CodecKind::None,
         }
     }
 }
@@ -213,6 +227,16 @@ impl PeerConfigBuilder {
         aggregation: Aggregation
     );
 
+    setter!(
+        /// How contributions and reduced spans are encoded on the wire (default
+        /// [`CodecKind::None`]: raw little-endian f32, exact). `fp16`, `bf16` and `int8:<block>`
+        /// shrink both by about 2× and 3.8× (block 64); every contribution and every reduced span
+        /// is then quantised once, and all holders of a span still hold bit-identical values
+        /// (docs/protocol.md §3.7). Stateful codecs (top-k, PowerSGD) are refused by `build`.
+        /// Every peer of a mesh must use the same codec: messages in another encoding are refused.
+        codec: CodecKind
+    );
+
     /// Scales every duration so that the round timeout becomes `round_timeout`, keeping the
     /// default proportions. Convenient for simulations and tests with short rounds.
     #[must_use]
@@ -280,6 +304,9 @@ impl PeerConfigBuilder {
             return Err(ConfigError::Zero("sync_inflight_per_donor"));
         }
         check_aggregation(c.aggregation)?;
+        if c.codec.is_stateful() {
+            return Err(ConfigError::StatefulCodec(c.codec.to_string()));
+        }
         Ok(c)
     }
 }
@@ -357,6 +384,26 @@ mod tests {
                     Err(ConfigError::Aggregation { .. })
                 ),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn codec_defaults_to_none_and_refuses_stateful_ones() {
+        assert_eq!(
+            PeerConfig::builder().build().map(|c| c.codec()),
+            Ok(CodecKind::None)
+        );
+        for good in ["none", "fp16", "bf16", "int8:64", "int8:1"] {
+            let kind: CodecKind = good.parse().expect("parses");
+            let c = PeerConfig::builder().codec(kind).build();
+            assert_eq!(c.map(|c| c.codec()), Ok(kind), "{good}");
+        }
+        for bad in ["topk:0.01", "powersgd:4"] {
+            let kind: CodecKind = bad.parse().expect("parses");
+            assert_eq!(
+                PeerConfig::builder().codec(kind).build(),
+                Err(ConfigError::StatefulCodec(bad.to_owned()))
             );
         }
     }

@@ -1,8 +1,9 @@
 //! Wire messages: one versioned envelope, a bincode-2 header and a raw payload.
 //!
 //! A frame is `[header_len: u32 LE][header: bincode 2][payload: raw bytes]`. The header carries
-//! every field except bulk data; gradient spans travel as raw little-endian `f32`s and state chunks
-//! as raw bytes after it. Bulk data never goes element by element through serde (that costs more
+//! every field except bulk data; gradient spans travel as raw little-endian `f32`s (or, with a
+//! span codec, as the codec's bytes; the header names the codec) and state chunks as raw bytes
+//! after it. Bulk data never goes element by element through serde (that costs more
 //! than the network on a fast link), and its length is declared in the header and checked against
 //! the frame *before* anything is allocated for it.
 //!
@@ -18,10 +19,12 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::config::CodecKind;
 use crate::ids::{Digest, PeerId, RoundId};
 
-/// Version of the wire format; a frame of another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the wire format; a frame of another version is refused. Version 2 added the span
+/// codec to `Contribution` and `Reduced` headers.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest bincode header. Every header kind fits: a proposal for [`ROSTER_MEMBERS_MAX`] members
 /// is ~200 KiB and a manifest of [`STATE_CHUNKS_MAX`] digests 512 KiB.
 pub const HEADER_BYTES_MAX: usize = 1 << 20;
@@ -163,11 +166,17 @@ pub struct Contribution {
     pub span: u32,
     /// Samples behind this gradient (its weight in the mean).
     pub weight: u32,
-    /// Number of floats in `data`, checked against the payload.
+    /// How the values travel: [`CodecKind::None`] in `data`, a stateless codec in `encoded`.
+    pub codec: CodecKind,
+    /// Number of floats in the span, checked against the payload.
     pub floats: u32,
-    /// The values, sent raw after the header.
+    /// The values when `codec` is [`CodecKind::None`] (else empty), sent raw after the header.
     #[serde(skip)]
     pub data: Arc<[f32]>,
+    /// The codec's bytes for the values when `codec` is not [`CodecKind::None`] (else empty):
+    /// exactly `codec.encoded_len(floats)` bytes, sent after the header.
+    #[serde(skip)]
+    pub encoded: Arc<[u8]>,
 }
 
 /// A span's reduced values.
@@ -181,11 +190,18 @@ pub struct Reduced {
     pub contributors: Vec<u8>,
     /// Sum of the included contributors' weights.
     pub total_weight: u64,
-    /// Number of floats in `data`, checked against the payload.
+    /// How the values travel: [`CodecKind::None`] in `data`, a stateless codec in `encoded`.
+    pub codec: CodecKind,
+    /// Number of floats in the span, checked against the payload.
     pub floats: u32,
-    /// The weighted mean, sent raw after the header.
+    /// The weighted mean when `codec` is [`CodecKind::None`] (else empty), sent raw after the
+    /// header.
     #[serde(skip)]
     pub data: Arc<[f32]>,
+    /// The owner's encoding of the span when `codec` is not [`CodecKind::None`] (else empty):
+    /// exactly `codec.encoded_len(floats)` bytes, relayed verbatim by every holder.
+    #[serde(skip)]
+    pub encoded: Arc<[u8]>,
 }
 
 /// A request for a reduced span the sender still lacks.
@@ -294,6 +310,10 @@ pub enum WireError {
     /// The header could not be encoded (a bound was violated by the local sender).
     #[error("cannot encode: {0}")]
     Encode(String),
+    /// A span names a codec that keeps per-peer state (top-k, PowerSGD): spans on the wire only
+    /// use stateless codecs.
+    #[error("span codec {0} is stateful and not allowed on the wire")]
+    StatefulCodec(String),
 }
 
 /// Encodes an envelope into a new frame.
@@ -420,7 +440,7 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
         Body::Proposal(p) => bound("proposal.members", p.members.len(), ROSTER_MEMBERS_MAX),
         Body::Contribution(c) => {
             bound("contribution.floats", c.floats as usize, span_max)?;
-            bound("contribution.data", c.data.len(), c.floats as usize)
+            check_values(c.codec, c.floats, &c.data, &c.encoded)
         }
         Body::Reduced(r) => {
             bound(
@@ -429,7 +449,7 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
                 ROSTER_MEMBERS_MAX / 8,
             )?;
             bound("reduced.floats", r.floats as usize, span_max)?;
-            bound("reduced.data", r.data.len(), r.floats as usize)
+            check_values(r.codec, r.floats, &r.data, &r.encoded)
         }
         Body::StateManifest(m) => {
             bound("manifest.chunks", m.chunks.len(), STATE_CHUNKS_MAX)?;
@@ -457,12 +477,33 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
     }
 }
 
+/// A span's codec must be stateless, and only the field its codec names may hold values (at most
+/// `floats` of them; the decoder then requires exactly that many).
+fn check_values(
+    codec: CodecKind,
+    floats: u32,
+    data: &[f32],
+    encoded: &[u8],
+) -> Result<(), WireError> {
+    if codec.is_stateful() {
+        return Err(WireError::StatefulCodec(codec.to_string()));
+    }
+    let floats = floats as usize;
+    if codec == CodecKind::None {
+        bound("span.data", data.len(), floats)?;
+        bound("span.encoded", encoded.len(), 0)
+    } else {
+        bound("span.data", data.len(), 0)?;
+        bound("span.encoded", encoded.len(), codec.encoded_len(floats))
+    }
+}
+
 /// Bytes of a message's raw payload (gradient values or state bytes), carried after the header.
 #[must_use]
 pub fn payload_bytes(body: &Body) -> usize {
     match body {
-        Body::Contribution(c) => c.data.len() * 4,
-        Body::Reduced(r) => r.data.len() * 4,
+        Body::Contribution(c) => c.data.len() * 4 + c.encoded.len(),
+        Body::Reduced(r) => r.data.len() * 4 + r.encoded.len(),
         Body::StateChunk(c) => c.data.len(),
         _ => 0,
     }
@@ -470,8 +511,10 @@ pub fn payload_bytes(body: &Body) -> usize {
 
 fn write_payload(body: &Body, out: &mut Vec<u8>) {
     match body {
-        Body::Contribution(Contribution { data, .. }) | Body::Reduced(Reduced { data, .. }) => {
+        Body::Contribution(Contribution { data, encoded, .. })
+        | Body::Reduced(Reduced { data, encoded, .. }) => {
             out.extend_from_slice(f32_bytes(data).as_ref());
+            out.extend_from_slice(encoded);
         }
         Body::StateChunk(c) => out.extend_from_slice(&c.data),
         _ => {}
@@ -480,16 +523,33 @@ fn write_payload(body: &Body, out: &mut Vec<u8>) {
 
 fn attach_payload(body: &mut Body, payload: &[u8]) -> Result<(), WireError> {
     match body {
-        Body::Contribution(Contribution { floats, data, .. })
-        | Body::Reduced(Reduced { floats, data, .. }) => {
-            let declared = u64::from(*floats) * 4;
+        Body::Contribution(Contribution {
+            codec,
+            floats,
+            data,
+            encoded,
+            ..
+        })
+        | Body::Reduced(Reduced {
+            codec,
+            floats,
+            data,
+            encoded,
+            ..
+        }) => {
+            // `floats` passed `check_bounds` (at most SPAN_FLOATS_MAX), so this cannot saturate.
+            let declared = codec.encoded_len(*floats as usize) as u64;
             if payload.len() as u64 != declared {
                 return Err(WireError::PayloadLength {
                     got: payload.len(),
                     declared,
                 });
             }
-            *data = floats_from_le(payload);
+            if *codec == CodecKind::None {
+                *data = floats_from_le(payload);
+            } else {
+                *encoded = Arc::from(payload);
+            }
         }
         Body::StateChunk(c) => {
             if payload.len() as u64 != u64::from(c.bytes) {
@@ -548,7 +608,7 @@ mod tests {
             round: RoundId(3),
             digest: Digest::of(b"s"),
         };
-        let bodies = vec![
+        let mut bodies = vec![
             Body::Announce(Announce {
                 state: Some(summary),
                 ready_for: Some(RoundId(4)),
@@ -566,21 +626,9 @@ mod tests {
                     bandwidth_bytes_per_s: 7,
                 }],
             }),
-            Body::Contribution(Contribution {
-                roster: Digest::of(b"r"),
-                span: 1,
-                weight: 64,
-                floats: 3,
-                data: Arc::from(vec![1.0, -2.5, f32::MIN_POSITIVE]),
-            }),
-            Body::Reduced(Reduced {
-                roster: Digest::of(b"r"),
-                span: 0,
-                contributors: vec![0b101],
-                total_weight: 128,
-                floats: 2,
-                data: Arc::from(vec![0.5, 0.25]),
-            }),
+        ];
+        bodies.extend(span_samples());
+        bodies.extend([
             Body::SpanRequest(SpanRequest {
                 roster: Digest::of(b"r"),
                 span: 2,
@@ -604,11 +652,55 @@ mod tests {
                 data: Arc::from(vec![7u8]),
             }),
             Body::StateUnavailable,
-        ];
+        ]);
         bodies
             .into_iter()
             .map(|b| Envelope::new(peer(0), RoundId(4), b))
             .collect()
+    }
+
+    /// Contribution and Reduced, raw and encoded.
+    fn span_samples() -> Vec<Body> {
+        vec![
+            Body::Contribution(Contribution {
+                roster: Digest::of(b"r"),
+                span: 1,
+                weight: 64,
+                codec: CodecKind::None,
+                floats: 3,
+                data: Arc::from(vec![1.0, -2.5, f32::MIN_POSITIVE]),
+                encoded: Arc::from(Vec::new()),
+            }),
+            Body::Contribution(Contribution {
+                roster: Digest::of(b"r"),
+                span: 1,
+                weight: 64,
+                codec: CodecKind::Fp16,
+                floats: 3,
+                data: Arc::from(Vec::new()),
+                encoded: Arc::from(vec![1, 2, 3, 4, 5, 6]),
+            }),
+            Body::Reduced(Reduced {
+                roster: Digest::of(b"r"),
+                span: 0,
+                contributors: vec![0b101],
+                total_weight: 128,
+                codec: CodecKind::None,
+                floats: 2,
+                data: Arc::from(vec![0.5, 0.25]),
+                encoded: Arc::from(Vec::new()),
+            }),
+            Body::Reduced(Reduced {
+                roster: Digest::of(b"r"),
+                span: 0,
+                contributors: vec![0b101],
+                total_weight: 128,
+                codec: "int8:2".parse().expect("valid"),
+                floats: 3,
+                data: Arc::from(Vec::new()),
+                encoded: Arc::from(vec![9u8; 3 + 2 * 4]),
+            }),
+        ]
     }
 
     #[test]
@@ -648,7 +740,7 @@ mod tests {
 
     #[test]
     fn refuses_declared_header_beyond_frame() {
-        let mut frame = encode(&samples()[5]).expect("encodes");
+        let mut frame = encode(&samples()[7]).expect("encodes");
         frame[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             decode(&frame, usize::MAX),
@@ -664,7 +756,7 @@ mod tests {
             decode(&frame, usize::MAX),
             Err(WireError::PayloadLength { .. })
         ));
-        let mut frame = encode(&samples()[5]).expect("encodes");
+        let mut frame = encode(&samples()[7]).expect("encodes");
         frame.push(0);
         assert!(matches!(
             decode(&frame, usize::MAX),
@@ -673,8 +765,47 @@ mod tests {
     }
 
     #[test]
+    fn encoded_spans_need_their_exact_length_and_a_stateless_codec() {
+        for i in [3, 5] {
+            let envelope = samples().remove(i);
+            let (header, payload) = encode_parts(&envelope).expect("encodes");
+            assert!(payload.len() < 4 * 3, "smaller than raw f32");
+            for bad in [&payload[1..], &[payload.as_slice(), &[0]].concat()[..]] {
+                assert!(matches!(
+                    decode_parts(&header, bad),
+                    Err(WireError::PayloadLength { .. })
+                ));
+            }
+            // The sender refuses values in the field its codec does not name.
+            let mut wrong = envelope.clone();
+            if let Body::Contribution(Contribution { data, .. })
+            | Body::Reduced(Reduced { data, .. }) = &mut wrong.body
+            {
+                *data = Arc::from(vec![1.0]);
+            }
+            assert!(matches!(encode(&wrong), Err(WireError::OutOfBounds { .. })));
+            // A stateful codec named in a header is refused on both sides.
+            let mut stateful = envelope;
+            if let Body::Contribution(Contribution { codec, .. })
+            | Body::Reduced(Reduced { codec, .. }) = &mut stateful.body
+            {
+                *codec = "topk:0.5".parse().expect("valid");
+            }
+            assert!(matches!(
+                encode(&stateful),
+                Err(WireError::StatefulCodec(_))
+            ));
+            let header = bincode::serde::encode_to_vec(&stateful, HEADER_CONFIG).expect("encodes");
+            assert!(matches!(
+                decode_parts(&header, &payload),
+                Err(WireError::StatefulCodec(_))
+            ));
+        }
+    }
+
+    #[test]
     fn refuses_other_version() {
-        let mut envelope = samples().remove(5);
+        let mut envelope = samples().remove(7);
         envelope.version = 9;
         let frame = encode(&envelope).expect("encodes");
         assert_eq!(

@@ -1,5 +1,6 @@
-//! Property tests for the wire decoder: exact round trips for every body kind, and totality plus
-//! bounded allocation on random and mutated frames.
+//! Property tests for the wire decoder: exact round trips for every body kind (spans raw or in
+//! each stateless codec), and totality plus bounded allocation on random and mutated frames,
+//! hostile codec tags and hostile span lengths included.
 //!
 //! Deterministic: the proptest RNG is seeded from `GRADMESH_WIRE_SEED` (default below) and the
 //! base case count comes from `GRADMESH_WIRE_CASES`. Everything runs in one `#[test]` so the
@@ -10,6 +11,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use gradmesh_protocol::config::CodecKind;
 use gradmesh_protocol::wire::{
     Announce, Body, Contribution, Envelope, HEADER_BYTES_MAX, Member, PROTOCOL_VERSION, Proposal,
     Reduced, Role, SpanRequest, StateChunk, StateManifest, StateRequest, StateSummary, Vote,
@@ -150,16 +152,44 @@ fn proposal() -> impl Strategy<Value = Body> {
     })
 }
 
-fn contribution() -> impl Strategy<Value = Body> {
-    (digest(), any::<u32>(), any::<u32>(), floats()).prop_map(|(roster, span, weight, data)| {
-        Body::Contribution(Contribution {
-            roster,
-            span,
-            weight,
-            floats: u32::try_from(data.len()).expect("small"),
-            data,
+/// A span's values on the wire: `(codec, floats, raw data, encoded bytes)`. Raw f32 with any
+/// bit patterns, or a stateless codec with arbitrary bytes of exactly its encoded length (the wire
+/// carries them without interpreting them; the round decodes and checks them).
+type SpanValues = (CodecKind, u32, Arc<[f32]>, Arc<[u8]>);
+
+fn span_values() -> impl Strategy<Value = SpanValues> {
+    let codec = prop_oneof![
+        Just(CodecKind::Fp16),
+        Just(CodecKind::Bf16),
+        (1u32..=300).prop_map(|b| format!("int8:{b}").parse().expect("valid block")),
+    ];
+    let encoded = (codec, 0usize..48).prop_flat_map(|(codec, n)| {
+        vec(any::<u8>(), codec.encoded_len(n)).prop_map(move |bytes| {
+            let n = u32::try_from(n).expect("small");
+            (codec, n, Arc::from(Vec::new()), Arc::from(bytes))
         })
-    })
+    });
+    let raw = floats().prop_map(|data| {
+        let n = u32::try_from(data.len()).expect("small");
+        (CodecKind::None, n, data, Arc::from(Vec::new()))
+    });
+    prop_oneof![raw, encoded]
+}
+
+fn contribution() -> impl Strategy<Value = Body> {
+    (digest(), any::<u32>(), any::<u32>(), span_values()).prop_map(
+        |(roster, span, weight, (codec, floats, data, encoded))| {
+            Body::Contribution(Contribution {
+                roster,
+                span,
+                weight,
+                codec,
+                floats,
+                data,
+                encoded,
+            })
+        },
+    )
 }
 
 fn reduced() -> impl Strategy<Value = Body> {
@@ -168,18 +198,22 @@ fn reduced() -> impl Strategy<Value = Body> {
         any::<u32>(),
         vec(any::<u8>(), 0..16),
         any::<u64>(),
-        floats(),
+        span_values(),
     )
-        .prop_map(|(roster, span, contributors, total_weight, data)| {
-            Body::Reduced(Reduced {
-                roster,
-                span,
-                contributors,
-                total_weight,
-                floats: u32::try_from(data.len()).expect("small"),
-                data,
-            })
-        })
+        .prop_map(
+            |(roster, span, contributors, total_weight, (codec, floats, data, encoded))| {
+                Body::Reduced(Reduced {
+                    roster,
+                    span,
+                    contributors,
+                    total_weight,
+                    codec,
+                    floats,
+                    data,
+                    encoded,
+                })
+            },
+        )
 }
 
 fn state_bodies() -> impl Strategy<Value = Body> {
@@ -366,7 +400,9 @@ fn wire_decoder_properties() {
         .expect("mutated frames");
 
     let mut overhead = overhead_max.get();
-    let inputs = inputs.get() + huge_claimed_lengths_are_refused(&mut overhead);
+    let inputs = inputs.get()
+        + huge_claimed_lengths_are_refused(&mut overhead)
+        + hostile_span_headers_are_refused(&mut overhead);
     println!("wire decoder inputs: {inputs}");
     println!("wire decoder max allocation beyond frame length: {overhead} bytes");
     assert!(inputs >= u64::from(cases) * 4, "too few inputs: {inputs}");
@@ -379,6 +415,8 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
         digest: Digest::default(),
     };
     let bodies = [
+        span_body(false, "int8:64"),
+        span_body(true, "fp16"),
         Body::Proposal(Proposal {
             base: summary,
             vector_len: 1,
@@ -418,6 +456,116 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             );
         }
     }
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
+    inputs
+}
+
+/// A Contribution (or Reduced) of 5 floats in `codec`, with the codec's exact payload.
+fn span_body(reduced: bool, codec: &str) -> Body {
+    let codec: CodecKind = codec.parse().expect("valid");
+    let raw = codec == CodecKind::None;
+    let encoded: Arc<[u8]> = Arc::from(if raw {
+        vec![]
+    } else {
+        vec![0u8; codec.encoded_len(5)]
+    });
+    let data: Arc<[f32]> = Arc::from(if raw { vec![0.5; 5] } else { vec![] });
+    if reduced {
+        Body::Reduced(Reduced {
+            roster: Digest::default(),
+            span: 0,
+            contributors: vec![1],
+            total_weight: 1,
+            codec,
+            floats: 5,
+            data,
+            encoded,
+        })
+    } else {
+        Body::Contribution(Contribution {
+            roster: Digest::default(),
+            span: 0,
+            weight: 1,
+            codec,
+            floats: 5,
+            data,
+            encoded,
+        })
+    }
+}
+
+/// Every byte of span headers (the codec tag, its block length and the float count among them)
+/// replaced by every value: the decoder never panics, never allocates beyond the frame, and
+/// whatever it accepts has a payload of exactly its codec's length for its float count and a
+/// stateless codec. Then a span claiming the most floats the wire allows, in the codec with the
+/// largest encoding (int8 with 1-float blocks, 5 bytes per float), in a small frame: refused
+/// before its 320 MiB could be allocated.
+fn hostile_span_headers_are_refused(overhead_max: &mut usize) -> u64 {
+    let mut inputs = 0;
+    for (reduced, codec) in [(false, "int8:64"), (true, "bf16"), (false, "none")] {
+        let envelope = Envelope::new(PeerId::from_index(0), RoundId(1), span_body(reduced, codec));
+        let frame = encode(&envelope).expect("ok");
+        let header_len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+        for at in 4..4 + header_len {
+            for value in 0..=255u8 {
+                let mut bad = frame.clone();
+                bad[at] = value;
+                let (result, peak) = decode_counted(&bad, usize::MAX);
+                inputs += 1;
+                *overhead_max = (*overhead_max).max(peak.saturating_sub(bad.len()));
+                assert!(
+                    peak <= 4 * bad.len() + ALLOC_SLACK_BYTES,
+                    "allocated {peak}"
+                );
+                if let Ok(e) = result
+                    && let Body::Contribution(Contribution { codec, floats, .. })
+                    | Body::Reduced(Reduced { codec, floats, .. }) = e.body
+                {
+                    assert!(!codec.is_stateful(), "{codec}");
+                    let payload = bad.len() - 4 - header_len;
+                    assert_eq!(
+                        payload,
+                        codec.encoded_len(floats as usize),
+                        "at {at}: {value}"
+                    );
+                }
+            }
+        }
+    }
+    let widest: CodecKind = "int8:1".parse().expect("valid");
+    let max = gradmesh_protocol::wire::SPAN_FLOATS_MAX;
+    for floats in [max, max + 1, u32::MAX] {
+        let mut body = span_body(false, "int8:1");
+        if let Body::Contribution(c) = &mut body {
+            c.floats = floats;
+            c.encoded = Arc::from(vec![0u8; 64]);
+        }
+        let envelope = Envelope::new(PeerId::from_index(0), RoundId(1), body);
+        let header = bincode::serde::encode_to_vec(
+            &envelope,
+            bincode::config::standard().with_limit::<HEADER_BYTES_MAX>(),
+        )
+        .expect("encodes");
+        let mut frame = u32::try_from(header.len())
+            .expect("small")
+            .to_le_bytes()
+            .to_vec();
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(&[0u8; 64]);
+        let (result, peak) = decode_counted(&frame, usize::MAX);
+        inputs += 1;
+        assert!(
+            matches!(
+                result,
+                Err(WireError::PayloadLength { .. } | WireError::OutOfBounds { .. })
+            ),
+            "{floats} floats in {widest}: {result:?}"
+        );
+        assert!(
+            peak <= 4 * frame.len() + ALLOC_SLACK_BYTES,
+            "allocated {peak}"
+        );
+        *overhead_max = (*overhead_max).max(peak.saturating_sub(frame.len()));
+    }
     inputs
 }

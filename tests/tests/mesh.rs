@@ -147,6 +147,22 @@ fn three_nodes_reach_90_percent_with_equal_digests() {
     assert!(accuracy >= 0.90, "accuracy {accuracy}");
 }
 
+/// Issue 4 item 5: the same mesh with int8 spans (about 3.8x fewer span bytes): every node
+/// quantises the same way, so digests stay equal, and the model still learns.
+#[test]
+fn three_nodes_with_int8_spans_reach_90_percent_with_equal_digests() {
+    let _serial = serial();
+    let mut cluster = mesh("int8", 3, |_| vec!["--codec".into(), "int8:64".into()]);
+    let (round, digests) = committed(&mut cluster, &[0, 1, 2], 60);
+    let accuracy = accuracy_at(&cluster, round);
+    println!(
+        "3 nodes, int8:64 spans, round {round}: test accuracy {:.2}%",
+        100.0 * accuracy
+    );
+    assert!(all_equal(&digests), "{digests:?}");
+    assert!(accuracy >= 0.90, "accuracy {accuracy}");
+}
+
 #[test]
 fn a_node_killed_mid_allreduce_leaves_survivors_equal() {
     let _serial = serial();

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gradmesh_node::cluster::{Cluster, Placement};
 use gradmesh_node::mesh::Report;
+use gradmesh_protocol::config::CodecKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +47,11 @@ pub(crate) struct AllreduceArgs {
     /// Python of the project venv (for the gloo baseline).
     #[arg(long, default_value = ".venv/bin/python")]
     python: PathBuf,
+    /// Span codec of every node (`gradmesh node --codec`): `none`, `fp16`, `bf16` or
+    /// `int8[:BLOCK]`. The ideal bytes per peer become 2(n-1)/n times the encoded vector; busbw
+    /// still counts the f32 vector (the work done), so it shows the codec's speed-up.
+    #[arg(long, default_value = "none")]
+    codec: CodecKind,
     /// Print one JSON line with every figure at the end.
     #[arg(long)]
     json: bool,
@@ -63,6 +69,9 @@ struct Figures {
     bytes_sent_per_peer: Option<f64>,
     #[serde(default)]
     bytes_ideal_per_peer: Option<f64>,
+    /// The span codec (`none` for raw f32; absent for gloo).
+    #[serde(default)]
+    codec: Option<String>,
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<()> {
@@ -95,8 +104,13 @@ fn print_figures(f: &Figures) {
         ),
         _ => String::new(),
     };
+    let codec = f
+        .codec
+        .as_deref()
+        .filter(|c| *c != "none")
+        .map_or(String::new(), |c| format!(" ({c})"));
     println!(
-        "{:<8} {} nodes x {} floats: p50 {:.3} s, busbw {:.3} GB/s{bytes}",
+        "{:<8} {} nodes x {} floats{codec}: p50 {:.3} s, busbw {:.3} GB/s{bytes}",
         f.backend, f.nodes, f.floats, f.seconds_p50, f.busbw_gbps
     );
 }
@@ -110,6 +124,7 @@ fn busbw(bytes: f64, seconds: f64, n: usize) -> f64 {
 #[allow(clippy::cast_precision_loss)]
 fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
     anyhow::ensure!(args.nodes >= 2, "need at least 2 nodes");
+    anyhow::ensure!(args.rounds >= 1, "need at least 1 measured round");
     let dir = std::env::temp_dir().join(format!("gradmesh-bench-{}", std::process::id()));
     let placement = args
         .netns
@@ -126,6 +141,8 @@ fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
         "120".into(),
         "--genesis-quorum".into(),
         args.nodes.to_string(),
+        "--codec".into(),
+        args.codec.to_string(),
     ];
     if args.mesh_key {
         let key = dir.join("mesh.key");
@@ -159,13 +176,20 @@ fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
         }
     }
     cluster.shutdown();
+    Ok(figures(args, &per_round))
+}
+
+/// The p50 round time and mean bytes sent per peer of `per_round` `(seconds, bytes sent)`.
+#[allow(clippy::cast_precision_loss)]
+fn figures(args: &AllreduceArgs, per_round: &[(f64, u64)]) -> Figures {
     let mut seconds: Vec<f64> = per_round.iter().map(|(s, _)| *s).collect();
     seconds.sort_by(f64::total_cmp);
     let p50 = seconds[seconds.len() / 2];
     let sent = per_round.iter().map(|(_, b)| *b as f64).sum::<f64>() / per_round.len() as f64;
     let bytes = 4.0 * args.floats as f64;
+    let encoded = args.codec.encoded_len(args.floats) as f64;
     let n = args.nodes as f64;
-    Ok(Figures {
+    Figures {
         backend: if args.mesh_key {
             "gradmesh+psk"
         } else {
@@ -177,8 +201,9 @@ fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
         seconds_p50: p50,
         busbw_gbps: busbw(bytes, p50, args.nodes),
         bytes_sent_per_peer: Some(sent),
-        bytes_ideal_per_peer: Some(2.0 * (n - 1.0) / n * bytes),
-    })
+        bytes_ideal_per_peer: Some(2.0 * (n - 1.0) / n * encoded),
+        codec: Some(args.codec.to_string()),
+    }
 }
 
 fn gloo_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
@@ -216,5 +241,6 @@ fn gloo_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
         busbw_gbps: get("busbw_gbps").context("busbw_gbps")?,
         bytes_sent_per_peer: None,
         bytes_ideal_per_peer: None,
+        codec: None,
     })
 }

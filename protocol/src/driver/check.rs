@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Aggregation;
+use crate::config::{Aggregation, CodecKind};
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::peer::Event;
 use crate::reduce::{RoundResult, span_rule};
@@ -93,6 +93,8 @@ pub struct InvariantChecker {
     round_timeout: Duration,
     /// The peers' aggregation rule; `None` is the weighted mean.
     aggregation: Option<Aggregation>,
+    /// The peers' span codec; `None` (the default) is raw f32.
+    codec: Option<CodecKind>,
     gradients: BTreeMap<(PeerId, StateSummary), WeightedGradient>,
     results: BTreeMap<RoundId, Digest>,
     committees: BTreeMap<RoundId, Vec<PeerId>>,
@@ -137,6 +139,15 @@ impl InvariantChecker {
     #[must_use]
     pub fn with_aggregation(mut self, rule: Aggregation) -> Self {
         self.aggregation = (rule != Aggregation::Mean).then_some(rule);
+        self
+    }
+
+    /// Recomputes committed spans as peers using span codec `codec` (the peers'
+    /// [`crate::config::PeerConfig::codec`]) compute them: every contribution's span slice and
+    /// then the reduced span are encoded and decoded once.
+    #[must_use]
+    pub fn with_codec(mut self, codec: CodecKind) -> Self {
+        self.codec = (codec != CodecKind::None).then_some(codec);
         self
     }
 
@@ -291,9 +302,12 @@ impl InvariantChecker {
                     }
                 }
             }
-            let recomputed = match self.aggregation {
-                None => weighted_mean(&inputs, span.range.clone()),
-                Some(rule) => robust_values(rule, &inputs, span.range.clone()),
+            let recomputed = match self.codec {
+                None => match self.aggregation {
+                    None => weighted_mean(&inputs, span.range.clone()),
+                    Some(rule) => robust_values(rule, &inputs, span.range.clone()),
+                },
+                Some(codec) => self.quantised_span(codec, &inputs, span.range.clone()),
             };
             for (i, expected) in span.range.clone().zip(recomputed) {
                 let got = result.data[i];
@@ -375,6 +389,48 @@ impl InvariantChecker {
         }
         Ok(())
     }
+}
+
+impl InvariantChecker {
+    /// The span as peers with span codec `codec` compute it, apart from the protocol's code: each
+    /// input's slice is encoded and decoded (the owner reduces decoded values), the rule is
+    /// applied, and its `f32` result is encoded and decoded once more (what every holder keeps).
+    fn quantised_span(
+        &self,
+        codec: CodecKind,
+        inputs: &[WeightedGradient],
+        range: Range<usize>,
+    ) -> Vec<f64> {
+        let len = range.len();
+        let slices: Vec<WeightedGradient> = inputs
+            .iter()
+            .map(|(w, g)| (*w, Arc::from(round_trip(codec, &g[range.clone()]))))
+            .collect();
+        let reduced = match self.aggregation {
+            None => weighted_mean(&slices, 0..len),
+            Some(rule) => robust_values(rule, &slices, 0..len),
+        };
+        #[allow(clippy::cast_possible_truncation)] // the span holds f32 values
+        let reduced: Vec<f32> = reduced.iter().map(|v| *v as f32).collect();
+        round_trip(codec, &reduced)
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    }
+}
+
+/// `values` encoded and decoded with `codec`; NaNs (which fail every comparison) if that fails.
+fn round_trip(codec: CodecKind, values: &[f32]) -> Vec<f32> {
+    let mut bytes = Vec::new();
+    let mut out = vec![0f32; values.len()];
+    let ok = codec
+        .build(values.len(), 0)
+        .and_then(|mut encoder| encoder.encode(values, &mut bytes))
+        .and_then(|()| codec.decode(&bytes, &mut out));
+    if ok.is_err() {
+        out.fill(f32::NAN);
+    }
+    out
 }
 
 /// The sample-weighted mean of `inputs` over `range`, in `f64`, computed apart from the protocol.

@@ -58,7 +58,8 @@ pub struct Schedule {
     pub run_for: Duration,
     /// Encode and decode every frame through [`wire`] (slower; proves the codec on real traffic).
     pub through_wire: bool,
-    /// Peer configuration (its aggregation rule is also the one the checker recomputes with).
+    /// Peer configuration (its aggregation rule and span codec are also those the checker
+    /// recomputes with).
     pub config: PeerConfig,
     /// Byzantine founders, for tests of robust aggregation; `None` for honest runs.
     pub attack: Option<Attack>,
@@ -190,7 +191,8 @@ impl Driver {
         schedule.config = schedule.config.with_genesis_quorum(schedule.peers / 2 + 1);
         let mut driver = Self {
             checker: InvariantChecker::new(schedule.config.round_timeout())
-                .with_aggregation(schedule.config.aggregation()),
+                .with_aggregation(schedule.config.aggregation())
+                .with_codec(schedule.config.codec()),
             schedule,
             now: Timestamp::ZERO,
             rng,

@@ -38,13 +38,13 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::config::{Aggregation, PeerConfig};
+use crate::config::{Aggregation, CodecKind, PeerConfig};
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::roster::Roster;
 use crate::time::Timestamp;
 use crate::wire::{Body, Contribution, Reduced, Role, SpanRequest, Vote};
 
-use span::{OwnedSpan, reduce_span, validate_values};
+use span::{OwnedSpan, encode_values, quantise, received_values, reduce_span};
 pub use span::{ReducedSpan, SpanResult, span_rule};
 
 /// Why a message from a peer was refused. The peer is named next to it in
@@ -90,6 +90,13 @@ pub enum RejectReason {
     /// The sender voted twice with different digests.
     #[error("sender voted for two different results")]
     Equivocation,
+    /// The span is encoded with another codec than the mesh's [`PeerConfig::codec`].
+    #[error("span is encoded with another codec than the mesh's")]
+    WrongCodec,
+    /// The span's codec bytes do not decode, or (named with this peer itself) its own values
+    /// cannot be encoded, say a value beyond fp16's range.
+    #[error("span codec: {0}")]
+    Codec(String),
 }
 
 /// How a round ended.
@@ -180,6 +187,7 @@ pub struct ReduceRound {
     committee: Option<Vec<PeerId>>,
     genesis_quorum: usize,
     aggregation: Aggregation,
+    codec: CodecKind,
     deadlines: Deadlines,
     local: Option<(u32, Arc<[f32]>)>,
     owned: BTreeMap<usize, OwnedSpan>,
@@ -240,6 +248,7 @@ impl ReduceRound {
             committee,
             genesis_quorum: config.genesis_quorum,
             aggregation: config.aggregation,
+            codec: config.codec,
             deadlines,
             local,
             owned: BTreeMap::new(),
@@ -287,21 +296,28 @@ impl ReduceRound {
         self.deadlines.round
     }
 
-    /// Sends each slice to its owner, keeping the local span.
+    /// Sends each slice to its owner, keeping the local span. With a span codec the local span
+    /// goes through the same encode→decode as every other contribution; a slice that cannot be
+    /// encoded (a NaN, or a value beyond fp16's range) is left out and reported against this peer.
     fn scatter(&mut self) {
         let (Some(rank), Some((weight, grad))) = (self.my_rank, self.local.clone()) else {
             return;
         };
         let contributors = self.roster.contributors().len();
         for (j, range) in self.roster.spans().to_vec().into_iter().enumerate() {
-            let data: Arc<[f32]> = Arc::from(&grad[range]);
             if j == rank {
                 let mut own = OwnedSpan::new(contributors, false);
-                own.insert(rank, weight, data);
+                match quantise(self.codec, &grad[range]) {
+                    Ok((data, _)) => own.insert(rank, weight, data),
+                    Err(reason) => self.reject(self.me, reason),
+                }
                 self.owned.insert(j, own);
             } else {
                 let to = self.roster.contributors()[j];
-                self.send(to, contribution(self.roster.digest(), j, weight, data));
+                match contribution(self.roster.digest(), j, weight, self.codec, &grad[range]) {
+                    Ok(body) => self.send(to, body),
+                    Err(reason) => self.reject(self.me, reason),
+                }
             }
         }
         self.try_reduce(rank, Timestamp::ZERO);
@@ -375,13 +391,17 @@ impl ReduceRound {
             .roster
             .span(j)
             .ok_or(RejectReason::NoSuchSpan { span: c.span })?;
-        validate_values(&c.data, range.len())?;
+        let values = received_values(
+            self.codec,
+            (c.codec, c.floats, &c.data, &c.encoded),
+            range.len(),
+        )?;
         if c.weight == 0 {
             return Err(RejectReason::ZeroWeight);
         }
         if self.my_rank == Some(j) {
             if let Some(own) = self.owned.get_mut(&j) {
-                own.insert(rank, c.weight, c.data);
+                own.insert(rank, c.weight, values);
             }
             self.try_reduce(j, now);
             return Ok(());
@@ -396,7 +416,7 @@ impl ReduceRound {
         }
         self.activate_backup(j);
         if let Some(own) = self.owned.get_mut(&j) {
-            own.insert(rank, c.weight, c.data);
+            own.insert(rank, c.weight, values);
             own.requesters.insert(from);
         }
         self.try_reduce(j, now);
@@ -410,8 +430,9 @@ impl ReduceRound {
         let mut own = OwnedSpan::new(self.roster.contributors().len(), true);
         if let (Some(rank), Some((weight, grad)), Some(range)) =
             (self.my_rank, &self.local, self.roster.span(j))
+            && let Ok((data, _)) = quantise(self.codec, &grad[range])
         {
-            own.insert(rank, *weight, Arc::from(&grad[range]));
+            own.insert(rank, *weight, data);
         }
         self.owned.insert(j, own);
     }
@@ -439,10 +460,16 @@ impl ReduceRound {
         let Some(range) = self.roster.span(j) else {
             return;
         };
-        let reduced = reduce_span(own, range.len(), self.aggregation);
+        let reduced = reduce_span(own, range.len(), self.aggregation).encoded_once(self.codec);
         if let Some(own) = self.owned.get_mut(&j) {
             own.done = true;
         }
+        // Only a robust rule's output could fail to encode (beyond fp16's range): the span then
+        // stays missing and the round aborts, as every recomputation would fail alike.
+        let reduced = match reduced {
+            Ok(reduced) => reduced,
+            Err(reason) => return self.reject(self.me, reason),
+        };
         let body = reduced.to_body(self.roster.digest(), j);
         self.broadcast(&body);
         self.accept_reduced(j, reduced);
@@ -459,8 +486,12 @@ impl ReduceRound {
             .roster
             .span(j)
             .ok_or(RejectReason::NoSuchSpan { span: r.span })?;
-        validate_values(&r.data, range.len())?;
-        let span = ReducedSpan::from_wire(&r, self.roster.contributors().len())
+        let values = received_values(
+            self.codec,
+            (r.codec, r.floats, &r.data, &r.encoded),
+            range.len(),
+        )?;
+        let span = ReducedSpan::from_wire(&r, self.roster.contributors().len(), values)
             .ok_or(RejectReason::BadContributors)?;
         self.accept_reduced(j, span);
         Ok(())
@@ -681,8 +712,10 @@ impl ReduceRound {
             let (Some((weight, grad)), Some(range)) = (&self.local, self.roster.span(j)) else {
                 continue;
             };
-            let body = contribution(self.roster.digest(), j, *weight, Arc::from(&grad[range]));
-            self.send(backup, body);
+            let body = contribution(self.roster.digest(), j, *weight, self.codec, &grad[range]);
+            if let Ok(body) = body {
+                self.send(backup, body);
+            }
         }
     }
 
@@ -732,14 +765,23 @@ pub enum StartError {
     },
 }
 
-fn contribution(roster: Digest, j: usize, weight: u32, data: Arc<[f32]>) -> Body {
-    Body::Contribution(Contribution {
+fn contribution(
+    roster: Digest,
+    j: usize,
+    weight: u32,
+    codec: CodecKind,
+    values: &[f32],
+) -> Result<Body, RejectReason> {
+    let (data, encoded) = encode_values(codec, values)?;
+    Ok(Body::Contribution(Contribution {
         roster,
         span: u32::try_from(j).unwrap_or(u32::MAX),
         weight,
-        floats: u32::try_from(data.len()).unwrap_or(u32::MAX),
+        codec,
+        floats: u32::try_from(values.len()).unwrap_or(u32::MAX),
         data,
-    })
+        encoded,
+    }))
 }
 
 fn span_index(roster: &Roster, span: u32) -> Result<usize, RejectReason> {

@@ -1,11 +1,13 @@
 //! Span-level pieces of a round: collecting contributions, the fixed-order reduction (the
-//! weighted mean or a robust rule), and the result digest.
+//! weighted mean or a robust rule), the span codec (docs/protocol.md §3.7), and the result digest.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::config::Aggregation;
+use gradmesh_kernels::codec::CodecError;
+
+use crate::config::{Aggregation, CodecKind};
 use crate::ids::{Digest, PeerId};
 use crate::roster::Roster;
 use crate::wire::{Body, Reduced, f32_bytes};
@@ -61,25 +63,35 @@ pub struct ReducedSpan {
     pub contributors: Vec<u8>,
     /// Sum of their weights.
     pub total_weight: u64,
-    /// The reduced values: the weighted mean, or the configured robust rule's output.
+    /// The reduced values: the weighted mean, or the configured robust rule's output; with a
+    /// span codec, the decoding of `encoded`.
     pub data: Arc<[f32]>,
+    /// The codec `encoded` is in ([`CodecKind::None`]: no encoding, `data` travels raw).
+    pub codec: CodecKind,
+    /// The owner's encoding of the span, relayed verbatim (never re-encoded); empty with
+    /// [`CodecKind::None`].
+    pub encoded: Arc<[u8]>,
 }
 
 impl ReducedSpan {
     pub(super) fn to_body(&self, roster: Digest, j: usize) -> Body {
+        let raw = self.codec == CodecKind::None;
         Body::Reduced(Reduced {
             roster,
             span: u32::try_from(j).unwrap_or(u32::MAX),
             contributors: self.contributors.clone(),
             total_weight: self.total_weight,
+            codec: self.codec,
             floats: u32::try_from(self.data.len()).unwrap_or(u32::MAX),
-            data: self.data.clone(),
+            data: if raw { self.data.clone() } else { no_floats() },
+            encoded: self.encoded.clone(),
         })
     }
 
     /// Checks a received span's bitmap: the right length, no bit beyond the roster, at least one
-    /// contributor, and a positive weight.
-    pub(super) fn from_wire(r: &Reduced, contributors: usize) -> Option<Self> {
+    /// contributor, and a positive weight. `data` are its values, already decoded and checked
+    /// ([`received_values`]).
+    pub(super) fn from_wire(r: &Reduced, contributors: usize, data: Arc<[f32]>) -> Option<Self> {
         if r.contributors.len() != contributors.div_ceil(8) || r.total_weight == 0 {
             return None;
         }
@@ -88,9 +100,105 @@ impl ReducedSpan {
         (any && !beyond).then(|| Self {
             contributors: r.contributors.clone(),
             total_weight: r.total_weight,
-            data: r.data.clone(),
+            data,
+            codec: r.codec,
+            encoded: r.encoded.clone(),
         })
     }
+
+    /// The owner's last step with a span codec: encode the reduced values once and hold the
+    /// decoding of those bytes, exactly what every receiver will decode. A no-op for
+    /// [`CodecKind::None`].
+    pub(super) fn encoded_once(self, codec: CodecKind) -> Result<Self, RejectReason> {
+        if codec == CodecKind::None {
+            return Ok(self);
+        }
+        let (data, encoded) = quantise(codec, &self.data)?;
+        Ok(Self {
+            data,
+            codec,
+            encoded,
+            ..self
+        })
+    }
+}
+
+/// A span's values as they travel: `(raw floats, codec bytes)`, one of the two empty.
+pub(super) type WireValues = (Arc<[f32]>, Arc<[u8]>);
+
+fn no_floats() -> Arc<[f32]> {
+    Arc::from(Vec::new())
+}
+
+fn no_bytes() -> Arc<[u8]> {
+    Arc::from(Vec::new())
+}
+
+/// A local encode failure (a NaN or infinite gradient value, or one beyond fp16's range).
+fn local_error(e: CodecError) -> RejectReason {
+    match e {
+        CodecError::NonFiniteInput { index, .. } => RejectReason::NonFinite { index },
+        other => RejectReason::Codec(other.to_string()),
+    }
+}
+
+/// `values` as `codec` puts them on the wire: `(raw floats, codec bytes)`, the one `codec` does
+/// not use left empty. Stateless codecs only (the configuration refuses the others), so the
+/// encoder is built per call and keeps nothing.
+pub(super) fn encode_values(codec: CodecKind, values: &[f32]) -> Result<WireValues, RejectReason> {
+    if codec == CodecKind::None {
+        return Ok((Arc::from(values), no_bytes()));
+    }
+    let mut encoder = codec.build(values.len(), 0).map_err(local_error)?;
+    let mut bytes = Vec::with_capacity(codec.encoded_len(values.len()));
+    encoder.encode(values, &mut bytes).map_err(local_error)?;
+    Ok((no_floats(), Arc::from(bytes)))
+}
+
+/// What every receiver holds of `values` sent under `codec`: the values themselves for
+/// [`CodecKind::None`], else the decoding of their encoding; with the encoded bytes.
+pub(super) fn quantise(codec: CodecKind, values: &[f32]) -> Result<WireValues, RejectReason> {
+    let (data, encoded) = encode_values(codec, values)?;
+    if codec == CodecKind::None {
+        return Ok((data, encoded));
+    }
+    let mut decoded = vec![0f32; values.len()];
+    codec
+        .decode(&encoded, &mut decoded)
+        .map_err(|e| RejectReason::Codec(e.to_string()))?;
+    Ok((Arc::from(decoded), encoded))
+}
+
+/// The values of a received span of `expected` floats, sent as `(codec, floats, data, encoded)`:
+/// the raw floats, or the decoding of the codec's bytes. Refuses another codec than the mesh's,
+/// the wrong length, undecodable bytes, and any NaN or infinity (after decoding). The length is
+/// checked before anything is allocated.
+pub(super) fn received_values(
+    mesh: CodecKind,
+    (codec, floats, data, encoded): (CodecKind, u32, &Arc<[f32]>, &[u8]),
+    expected: usize,
+) -> Result<Arc<[f32]>, RejectReason> {
+    if codec != mesh {
+        return Err(RejectReason::WrongCodec);
+    }
+    if codec == CodecKind::None {
+        validate_values(data, expected)?;
+        return Ok(data.clone());
+    }
+    if floats as usize != expected || encoded.len() != codec.encoded_len(expected) {
+        return Err(RejectReason::WrongLength {
+            expected,
+            got: floats as usize,
+        });
+    }
+    let mut decoded = vec![0f32; expected];
+    codec.decode(encoded, &mut decoded).map_err(|e| match e {
+        CodecError::NonFiniteDecoded { index } => RejectReason::NonFinite { index },
+        other => RejectReason::Codec(other.to_string()),
+    })?;
+    // The codec guarantees finite output on success; checked again on the path every span takes.
+    validate_values(&decoded, expected)?;
+    Ok(Arc::from(decoded))
 }
 
 /// One span of a committed result.
@@ -150,31 +258,56 @@ pub fn span_rule(rule: Aggregation, contributions: usize) -> Aggregation {
     }
 }
 
+/// The contributions an owner holds for its span, in rank order, with the bitmap and total
+/// weight that name them in the reduced span.
+struct Present<'a> {
+    bitmap: Vec<u8>,
+    total_weight: u64,
+    /// (weight, values) per present contribution, values cut to the span's length.
+    contributions: Vec<(u32, &'a [f32])>,
+}
+
+impl<'a> Present<'a> {
+    fn of(own: &'a OwnedSpan, len: usize) -> Self {
+        let mut bitmap = vec![0u8; own.contributions.len().div_ceil(8)];
+        let mut total_weight = 0u64;
+        let mut contributions = Vec::with_capacity(own.contributions.len());
+        for (rank, (weight, data)) in own
+            .contributions
+            .iter()
+            .enumerate()
+            .filter_map(|(r, c)| c.as_ref().map(|c| (r, c)))
+        {
+            bitmap[rank / 8] |= 1 << (rank % 8);
+            total_weight += u64::from(*weight);
+            contributions.push((*weight, &data[..len.min(data.len())]));
+        }
+        Self {
+            bitmap,
+            total_weight,
+            contributions,
+        }
+    }
+}
+
 /// A robust rule over the contributions present, in rank order, weighted by their sample counts.
 /// A rule that refuses its inputs (impossible after [`span_rule`] and the config's checks, as
 /// contributions are finite, non-empty and of one length) falls back to the weighted mean, so
 /// the result is still a deterministic function of the inputs.
 fn robust_span(own: &OwnedSpan, len: usize, rule: Aggregation) -> ReducedSpan {
-    let mut bitmap = vec![0u8; own.contributions.len().div_ceil(8)];
-    let mut total_weight = 0u64;
-    let mut values: Vec<&[f32]> = Vec::with_capacity(own.contributions.len());
-    let mut weights: Vec<u32> = Vec::with_capacity(own.contributions.len());
-    for (rank, (weight, data)) in own
-        .contributions
-        .iter()
-        .enumerate()
-        .filter_map(|(r, c)| c.as_ref().map(|c| (r, c)))
-    {
-        bitmap[rank / 8] |= 1 << (rank % 8);
-        total_weight += u64::from(*weight);
-        values.push(data);
-        weights.push(*weight);
-    }
+    let Present {
+        bitmap,
+        total_weight,
+        contributions,
+    } = Present::of(own, len);
+    let (weights, values): (Vec<u32>, Vec<&[f32]>) = contributions.into_iter().unzip();
     match span_rule(rule, values.len()).apply(&values, &weights) {
         Ok(data) if data.len() == len => ReducedSpan {
             contributors: bitmap,
             total_weight,
             data: data.into(),
+            codec: CodecKind::None,
+            encoded: no_bytes(),
         },
         _ => mean_span(own, len),
     }
@@ -190,19 +323,11 @@ const MEAN_BLOCK: usize = 1024;
 /// `weight × value` over the contributions in rank order and divides once, so the bytes are
 /// the same as a whole-span accumulation (and independent of arrival order, §5.1).
 fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
-    let mut bitmap = vec![0u8; own.contributions.len().div_ceil(8)];
-    let mut total_weight = 0u64;
-    let mut present: Vec<(f64, &[f32])> = Vec::with_capacity(own.contributions.len());
-    for (rank, (weight, data)) in own
-        .contributions
-        .iter()
-        .enumerate()
-        .filter_map(|(r, c)| c.as_ref().map(|c| (r, c)))
-    {
-        bitmap[rank / 8] |= 1 << (rank % 8);
-        total_weight += u64::from(*weight);
-        present.push((f64::from(*weight), &data[..len.min(data.len())]));
-    }
+    let Present {
+        bitmap,
+        total_weight,
+        contributions,
+    } = Present::of(own, len);
     let denominator = total_weight.max(1) as f64;
     let mut out = Vec::with_capacity(len);
     let mut acc = [0f64; MEAN_BLOCK];
@@ -210,7 +335,8 @@ fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
         let end = (start + MEAN_BLOCK).min(len);
         let acc = &mut acc[..end - start];
         acc.fill(0.0);
-        for (w, data) in &present {
+        for (weight, data) in &contributions {
+            let w = f64::from(*weight);
             let block = &data[start.min(data.len())..end.min(data.len())];
             for (a, x) in acc.iter_mut().zip(block) {
                 *a += w * f64::from(*x);
@@ -223,6 +349,8 @@ fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
         contributors: bitmap,
         total_weight,
         data: Arc::from(out),
+        codec: CodecKind::None,
+        encoded: no_bytes(),
     }
 }
 
@@ -265,6 +393,263 @@ pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PeerConfig;
+    use crate::ids::RoundId;
+    use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput};
+    use crate::time::Timestamp;
+    use crate::wire::{Contribution, Member, Proposal, Role, SpanRequest, StateSummary};
+
+    type Sent = Vec<(PeerId, PeerId, Body)>;
+
+    /// `n` contributors of a `len`-float vector whose spans are sized by bandwidths 1..=n, so
+    /// they are uneven and not multiples of an int8 block.
+    fn rounds(codec: CodecKind, n: u64, len: u64) -> Vec<ReduceRound> {
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                peer: PeerId::from_index(i),
+                role: Role::Contributor,
+                bandwidth_bytes_per_s: 1 + i,
+            })
+            .collect();
+        let mut members = members;
+        members.sort_by_key(|m| m.peer);
+        let base = StateSummary {
+            round: RoundId(0),
+            digest: Digest::default(),
+        };
+        let proposal = Proposal {
+            base,
+            vector_len: len,
+            members,
+        };
+        let roster = Arc::new(Roster::from_proposal(RoundId(1), &proposal).expect("valid"));
+        let config = PeerConfig::builder().codec(codec).build().expect("valid");
+        let contributors = roster.contributors().to_vec();
+        contributors
+            .iter()
+            .enumerate()
+            .map(|(rank, &me)| {
+                let grad: Arc<[f32]> = (0..len as usize)
+                    .map(|i| ((rank * 7919 + i * 104_729) % 2001) as f32 * 1e-3 - 1.0)
+                    .collect();
+                let local = Some((10 + rank as u32, grad));
+                ReduceRound::start(
+                    &config,
+                    roster.clone(),
+                    me,
+                    Timestamp::ZERO,
+                    local,
+                    Some(vec![]),
+                )
+                .expect("starts")
+            })
+            .collect()
+    }
+
+    /// Delivers every message `keep` lets through, at once, until nothing is left; returns what
+    /// was delivered, the rejections and the outcomes.
+    fn pump(
+        rounds: &mut [ReduceRound],
+        keep: impl Fn(&Body) -> bool,
+    ) -> (Sent, Vec<(PeerId, RejectReason)>, Vec<RoundOutcome>) {
+        let ids: Vec<PeerId> = rounds.iter().map(|r| r.me).collect();
+        let (mut sent, mut rejected, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..10_000 {
+            let mut queue = Vec::new();
+            for (i, round) in rounds.iter_mut().enumerate() {
+                while let Some(out) = round.poll_output() {
+                    match out {
+                        RoundOutput::Send { to, body } if keep(&body) => {
+                            queue.push((ids[i], to, body));
+                        }
+                        RoundOutput::Send { .. } => {}
+                        RoundOutput::Rejected { peer, reason } => rejected.push((peer, reason)),
+                        RoundOutput::Finished(o) => outcomes.push(o),
+                    }
+                }
+            }
+            if queue.is_empty() {
+                break;
+            }
+            for (from, to, body) in queue {
+                let at = ids.iter().position(|p| *p == to).expect("member");
+                rounds[at].handle_message(Timestamp::ZERO, from, body.clone());
+                sent.push((from, to, body));
+            }
+        }
+        (sent, rejected, outcomes)
+    }
+
+    fn committed(outcomes: &[RoundOutcome]) -> Vec<&RoundResult> {
+        outcomes
+            .iter()
+            .filter_map(|o| match o {
+                RoundOutcome::Committed(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Payload bytes of every Contribution and Reduced sent.
+    fn span_payloads(sent: &Sent) -> (usize, usize) {
+        let (mut contributions, mut reduced) = (0, 0);
+        for (_, _, body) in sent {
+            match body {
+                Body::Contribution(_) => contributions += crate::wire::payload_bytes(body),
+                Body::Reduced(_) => reduced += crate::wire::payload_bytes(body),
+                _ => {}
+            }
+        }
+        (contributions, reduced)
+    }
+
+    /// Issue 4 item 5: with a span codec every Contribution and Reduced payload is exactly the
+    /// codec's `encoded_len` of its span (so the round's span bytes shrink by the codec's ratio),
+    /// every peer commits the same digest, and the result is the quantised mean.
+    #[test]
+    fn codecs_shrink_span_payloads_by_their_ratio_and_keep_results_identical() {
+        let (n, len) = (4, 4000);
+        let mut raw = rounds(CodecKind::None, n, len);
+        let (sent, rejected, outcomes) = pump(&mut raw, |_| true);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let (raw_contrib, raw_reduced) = span_payloads(&sent);
+        let exact = committed(&outcomes)[0].data.clone();
+        for name in ["fp16", "bf16", "int8:64", "int8:7"] {
+            let codec: CodecKind = name.parse().expect("valid");
+            let mut mesh = rounds(codec, n, len);
+            let spans: Vec<usize> = mesh[0].roster().spans().iter().map(|r| r.len()).collect();
+            let (sent, rejected, outcomes) = pump(&mut mesh, |_| true);
+            assert!(rejected.is_empty(), "{name}: {rejected:?}");
+            let results = committed(&outcomes);
+            assert_eq!(results.len(), n as usize, "{name}: every peer commits");
+            assert!(
+                results.iter().all(|r| r.digest == results[0].digest),
+                "{name}"
+            );
+            // Each peer sends its slice of every other span; each owner its span to n-1 peers.
+            let others = n as usize - 1;
+            let encoded: usize = spans.iter().map(|&s| codec.encoded_len(s)).sum();
+            let raw_len: usize = spans.iter().map(|&s| 4 * s).sum();
+            let (contrib, reduced) = span_payloads(&sent);
+            assert_eq!(
+                (raw_contrib, raw_reduced),
+                (others * raw_len, others * raw_len)
+            );
+            assert_eq!(
+                (contrib, reduced),
+                (others * encoded, others * encoded),
+                "{name}"
+            );
+            let ratio = raw_contrib as f64 / contrib as f64;
+            let expected = codec.compression_ratio(len as usize);
+            assert!(
+                (ratio - expected).abs() / expected < 0.01,
+                "{name}: {ratio} vs {expected}"
+            );
+            // Quantised, yet close to the exact mean (two quantisations of values in [-1, 1]).
+            let err = results[0]
+                .data
+                .iter()
+                .zip(exact.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err > 0.0 && err < 0.02, "{name}: max error {err}");
+        }
+    }
+
+    /// A member asked for a span it received relays the owner's encoded bytes, not a re-encoding
+    /// of its decoded values (int8 recomputes its block scales, so that need not be identical).
+    #[test]
+    fn relayed_spans_are_the_owners_bytes_verbatim() {
+        let codec: CodecKind = "int8:64".parse().expect("valid");
+        let mut mesh = rounds(codec, 3, 500);
+        // Without votes no round finishes, so every member still answers span requests.
+        let (sent, rejected, outcomes) = pump(&mut mesh, |b| !matches!(b, Body::Vote(_)));
+        assert!(rejected.is_empty() && outcomes.is_empty());
+        let from_owner = sent
+            .iter()
+            .find_map(|(_, _, b)| match b {
+                Body::Reduced(r) if r.span == 0 => Some(r.encoded.clone()),
+                _ => None,
+            })
+            .expect("owner broadcast span 0");
+        let roster = mesh[0].roster().digest();
+        let asker = mesh[1].me;
+        mesh[2].handle_message(
+            Timestamp::ZERO,
+            asker,
+            Body::SpanRequest(SpanRequest { roster, span: 0 }),
+        );
+        let relayed = std::iter::from_fn(|| mesh[2].poll_output())
+            .find_map(|o| match o {
+                RoundOutput::Send {
+                    body: Body::Reduced(r),
+                    ..
+                } => Some(r),
+                _ => None,
+            })
+            .expect("relayed");
+        assert_eq!(relayed.codec, codec);
+        assert!(relayed.data.is_empty());
+        assert_eq!(&relayed.encoded[..], &from_owner[..]);
+    }
+
+    /// NaN or infinity after decoding, another codec than the mesh's, and undecodable bytes are
+    /// refused with the sender named.
+    #[test]
+    fn bad_encoded_contributions_are_refused_and_named() {
+        let codec = CodecKind::Fp16;
+        let mut mesh = rounds(codec, 3, 300);
+        let (sender, owner) = (mesh[0].me, 1);
+        let roster = mesh[owner].roster().digest();
+        let floats = mesh[owner].roster().span(1).expect("span").len();
+        let body = |codec: CodecKind, data: Vec<f32>, encoded: Vec<u8>| {
+            Body::Contribution(Contribution {
+                roster,
+                span: 1,
+                weight: 3,
+                codec,
+                floats: u32::try_from(floats).expect("small"),
+                data: Arc::from(data),
+                encoded: Arc::from(encoded),
+            })
+        };
+        // fp16 0x7e00 is a NaN, 0x7c00 is +inf; the first bad value is at index 2.
+        let mut nan = vec![0u8; 2 * floats];
+        nan[4..6].copy_from_slice(&0x7e00u16.to_le_bytes());
+        let mut inf = vec![0u8; 2 * floats];
+        inf[4..6].copy_from_slice(&0x7c00u16.to_le_bytes());
+        let cases = [
+            (
+                body(codec, vec![], nan),
+                RejectReason::NonFinite { index: 2 },
+            ),
+            (
+                body(codec, vec![], inf),
+                RejectReason::NonFinite { index: 2 },
+            ),
+            (
+                body(CodecKind::None, vec![0.5; floats], vec![]),
+                RejectReason::WrongCodec,
+            ),
+            (
+                body(codec, vec![], vec![0; 2 * floats - 2]),
+                RejectReason::WrongLength {
+                    expected: floats,
+                    got: floats,
+                },
+            ),
+        ];
+        let mut expected = Vec::new();
+        for (message, reason) in cases {
+            mesh[owner].handle_message(Timestamp::ZERO, sender, message);
+            expected.push((sender, reason));
+        }
+        // The genuine contributions still complete the round.
+        let (_, rejected, outcomes) = pump(&mut mesh, |_| true);
+        assert_eq!(rejected, expected);
+        assert_eq!(committed(&outcomes).len(), 3);
+    }
 
     fn span_of(values: &[(usize, u32, [f32; 2])], contributors: usize) -> OwnedSpan {
         let mut own = OwnedSpan::new(contributors, false);
