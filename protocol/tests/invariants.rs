@@ -93,6 +93,7 @@ fn run_schedules(cases: u64, seed: u64) {
     let kills = AtomicU64::new(0);
     let joins = AtomicU64::new(0);
     let halted = AtomicU64::new(0);
+    let undecided = AtomicU64::new(0);
     let result = runner.run(&schedule(), |schedule| {
         ran.fetch_add(1, Ordering::Relaxed);
         let mut driver = Driver::new(schedule.clone());
@@ -104,17 +105,23 @@ fn run_schedules(cases: u64, seed: u64) {
             u64::from(driver.checker().halted_by_design),
             Ordering::Relaxed,
         );
+        undecided.fetch_add(
+            u64::from(driver.checker().halted_undecided),
+            Ordering::Relaxed,
+        );
         prop_assert!(verdict.is_ok(), "{:?} in {:?}", verdict, schedule);
         Ok(())
     });
     println!(
         "fault schedules: {} run (generator seed {seed}), {} peer commits, {} kills, {} joins, \
-         {} halted with a majority of the last committee dead (liveness not required)",
+         {} halted with a majority of the last committee dead, {} halted undecided (liveness \
+         not required)",
         ran.load(Ordering::Relaxed),
         commits.load(Ordering::Relaxed),
         kills.load(Ordering::Relaxed),
         joins.load(Ordering::Relaxed),
         halted.load(Ordering::Relaxed),
+        undecided.load(Ordering::Relaxed),
     );
     if let Err(e) = result {
         panic!("{e}");
