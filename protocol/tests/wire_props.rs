@@ -406,6 +406,21 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             chunks: Vec::new(),
             committee: Vec::new(),
         }),
+        Body::Announce(Announce {
+            state: Some(summary),
+            ready_for: None,
+            wants_to_join: false,
+            bandwidth_bytes_per_s: 1,
+            samples_per_s: 1,
+            samples_per_step: 1,
+            lock: Some(VoteLock {
+                round: RoundId(1),
+                digest: Digest::default(),
+                carried: false,
+                backers: Vec::new(),
+            }),
+            seq: 1,
+        }),
     ];
     let mut inputs = 0;
     for body in bodies {
@@ -434,6 +449,6 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             );
         }
     }
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
     inputs
 }
