@@ -33,7 +33,7 @@ use crate::reduce::{Carry, RoundResult};
 use crate::time::Timestamp;
 use crate::wire::{StateSummary, VoteLock};
 
-use super::{Event, Peer, Role, Stage};
+use super::{Event, Peer, Stage};
 
 /// A contributor's last vote on its current state.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ impl Peer {
     /// Recomputes what this contributor may vote for in its running round, and tells the round.
     pub(super) fn update_carry(&mut self) {
         let Some(round) = &self.round else { return };
-        if round.roster().role(self.me) != Some(Role::Contributor) {
+        if !round.awaits_carry() {
             return;
         }
         let carry = self.carry_for(round.round(), round.roster().base());

@@ -344,6 +344,11 @@ impl ReduceRound {
         Some((vote, self.held(digest).cloned()))
     }
 
+    /// Whether this is a contributor that has not voted yet (it needs [`Carry`] to vote).
+    pub(crate) fn awaits_carry(&self) -> bool {
+        !self.finished && self.my_rank.is_some() && self.my_vote.is_none()
+    }
+
     /// Tells a contributor what it may vote for (see [`Carry`]); it votes as soon as it may.
     /// Ignored once it has voted.
     pub(crate) fn set_carry(&mut self, carry: Carry) {
