@@ -256,12 +256,10 @@ fn a_peer_that_cannot_tell_which_result_may_have_committed_withholds_its_vote() 
     announce_from(&mut peer, (2, 4), base, Some(other.clone()));
     propose_round_4(&mut peer, base);
     let mut outputs = drain(&mut peer);
-    let mut t = Timestamp::ZERO;
     for _ in 0..50 {
-        let Some(next) = peer.poll_timeout() else {
+        let Some(t) = peer.poll_timeout() else {
             break;
         };
-        t = next;
         peer.handle_timeout(t);
         outputs.extend(drain(&mut peer));
         if outputs
