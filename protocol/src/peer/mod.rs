@@ -110,6 +110,8 @@ pub struct Peer {
     next_announce: Timestamp,
     /// Sequence number of our last announcement.
     announce_seq: u64,
+    /// Cached leader order (`leader.rs`).
+    leader_order: leader::LeaderOrder,
     outputs: VecDeque<Output>,
 }
 
@@ -150,6 +152,7 @@ impl Peer {
             proposed: None,
             next_announce: now,
             announce_seq: 0,
+            leader_order: leader::LeaderOrder::default(),
             outputs: VecDeque::new(),
         };
         match initial {
