@@ -12,7 +12,9 @@
 //! peer alive for the last 8 s contributed to a committed round in the last 4 s, i.e. within
 //! four round timeouts) — unless a
 //! majority of the newest round's contributors is dead, where the protocol halts by design
-//! rather than risk two histories; such runs are counted and printed.
+//! rather than risk two histories, or a live contributor withheld its vote in its last round
+//! because an unreachable committee member could have completed either of two earlier results
+//! (docs/protocol.md §5.2); such runs are counted and printed.
 //!
 //! `GRADMESH_SCHEDULES` sets the number of schedules (default 2000; `make soak` runs more) and
 //! `GRADMESH_SEED` the seed of the schedule generator, so any failure replays exactly.

@@ -20,16 +20,20 @@
 //!    first version of a span it receives; a backup version only exists when nobody the backup
 //!    asked held the owner's, and if members still end up with different versions their digests
 //!    differ and at most one of them can gather a quorum.
-//! 4. **Vote.** With every span in hand a member hashes the result and sends its digest to every
-//!    member. A contributor commits when its digest has the votes of a strict majority of this
-//!    roster's contributors *and* of a strict majority of the *committee* — the contributors of
-//!    the round that produced the base state — and then tells everyone (`Commit`); a member
-//!    holding the same digest commits on that notice (observers commit only on notices). Two
-//!    rosters for the same round on the same base may exist (leaders with different views), but
-//!    any two committee majorities share a peer, a peer accepts one roster per round and votes
-//!    once, so two different results can never both commit. A member that learns of a majority for a different digest finishes
-//!    [`RoundOutcome::Diverged`] and must resync; one that reaches the *round* deadline without
-//!    either finishes [`RoundOutcome::Aborted`] and keeps its pre-round state.
+//! 4. **Vote.** A contributor votes once: for its own result's digest once every span is in
+//!    hand, or for an earlier round's digest on the same base at once, or not at all — as the
+//!    peer machine decides from earlier votes on that base (`Carry`, `peer/lock.rs`,
+//!    docs/protocol.md §5.2). A digest is decided when it has the votes of a strict majority of
+//!    this roster's contributors *and* of a strict majority of the *committee* — the
+//!    contributors of the round that produced the base state. A member holding the decided
+//!    digest's data commits and tells everyone (`Commit`); a member holding the same digest
+//!    commits on that notice (observers commit only on notices). Within a round, any two
+//!    committee majorities share a peer, a peer accepts one roster per round and votes once, so
+//!    two different results can never both commit. A member that voted or holds a result, but
+//!    not the decided one, finishes [`RoundOutcome::Diverged`] and must resync; one that has
+//!    neither waits for its spans until the *round* deadline (they may trail the small votes on
+//!    a slow downlink). At the deadline an undecided round finishes
+//!    [`RoundOutcome::Aborted`] and the peer keeps its pre-round state.
 
 mod span;
 
