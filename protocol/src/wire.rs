@@ -23,7 +23,8 @@ use crate::config::CodecKind;
 use crate::ids::{Digest, PeerId, RoundId};
 
 /// Version of the wire format; a frame of another version is refused. Version 2 added the span
-/// codec to `Contribution` and `Reduced` headers.
+/// codec to `Contribution` and `Reduced` headers and the vote lock and sequence number to
+/// `Announce`.
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest bincode header. Every header kind fits: a proposal for [`ROSTER_MEMBERS_MAX`] members
 /// is ~200 KiB and a manifest of [`STATE_CHUNKS_MAX`] digests 512 KiB.
@@ -122,6 +123,29 @@ pub struct Announce {
     pub samples_per_s: u32,
     /// Samples behind each gradient the peer contributes.
     pub samples_per_step: u32,
+    /// The peer's last vote on `state` (docs/protocol.md §5.2); `None` if it has not voted on
+    /// that state.
+    pub lock: Option<VoteLock>,
+    /// Counts the sender's announcements; a receiver ignores one older than the last it kept
+    /// (the network may reorder them).
+    pub seq: u64,
+}
+
+/// A contributor's last vote on the state it announces (docs/protocol.md §5.2): it voted
+/// `digest` in `round`. Kept until the peer's state changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteLock {
+    /// The round of the vote.
+    pub round: RoundId,
+    /// The result digest voted for.
+    pub digest: Digest,
+    /// The vote carried an earlier round's result (`false`: the round's own reduction).
+    pub carried: bool,
+    /// Bitmap over the state's committee, in its order (bit `i` of byte `i / 8`): the members
+    /// that are contributors of the voted round's roster, the only ones whose votes count for
+    /// `digest`. Empty for the initial state (no committee). At most
+    /// [`ROSTER_MEMBERS_MAX`]` / 8` bytes.
+    pub backers: Vec<u8>,
 }
 
 /// A member's part in a round.
@@ -468,8 +492,12 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
             )?;
             bound("chunk.data", c.data.len(), c.bytes as usize)
         }
-        Body::Announce(_)
-        | Body::SpanRequest(_)
+        Body::Announce(a) => bound(
+            "announce.lock.backers",
+            a.lock.as_ref().map_or(0, |l| l.backers.len()),
+            ROSTER_MEMBERS_MAX / 8,
+        ),
+        Body::SpanRequest(_)
         | Body::Vote(_)
         | Body::Commit(_)
         | Body::StateRequest(_)
@@ -603,20 +631,31 @@ mod tests {
         PeerId::from_index(i)
     }
 
+    fn announce(state: StateSummary) -> Announce {
+        Announce {
+            state: Some(state),
+            ready_for: Some(RoundId(4)),
+            wants_to_join: false,
+            bandwidth_bytes_per_s: 1 << 30,
+            samples_per_s: 900,
+            samples_per_step: 64,
+            lock: Some(VoteLock {
+                round: RoundId(2),
+                digest: Digest::of(b"r"),
+                carried: true,
+                backers: vec![0b101],
+            }),
+            seq: 9,
+        }
+    }
+
     pub(crate) fn samples() -> Vec<Envelope> {
         let summary = StateSummary {
             round: RoundId(3),
             digest: Digest::of(b"s"),
         };
         let mut bodies = vec![
-            Body::Announce(Announce {
-                state: Some(summary),
-                ready_for: Some(RoundId(4)),
-                wants_to_join: false,
-                bandwidth_bytes_per_s: 1 << 30,
-                samples_per_s: 900,
-                samples_per_step: 64,
-            }),
+            Body::Announce(announce(summary)),
             Body::Proposal(Proposal {
                 base: summary,
                 vector_len: 10,

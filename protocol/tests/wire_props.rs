@@ -15,7 +15,7 @@ use gradmesh_protocol::config::CodecKind;
 use gradmesh_protocol::wire::{
     Announce, Body, Contribution, Envelope, HEADER_BYTES_MAX, Member, PROTOCOL_VERSION, Proposal,
     Reduced, Role, SpanRequest, StateChunk, StateManifest, StateRequest, StateSummary, Vote,
-    WireError, decode, encode, encoded_len,
+    VoteLock, WireError, decode, encode, encoded_len,
 };
 use gradmesh_protocol::{Digest, PeerId, RoundId};
 use proptest::collection::vec;
@@ -124,17 +124,33 @@ fn announce() -> impl Strategy<Value = Body> {
         any::<u64>(),
         any::<u32>(),
         any::<u32>(),
+        proptest::option::of((
+            any::<u64>(),
+            digest(),
+            any::<bool>(),
+            vec(any::<u8>(), 0..4),
+        )),
+        any::<u64>(),
     )
-        .prop_map(|(state, ready_for, wants_to_join, bw, sps, spstep)| {
-            Body::Announce(Announce {
-                state,
-                ready_for,
-                wants_to_join,
-                bandwidth_bytes_per_s: bw,
-                samples_per_s: sps,
-                samples_per_step: spstep,
-            })
-        })
+        .prop_map(
+            |(state, ready_for, wants_to_join, bw, sps, spstep, lock, seq)| {
+                Body::Announce(Announce {
+                    state,
+                    ready_for,
+                    wants_to_join,
+                    bandwidth_bytes_per_s: bw,
+                    samples_per_s: sps,
+                    samples_per_step: spstep,
+                    lock: lock.map(|(round, digest, carried, backers)| VoteLock {
+                        round: RoundId(round),
+                        digest,
+                        carried,
+                        backers,
+                    }),
+                    seq,
+                })
+            },
+        )
 }
 
 fn proposal() -> impl Strategy<Value = Body> {
@@ -427,6 +443,21 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             chunk_bytes: 0,
             chunks: Vec::new(),
             committee: Vec::new(),
+        }),
+        Body::Announce(Announce {
+            state: Some(summary),
+            ready_for: None,
+            wants_to_join: false,
+            bandwidth_bytes_per_s: 1,
+            samples_per_s: 1,
+            samples_per_step: 1,
+            lock: Some(VoteLock {
+                round: RoundId(1),
+                digest: Digest::default(),
+                carried: false,
+                backers: Vec::new(),
+            }),
+            seq: 1,
         }),
     ];
     let mut inputs = 0;

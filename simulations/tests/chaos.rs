@@ -13,10 +13,10 @@
 //! are counted).
 //!
 //! Liveness is checked for the mesh: it keeps committing after the faults, and a strict majority
-//! of the long-lived peers contributes. Single peers that never contribute again (*starved*) are
-//! counted and their seeds printed, not failed: on slow downlinks the protocol's small votes
-//! overtake a peer's last reduced spans and it declares itself diverged round after round (see
-//! docs/simulator.md, "Findings"). `GRADMESH_CHAOS_STRICT=1` fails on them too.
+//! of the long-lived peers contributes; and for every peer: one alive for the last 6 s that never
+//! contributed to a commit in the last 3 s (*starved*) fails the run. (Before the protocol let a
+//! peer whose last spans trail the small votes wait for them, slow downlinks starved peers in 7
+//! of the 100 scenarios; see docs/simulator.md, "Findings".)
 //!
 //! `GRADMESH_CHAOS` sets the number of scenarios (default 100; `make chaos-soak` runs more),
 //! `GRADMESH_CHAOS_SEED` the first seed, `GRADMESH_CHAOS_ONLY` runs one seed of the range; a failure
@@ -159,8 +159,7 @@ fn run_scenarios(first_seed: u64, count: u64) -> Totals {
         if !run.verdict.starved.is_empty() {
             totals.starved.push((seed, run.verdict.starved.len()));
         }
-        let strict = std::env::var("GRADMESH_CHAOS_STRICT").is_ok_and(|v| v == "1");
-        let starved = strict && !run.verdict.starved.is_empty();
+        let starved = !run.verdict.starved.is_empty();
         if !run.verdict.is_ok() || run.hit_event_limit || starved {
             totals.violations.push(format!(
                 "seed {seed}: {:?} (event limit: {}); {} founders, {} joins, kills {:?}, \

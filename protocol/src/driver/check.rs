@@ -103,6 +103,13 @@ pub struct InvariantChecker {
     /// Set when the run ended with a majority of the newest committee dead: the protocol then
     /// halts by design (it will not risk two histories), so liveness is not required.
     pub halted_by_design: bool,
+    /// Set when the run ended with some live contributor withholding its vote in its last
+    /// round: earlier votes on its base leave two results that could each have been committed
+    /// by peers now dead or unreachable, and the protocol waits rather than guess
+    /// (docs/protocol.md §5.2). Liveness is not required then either.
+    pub halted_undecided: bool,
+    /// Nodes whose last round ended withholding their vote.
+    withheld: BTreeSet<usize>,
     states: BTreeMap<RoundId, Digest>,
     starts: BTreeMap<(usize, RoundId), Timestamp>,
     killed: BTreeSet<usize>,
@@ -225,13 +232,19 @@ impl InvariantChecker {
             }
             Event::RoundCommitted { round, .. } => {
                 self.commits += 1;
+                self.withheld.remove(&node);
                 if self.contributing.remove(&(node, *round)) {
                     self.last_contribution.insert(node, now);
                 }
                 Some(*round)
             }
-            Event::RoundAborted { round, .. } => {
+            Event::RoundAborted { round, reason } => {
                 self.aborts += 1;
+                if *reason == crate::reduce::AbortReason::Withheld {
+                    self.withheld.insert(node);
+                } else {
+                    self.withheld.remove(&node);
+                }
                 Some(*round)
             }
             Event::Diverged { round, .. } => {
@@ -371,6 +384,13 @@ impl InvariantChecker {
                 self.halted_by_design = true;
                 return Ok(());
             }
+        }
+        if nodes
+            .iter()
+            .any(|n| n.is_alive() && self.withheld.contains(&n.index))
+        {
+            self.halted_undecided = true;
+            return Ok(());
         }
         for n in nodes.iter().filter(|n| n.is_alive()) {
             let born = self.born.get(&n.index).copied().unwrap_or(Timestamp::ZERO);

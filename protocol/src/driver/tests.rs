@@ -310,3 +310,43 @@ fn checker_recomputes_quantised_spans() {
         );
     }
 }
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Schedule seed 5555764483598384016 of the fault-schedule suite (first half, generator seed
+/// 20261123): 14 peers, a partition from 1.574 s to 2.883 s right after a round's votes. Peers
+/// that voted for round 3's result on base round 2 without learning its fate used to vote again
+/// on base 2 in round 4 once they waited for their spans instead of diverging at once: base 2
+/// got two successors (docs/protocol.md §5.2, the vote lock).
+#[test]
+fn votes_cut_by_a_partition_do_not_fork_the_base() {
+    let schedule = Schedule {
+        seed: 5_555_764_483_598_384_016,
+        peers: 14,
+        vector_len: 15,
+        latency: (ms(0), ms(13)),
+        compute: (ms(5), ms(40)),
+        drop_rate: 0.029,
+        kills: vec![
+            (ms(3608), 0),
+            (ms(3530), 6),
+            (ms(1479), 7),
+            (ms(3619), 10),
+            (ms(3584), 12),
+        ],
+        joins: vec![ms(2198), ms(2365)],
+        partition: Some((ms(1574), ms(1309), 12_669_712_827_685_440_596)),
+        faults_end: ms(4000),
+        run_for: ms(12_000),
+        through_wire: true,
+        config: test_config(),
+        attack: None,
+    };
+    let mut driver = Driver::new(schedule);
+    let verdict = driver.run();
+    assert_eq!(verdict, Ok(()));
+    assert!(!driver.checker().halted_by_design);
+    assert!(driver.checker().rounds_committed() >= 10);
+}

@@ -14,26 +14,65 @@
 //! different rosters for the same round compute different result digests, so at most one of the
 //! rosters can gather a majority of votes: roster agreement needs no extra round trip for safety.
 
-use crate::ids::PeerId;
+use crate::ids::{PeerId, RoundId};
 use crate::roster::leader_key;
 use crate::time::Timestamp;
 use crate::wire::{Body, Member, Proposal, ROSTER_MEMBERS_MAX, Role};
 
 use super::{Event, Peer, Stage};
 
+/// The leader order last computed: for `round` over the candidate set `members` (sorted by
+/// id), best first. Every use checks both, so it is never stale; it saves hashing every
+/// candidate's [`leader_key`] on each timer and message.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LeaderOrder {
+    round: RoundId,
+    members: Vec<PeerId>,
+    order: Vec<PeerId>,
+}
+
 impl Peer {
-    /// Candidates for leading the next round, best first.
-    fn leader_candidates(&self) -> Vec<PeerId> {
-        let mut candidates: Vec<PeerId> = self
+    /// The peers that may lead the next round (known, not joining, and this peer), by id.
+    fn candidate_set(&self) -> Vec<PeerId> {
+        let mut set: Vec<PeerId> = self
             .known
             .iter()
             .filter(|(_, k)| !k.announce.wants_to_join)
             .map(|(p, _)| *p)
-            .chain([self.me])
             .collect();
+        let at = set.binary_search(&self.me).unwrap_or_else(|i| i);
+        if set.get(at) != Some(&self.me) {
+            set.insert(at, self.me);
+        }
+        set
+    }
+
+    /// Candidates for leading the next round, best first.
+    fn leader_candidates(&self) -> Vec<PeerId> {
+        let members = self.candidate_set();
         let round = self.next_round;
-        candidates.sort_by_cached_key(|p| leader_key(round, *p));
-        candidates
+        if self.leader_order.round == round && self.leader_order.members == members {
+            return self.leader_order.order.clone();
+        }
+        let mut order = members;
+        order.sort_by_cached_key(|p| leader_key(round, *p));
+        order
+    }
+
+    /// Recomputes the cached leader order if the round or the candidates changed.
+    fn refresh_leader_order(&mut self) {
+        let members = self.candidate_set();
+        let round = self.next_round;
+        if self.leader_order.round == round && self.leader_order.members == members {
+            return;
+        }
+        let mut order = members.clone();
+        order.sort_by_cached_key(|p| leader_key(round, *p));
+        self.leader_order = LeaderOrder {
+            round,
+            members,
+            order,
+        };
     }
 
     /// When this peer will propose if no roster reaches it first.
@@ -54,6 +93,7 @@ impl Peer {
     }
 
     pub(super) fn maybe_propose(&mut self, now: Timestamp) {
+        self.refresh_leader_order();
         let Some(at) = self.propose_at() else { return };
         let candidates = self.leader_candidates();
         let round = self.next_round;

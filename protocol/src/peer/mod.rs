@@ -19,6 +19,7 @@
 //! contributes in the round after — a join takes at most two rounds.
 
 mod leader;
+mod lock;
 mod output;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -61,6 +62,8 @@ enum Stage {
 #[derive(Debug, Clone)]
 struct Known {
     announce: Announce,
+    /// The envelope's round: the sender's next round. It never starts a round below it.
+    round: RoundId,
     seen: Timestamp,
 }
 
@@ -84,6 +87,9 @@ pub struct Peer {
     next_round: RoundId,
     gradient: Option<Gradient>,
     round: Option<ReduceRound>,
+    /// This peer's last vote on its current state, with the voted result if it holds it
+    /// (`lock.rs`); it bounds what the peer may vote for in later rounds on the same state.
+    lock: Option<lock::Lock>,
     sync: Option<StateSync>,
     /// Committed results waiting for the state they apply to (observers syncing, or results
     /// that arrive while the shell is still applying the previous one), by round.
@@ -102,6 +108,10 @@ pub struct Peer {
     /// The last round this peer proposed a roster for; it proposes once per round.
     proposed: Option<RoundId>,
     next_announce: Timestamp,
+    /// Sequence number of our last announcement.
+    announce_seq: u64,
+    /// Cached leader order (`leader.rs`).
+    leader_order: leader::LeaderOrder,
     outputs: VecDeque<Output>,
 }
 
@@ -129,6 +139,7 @@ impl Peer {
             next_round: RoundId(1),
             gradient: None,
             round: None,
+            lock: None,
             sync: None,
             pending: BTreeMap::new(),
             applying: None,
@@ -140,6 +151,8 @@ impl Peer {
             round_leader: None,
             proposed: None,
             next_announce: now,
+            announce_seq: 0,
+            leader_order: leader::LeaderOrder::default(),
             outputs: VecDeque::new(),
         };
         match initial {
@@ -229,6 +242,9 @@ impl Peer {
 
     fn install(&mut self, snapshot: StateSnapshot) {
         let summary = snapshot.summary();
+        if self.lock.as_ref().is_some_and(|l| l.base() != summary) {
+            self.lock = None;
+        }
         self.state = Some(summary);
         self.snapshots.insert(summary.round, snapshot);
         while self.snapshots.len() > self.config.snapshots_retained {
@@ -272,7 +288,7 @@ impl Peer {
         }
         let round = envelope.round;
         match envelope.body {
-            Body::Announce(a) => self.handle_announce(now, from, a),
+            Body::Announce(a) => self.handle_announce(now, from, round, a),
             Body::Proposal(p) => self.handle_proposal(now, from, round, &p),
             Body::StateRequest(req) => {
                 let body = self
@@ -308,13 +324,22 @@ impl Peer {
         }
     }
 
-    fn handle_announce(&mut self, now: Timestamp, from: PeerId, a: Announce) {
+    fn handle_announce(&mut self, now: Timestamp, from: PeerId, round: RoundId, a: Announce) {
+        // An older announcement overtaken by a newer one says nothing new.
+        if self
+            .known
+            .get(&from)
+            .is_some_and(|k| k.announce.seq > a.seq)
+        {
+            return;
+        }
         let theirs = a.state;
         let ready_for = a.ready_for;
         self.known.insert(
             from,
             Known {
                 announce: a,
+                round,
                 seen: now,
             },
         );
@@ -329,9 +354,11 @@ impl Peer {
                 round.handle_desertion(from);
             }
         }
+        self.update_carry();
         if self.check_behind(now) {
             return;
         }
+        self.settle_lock(now);
         self.maybe_start_sync(now);
         // Same state, further ahead in round ids: a round happened (and aborted) without us, or
         // we were slow. Our gradient is still valid; follow the round id.
@@ -537,8 +564,13 @@ impl Peer {
         let round_id = roster.round();
         let contributors = roster.contributors().len();
         let members = roster.members().len();
-        let Ok(round) = ReduceRound::start(&self.config, roster, self.me, now, local, committee)
-        else {
+        let carry = match role {
+            Role::Contributor => self.carry_for(round_id, roster.base()),
+            Role::Observer => crate::reduce::Carry::Free,
+        };
+        let start =
+            ReduceRound::start_bound(&self.config, roster, self.me, now, local, committee, carry);
+        let Ok(round) = start else {
             return;
         };
         self.round = Some(round);
@@ -615,7 +647,10 @@ impl Peer {
             bandwidth_bytes_per_s: self.profile.bandwidth_bytes_per_s,
             samples_per_s: self.profile.samples_per_s,
             samples_per_step: self.profile.samples_per_step,
+            lock: self.lock.as_ref().map(lock::Lock::announced),
+            seq: self.announce_seq,
         };
+        self.announce_seq += 1;
         let envelope = Envelope::new(self.me, self.next_round, Body::Announce(announce));
         self.outputs.push_back(Output::Broadcast { envelope });
         self.next_announce = now + self.config.announce_interval;
@@ -670,18 +705,17 @@ impl Peer {
         let id = round.round();
         let contributor = round.roster().role(self.me) == Some(Role::Contributor);
         self.next_round = id.next();
+        // Whatever the outcome, the vote is remembered until this peer's state changes: it
+        // binds later votes on the same state (`lock.rs`).
+        if let Some((vote, result)) = round.voted() {
+            self.lock = Some(lock::Lock::new(round.roster().base(), vote, result));
+        }
         match outcome {
             RoundOutcome::Committed(result) => {
-                let contributors = result
-                    .spans
-                    .iter()
-                    .flat_map(|s| &s.contributors)
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len();
                 self.event(Event::RoundCommitted {
                     round: id,
                     digest: result.digest,
-                    contributors,
+                    contributors: contributors_of(&result),
                 });
                 self.apply_or_buffer(result);
             }
@@ -689,7 +723,9 @@ impl Peer {
                 self.event(Event::RoundAborted { round: id, reason });
                 if contributor {
                     self.stage = Stage::Ready { since: now };
-                    self.check_behind(now);
+                    if !self.check_behind(now) {
+                        self.settle_lock(now);
+                    }
                 } else if self.sync.is_none() && self.state == Some(round.roster().base()) {
                     // An observer that finished its sync during an aborted round is current.
                     self.apply_next_pending();
@@ -750,6 +786,16 @@ impl Peer {
         self.apply_next_pending();
         self.announce(now);
     }
+}
+
+/// How many contributors a result averages (in at least one span).
+fn contributors_of(result: &RoundResult) -> usize {
+    result
+        .spans
+        .iter()
+        .flat_map(|s| &s.contributors)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 #[cfg(test)]

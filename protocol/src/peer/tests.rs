@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::wire::StateRequest;
+use crate::ids::Digest;
+use crate::wire::{Member, StateRequest, VoteLock};
 
 fn profile() -> Profile {
     Profile {
@@ -134,5 +135,191 @@ fn a_resumed_peer_continues_after_its_saved_round() {
             &envelope.body,
             Body::Announce(a) if a.state == Some(digest) && !a.wants_to_join
         )
+    )));
+}
+
+/// Peer `me` (index 1) of a committee {1, 2, 3} holding the state after round 2, ready with a
+/// gradient, and locked on `digest` from round 3 (it voted, then the round ended without it
+/// learning the outcome, say cut off by a partition right after the votes).
+fn locked_peer(digest: Digest, result: Option<RoundResult>) -> (Peer, StateSummary) {
+    let me = PeerId::from_index(1);
+    let mut committee: Vec<PeerId> = (1..=3).map(PeerId::from_index).collect();
+    committee.sort();
+    let snapshot =
+        StateSnapshot::new(RoundId(2), committee, Arc::from(vec![7u8; 16]), 16).expect("fits");
+    let base = snapshot.summary();
+    let mut peer =
+        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+    peer.handle_gradient(Timestamp::ZERO, 8, Arc::from(vec![0.5f32; 6]));
+    let vote = VoteLock {
+        round: RoundId(3),
+        digest,
+        carried: false,
+        backers: vec![0b111],
+    };
+    peer.lock = Some(lock::Lock::new(base, vote, result));
+    peer.next_round = RoundId(4);
+    drain(&mut peer);
+    (peer, base)
+}
+
+/// `from` announces `base`, ready for `round`, with `lock`.
+fn announce_from(
+    peer: &mut Peer,
+    (from, round): (u64, u64),
+    base: StateSummary,
+    lock: Option<VoteLock>,
+) {
+    let from = PeerId::from_index(from);
+    let body = Body::Announce(Announce {
+        state: Some(base),
+        ready_for: Some(RoundId(round)),
+        wants_to_join: false,
+        bandwidth_bytes_per_s: 1_000_000,
+        samples_per_s: 100,
+        samples_per_step: 8,
+        lock,
+        seq: round,
+    });
+    peer.handle_message(
+        Timestamp::ZERO,
+        from,
+        Envelope::new(from, RoundId(round), body),
+    );
+}
+
+/// Peer 2's proposal of round 4 on `base` naming peers 1 and 2 (a committee majority) as
+/// contributors.
+fn propose_round_4(peer: &mut Peer, base: StateSummary) {
+    let leader = PeerId::from_index(2);
+    let members = [PeerId::from_index(1), leader]
+        .into_iter()
+        .map(|p| Member {
+            peer: p,
+            role: Role::Contributor,
+            bandwidth_bytes_per_s: 1_000_000,
+        })
+        .collect::<Vec<_>>();
+    let mut members = members;
+    members.sort_by_key(|m| m.peer);
+    let proposal = Body::Proposal(Proposal {
+        base,
+        vector_len: 6,
+        members,
+    });
+    peer.handle_message(
+        Timestamp::ZERO,
+        leader,
+        Envelope::new(leader, RoundId(4), proposal),
+    );
+}
+
+fn votes(outputs: &[Output]) -> Vec<Digest> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { envelope, .. } => match &envelope.body {
+                Body::Vote(v) => Some(v.result),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_locked_peer_votes_its_earlier_result_again_in_the_next_round() {
+    let d = Digest::of(b"round 3 result");
+    let (mut peer, base) = locked_peer(d, None);
+    // Peer 2 has moved on without a vote; peer 3 is cut off: it may have voted `d` with us,
+    // and peers on its side may have committed `d`.
+    announce_from(&mut peer, (2, 4), base, None);
+    propose_round_4(&mut peer, base);
+    let outputs = drain(&mut peer);
+    let cast = votes(&outputs);
+    assert!(!cast.is_empty(), "it votes at once: {outputs:?}");
+    assert!(cast.iter().all(|v| *v == d), "only for d: {cast:?}");
+}
+
+#[test]
+fn a_peer_that_cannot_tell_which_result_may_have_committed_withholds_its_vote() {
+    let d = Digest::of(b"round 3 result, roster A");
+    let (mut peer, base) = locked_peer(d, None);
+    // Peer 2 voted for another result of round 3 (two rosters); peer 3, cut off, may have
+    // completed either majority.
+    let other = VoteLock {
+        round: RoundId(3),
+        digest: Digest::of(b"round 3 result, roster B"),
+        carried: false,
+        backers: vec![0b111],
+    };
+    announce_from(&mut peer, (2, 4), base, Some(other.clone()));
+    propose_round_4(&mut peer, base);
+    let mut outputs = drain(&mut peer);
+    for _ in 0..50 {
+        let Some(t) = peer.poll_timeout() else {
+            break;
+        };
+        peer.handle_timeout(t);
+        outputs.extend(drain(&mut peer));
+        if outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::RoundAborted { .. })))
+        {
+            break;
+        }
+    }
+    assert!(votes(&outputs).is_empty(), "{outputs:?}");
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::RoundAborted {
+            round: RoundId(4),
+            reason: crate::reduce::AbortReason::Withheld
+        })
+    )));
+    // Once peer 3 says it has moved on without voting, neither result can have committed.
+    announce_from(&mut peer, (2, 5), base, Some(other));
+    announce_from(&mut peer, (3, 5), base, None);
+    assert_eq!(peer.carry_for(RoundId(5), base), crate::reduce::Carry::Free);
+}
+
+#[test]
+fn a_locked_peer_commits_what_a_committee_majority_announces_it_voted() {
+    let d = Digest::of(b"round 3 result");
+    let (mut peer, base) = locked_peer(d, None);
+    let me = PeerId::from_index(1);
+    let result = RoundResult {
+        round: RoundId(3),
+        base,
+        digest: d,
+        data: Arc::from(vec![0.25f32; 6]),
+        spans: Vec::new(),
+        committee: vec![me, PeerId::from_index(2)],
+    };
+    let (mut peer_with_data, _) = locked_peer(d, Some(result.clone()));
+    let same = VoteLock {
+        round: RoundId(3),
+        digest: d,
+        carried: false,
+        backers: vec![0b111],
+    };
+    for p in [&mut peer, &mut peer_with_data] {
+        announce_from(p, (2, 4), base, Some(same.clone()));
+    }
+    // Without the data it cannot apply the result; it waits for the newer state instead.
+    assert!(
+        !drain(&mut peer)
+            .iter()
+            .any(|o| matches!(o, Output::ApplyRound(_)))
+    );
+    let outputs = drain(&mut peer_with_data);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::ApplyRound(r) if *r == result))
+    );
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::RoundCommitted { round: RoundId(3), digest, .. }) if *digest == d
     )));
 }

@@ -20,16 +20,20 @@
 //!    first version of a span it receives; a backup version only exists when nobody the backup
 //!    asked held the owner's, and if members still end up with different versions their digests
 //!    differ and at most one of them can gather a quorum.
-//! 4. **Vote.** With every span in hand a member hashes the result and sends its digest to every
-//!    member. A contributor commits when its digest has the votes of a strict majority of this
-//!    roster's contributors *and* of a strict majority of the *committee* — the contributors of
-//!    the round that produced the base state — and then tells everyone (`Commit`); a member
-//!    holding the same digest commits on that notice (observers commit only on notices). Two
-//!    rosters for the same round on the same base may exist (leaders with different views), but
-//!    any two committee majorities share a peer, a peer accepts one roster per round and votes
-//!    once, so two different results can never both commit. A member that learns of a majority for a different digest finishes
-//!    [`RoundOutcome::Diverged`] and must resync; one that reaches the *round* deadline without
-//!    either finishes [`RoundOutcome::Aborted`] and keeps its pre-round state.
+//! 4. **Vote.** A contributor votes once: for its own result's digest once every span is in
+//!    hand, or for an earlier round's digest on the same base at once, or not at all — as the
+//!    peer machine decides from earlier votes on that base (`Carry`, `peer/lock.rs`,
+//!    docs/protocol.md §5.2). A digest is decided when it has the votes of a strict majority of
+//!    this roster's contributors *and* of a strict majority of the *committee* — the
+//!    contributors of the round that produced the base state. A member holding the decided
+//!    digest's data commits and tells everyone (`Commit`); a member holding the same digest
+//!    commits on that notice (observers commit only on notices). Within a round, any two
+//!    committee majorities share a peer, a peer accepts one roster per round and votes once, so
+//!    two different results can never both commit. A member that voted or holds a result, but
+//!    not the decided one, finishes [`RoundOutcome::Diverged`] and must resync; one that has
+//!    neither waits for its spans until the *round* deadline (they may trail the small votes on
+//!    a slow downlink). At the deadline an undecided round finishes
+//!    [`RoundOutcome::Aborted`] and the peer keeps its pre-round state.
 
 mod span;
 
@@ -42,7 +46,7 @@ use crate::config::{Aggregation, CodecKind, PeerConfig};
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::roster::Roster;
 use crate::time::Timestamp;
-use crate::wire::{Body, Contribution, Reduced, Role, SpanRequest, Vote};
+use crate::wire::{Body, Contribution, Reduced, Role, SpanRequest, Vote, VoteLock};
 
 use span::{OwnedSpan, encode_values, quantise, received_values, reduce_span};
 pub use span::{ReducedSpan, SpanResult, span_rule};
@@ -128,6 +132,10 @@ pub enum AbortReason {
     Deserted,
     /// A better-ranked leader's roster for the same round arrived before this peer voted.
     Superseded,
+    /// This contributor never learned what it may vote for: earlier votes on the same base
+    /// leave two results that could each have been committed, or too few committee members
+    /// were heard from (docs/protocol.md §5.2). It withheld its vote.
+    Withheld,
 }
 
 /// The committed result of a round: bit-identical on every peer that commits it.
@@ -168,6 +176,25 @@ pub enum RoundOutput {
     Finished(RoundOutcome),
 }
 
+/// What a contributor may vote for in this round, decided by the peer from what the base
+/// committee announces (`peer/lock.rs`, docs/protocol.md §5.2).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Carry {
+    /// Not known yet (too few committee members heard from, or two earlier results could each
+    /// have been committed): do not vote.
+    Unknown,
+    /// No earlier result on this base can have been committed: vote for this round's own result.
+    Free,
+    /// An earlier result on this base may have been committed: vote for it and nothing else.
+    /// `result` is its data, when this peer holds it.
+    Value {
+        /// Its digest.
+        digest: Digest,
+        /// Its data, if this peer holds it.
+        result: Option<RoundResult>,
+    },
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Deadlines {
     gather: Timestamp,
@@ -197,6 +224,10 @@ pub struct ReduceRound {
     /// Spans this peer asked every member for at the failover deadline.
     requested: BTreeSet<usize>,
     votes: BTreeMap<PeerId, Digest>,
+    /// What this contributor may vote for; observers ignore it.
+    carry: Carry,
+    /// This contributor's vote: the digest, and whether it carried an earlier result.
+    my_vote: Option<(Digest, bool)>,
     commit_claims: BTreeSet<Digest>,
     /// Contributors known to have moved past this round without us.
     deserted: BTreeSet<PeerId>,
@@ -218,6 +249,20 @@ impl ReduceRound {
         now: Timestamp,
         local: Option<(u32, Arc<[f32]>)>,
         committee: Option<Vec<PeerId>>,
+    ) -> Result<Self, StartError> {
+        Self::start_bound(config, roster, me, now, local, committee, Carry::Free)
+    }
+
+    /// [`ReduceRound::start`] for a contributor whose vote `carry` bounds (the peer machine
+    /// computes it from earlier votes on the same base; a lone round is [`Carry::Free`]).
+    pub(crate) fn start_bound(
+        config: &PeerConfig,
+        roster: Arc<Roster>,
+        me: PeerId,
+        now: Timestamp,
+        local: Option<(u32, Arc<[f32]>)>,
+        committee: Option<Vec<PeerId>>,
+        carry: Carry,
     ) -> Result<Self, StartError> {
         let my_rank = roster.contributor_rank(me);
         match (roster.role(me), &local) {
@@ -257,12 +302,15 @@ impl ReduceRound {
             result: None,
             requested: BTreeSet::new(),
             votes: BTreeMap::new(),
+            carry,
+            my_vote: None,
             commit_claims: BTreeSet::new(),
             deserted: BTreeSet::new(),
             finished: false,
             outputs: VecDeque::new(),
         };
         round.scatter();
+        round.try_vote();
         Ok(round)
     }
 
@@ -284,10 +332,82 @@ impl ReduceRound {
         self.finished
     }
 
-    /// Whether this peer has voted (it has the full result); it may not switch rosters after.
+    /// Whether this peer has voted or holds the full result; it may not switch rosters after.
     #[must_use]
     pub const fn has_voted(&self) -> bool {
-        self.result.is_some()
+        self.result.is_some() || self.my_vote.is_some()
+    }
+
+    /// This contributor's vote, and the voted result's data if it holds it.
+    pub(crate) fn voted(&self) -> Option<(VoteLock, Option<RoundResult>)> {
+        let (digest, carried) = self.my_vote?;
+        let committee = self.committee.as_deref().unwrap_or_default();
+        let mut backers = vec![0u8; committee.len().div_ceil(8)];
+        for (i, p) in committee.iter().enumerate() {
+            if self.roster.contributor_rank(*p).is_some() {
+                backers[i / 8] |= 1 << (i % 8);
+            }
+        }
+        let vote = VoteLock {
+            round: self.round(),
+            digest,
+            carried,
+            backers,
+        };
+        Some((vote, self.held(digest).cloned()))
+    }
+
+    /// Whether this is a contributor that has not voted yet (it needs [`Carry`] to vote).
+    pub(crate) fn awaits_carry(&self) -> bool {
+        !self.finished && self.my_rank.is_some() && self.my_vote.is_none()
+    }
+
+    /// Tells a contributor what it may vote for (see [`Carry`]); it votes as soon as it may.
+    /// Ignored once it has voted.
+    pub(crate) fn set_carry(&mut self, carry: Carry) {
+        if self.finished || self.my_vote.is_some() || self.my_rank.is_none() {
+            return;
+        }
+        self.carry = carry;
+        self.try_vote();
+        self.try_finish();
+    }
+
+    /// The data of result `digest`, if this peer holds it: its own assembled result or the
+    /// earlier result it carries.
+    fn held(&self, digest: Digest) -> Option<&RoundResult> {
+        let carried = match &self.carry {
+            Carry::Value { result, .. } => result.as_ref(),
+            _ => None,
+        };
+        [self.result.as_ref(), carried]
+            .into_iter()
+            .flatten()
+            .find(|r| r.digest == digest)
+    }
+
+    /// Casts this peer's vote once it may: an observer votes its result (it does not count); a
+    /// contributor votes its result when free, the carried digest when bound to one.
+    fn try_vote(&mut self) {
+        if self.my_vote.is_some() {
+            return;
+        }
+        let vote = if self.my_rank.is_none() {
+            // Observers' votes are not counted; they send theirs once, as before.
+            return;
+        } else {
+            match &self.carry {
+                Carry::Unknown => None,
+                Carry::Free => self.result.as_ref().map(|r| (r.digest, false)),
+                Carry::Value { digest, .. } => Some((*digest, true)),
+            }
+        };
+        let Some((digest, carried)) = vote else {
+            return;
+        };
+        self.my_vote = Some((digest, carried));
+        self.votes.insert(self.me, digest);
+        self.broadcast(&Body::Vote(Vote { result: digest }));
     }
 
     /// The hard deadline of this round.
@@ -529,15 +649,12 @@ impl ReduceRound {
         self.reduced[j] = Some(span);
         if self.reduced.iter().all(Option::is_some) && self.result.is_none() {
             let result = self.assemble();
-            let body = Body::Vote(Vote {
-                result: result.digest,
-            });
+            let digest = result.digest;
             self.result = Some(result);
-            self.broadcast(&body);
-            let digest = self.result.as_ref().map(|r| r.digest);
-            if let (Some(d), true) = (digest, self.my_rank.is_some()) {
-                self.votes.insert(self.me, d);
+            if self.my_rank.is_none() {
+                self.broadcast(&Body::Vote(Vote { result: digest }));
             }
+            self.try_vote();
         }
     }
 
@@ -570,34 +687,51 @@ impl ReduceRound {
         Ok(())
     }
 
-    /// Finishes the round if the votes or commit notices decide it.
+    /// Finishes the round if the votes or commit notices decide it. A decided digest is
+    /// committed by every member holding its data; a contributor that voted or holds a result
+    /// of its own but not the decided one finishes `Diverged`. One that has neither yet (its
+    /// last spans may be behind the small votes on a slow downlink) waits until the round
+    /// deadline.
     fn try_finish(&mut self) {
         if self.finished {
             return;
         }
+        let decided = self.decided();
+        let claimed = self
+            .commit_claims
+            .iter()
+            .copied()
+            .find(|d| self.held(*d).is_some());
+        let Some(d) = decided.or(claimed) else {
+            return;
+        };
+        let outcome = match self.held(d) {
+            Some(result) => RoundOutcome::Committed(result.clone()),
+            None if self.my_vote.is_some() || self.result.is_some() => {
+                RoundOutcome::Diverged { committed: d }
+            }
+            None => return,
+        };
+        // A decided digest is a fact worth telling; so is a commit on a notice.
+        let committed = matches!(outcome, RoundOutcome::Committed(_));
+        if self.my_rank.is_some() && (decided.is_some() || committed) {
+            self.broadcast(&Body::Commit(Vote { result: d }));
+        }
+        self.finish(outcome);
+    }
+
+    /// The digest that holds the quorum rule by votes (a roster quorum and a strict majority of
+    /// the base committee), if any.
+    fn decided(&self) -> Option<Digest> {
         let quorum = self.roster.quorum();
         let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
         for d in self.votes.values() {
             *tally.entry(*d).or_default() += 1;
         }
-        let mine = self.result.as_ref().map(|r| r.digest);
-        let decided = tally
+        tally
             .iter()
             .find(|(d, n)| **n >= quorum && self.has_committee_majority(**d))
-            .map(|(d, _)| *d);
-        let claimed = mine.filter(|d| self.commit_claims.contains(d));
-        if let Some(d) = decided.filter(|d| Some(*d) == mine).or(claimed) {
-            let body = Body::Commit(Vote { result: d });
-            if self.my_rank.is_some() {
-                self.broadcast(&body);
-            }
-            let result = self.result.clone();
-            if let Some(result) = result {
-                self.finish(RoundOutcome::Committed(result));
-            }
-        } else if let Some(d) = decided {
-            self.finish(RoundOutcome::Diverged { committed: d });
-        }
+            .map(|(d, _)| *d)
     }
 
     /// Whether a strict majority of the base committee voted for `digest`. An observer (no known
@@ -677,8 +811,16 @@ impl ReduceRound {
         }
         self.try_finish();
         if !self.finished && now >= self.deadlines.round {
-            let outcome = match self.commit_claims.iter().next() {
-                Some(&committed) => RoundOutcome::Diverged { committed },
+            let committed = self
+                .decided()
+                .or_else(|| self.commit_claims.first().copied());
+            let withheld =
+                self.my_rank.is_some() && self.my_vote.is_none() && self.carry == Carry::Unknown;
+            let outcome = match committed {
+                Some(committed) => RoundOutcome::Diverged { committed },
+                None if withheld => RoundOutcome::Aborted {
+                    reason: AbortReason::Withheld,
+                },
                 None if self.result.is_none() => RoundOutcome::Aborted {
                     reason: AbortReason::MissingSpans,
                 },
