@@ -154,7 +154,7 @@ fn run_scenarios(first_seed: u64, count: u64) -> Totals {
         totals.scenarios += 1;
         add(&mut totals.counts, &run.counts);
         totals.cancelled += run.net.cancelled;
-        totals.halted += u64::from(run.verdict.halted_by_design);
+        totals.halted += u64::from(run.verdict.halted_by_design || run.verdict.halted_undecided);
         totals.partitions += spec.faults.partitions.len() as u64;
         if !run.verdict.starved.is_empty() {
             totals.starved.push((seed, run.verdict.starved.len()));
@@ -182,7 +182,7 @@ fn check(label: &str, first_seed: u64, count: u64) {
     println!(
         "chaos {label}: {} scenarios (seeds {first_seed}..{}), {} rounds committed, {} peer \
          commits, {} aborts, {} resyncs, {} kills, {} joins, {} partitions, {} messages lost, \
-         {} flows cut mid-transfer, {} halted by design, {} violations; peers starved \
+         {} flows cut mid-transfer, {} halted by design (committee majority dead, or undecided), {} violations; peers starved \
          (alive, never contributing after the faults) in {} scenarios: {:?}",
         t.scenarios,
         first_seed + count,

@@ -158,6 +158,13 @@ impl InvariantChecker {
         self
     }
 
+    /// Whether node `node`'s last round ended withholding its vote (see
+    /// [`Self::halted_undecided`]); shells with their own liveness rule (the simulator) use it.
+    #[must_use]
+    pub fn is_withholding(&self, node: usize) -> bool {
+        self.withheld.contains(&node)
+    }
+
     fn fail(&mut self, v: Violation) {
         if self.violation.is_none() {
             self.violation = Some(v);

@@ -114,7 +114,8 @@ impl ProtocolMesh {
             by_id: BTreeMap::new(),
             slot_node: vec![None; slots],
             checker: InvariantChecker::new(spec.config.round_timeout())
-                .with_aggregation(spec.config.aggregation()),
+                .with_aggregation(spec.config.aggregation())
+                .with_codec(spec.config.codec()),
             log: MeshLog::default(),
             ended: false,
             spec,
@@ -166,9 +167,18 @@ impl ProtocolMesh {
             .filter(|n| n.peer.is_some())
             .map(|n| (n.id, self.log.born(n.id)))
             .collect();
-        let mut verdict = self
-            .log
-            .verdict(&self.checker, &alive, end, self.spec.faults.faults_end);
+        let undecided = self
+            .nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| n.peer.is_some() && self.checker.is_withholding(i));
+        let mut verdict = self.log.verdict(
+            &self.checker,
+            &alive,
+            undecided,
+            end,
+            self.spec.faults.faults_end,
+        );
         verdict.survivors_differ = self.survivors_differ();
         verdict
     }

@@ -40,6 +40,10 @@ pub struct Verdict {
     /// A majority of the newest committed round's committee is dead: the protocol halts by
     /// design rather than risk two histories, so liveness is not required.
     pub halted_by_design: bool,
+    /// A live contributor withholds its vote: earlier votes on its base leave two results that
+    /// dead or unreachable peers could each have committed, and the protocol waits rather than
+    /// guess (docs/protocol.md §5.2), so liveness is not required either.
+    pub halted_undecided: bool,
     /// The mesh stopped committing after the faults ended, or most peers stopped contributing
     /// (liveness failure).
     pub stalled: Option<String>,
@@ -200,12 +204,14 @@ impl MeshLog {
         &self,
         checker: &InvariantChecker,
         alive: &[(PeerId, SimTime)],
+        undecided: bool,
         end: SimTime,
         faults_end: SimTime,
     ) -> Verdict {
         let mut verdict = Verdict {
             violation: checker.violation().cloned(),
             halted_by_design: false,
+            halted_undecided: false,
             stalled: None,
             starved: Vec::new(),
             survivors_differ: None,
@@ -219,6 +225,10 @@ impl MeshLog {
                 verdict.halted_by_design = true;
                 return verdict;
             }
+        }
+        if undecided {
+            verdict.halted_undecided = true;
+            return verdict;
         }
         let settle = end.micros_since(faults_end) / 2;
         if settle == 0 {
