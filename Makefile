@@ -46,10 +46,9 @@ bench-kernels: setup
 # (docs/benchmarks.md).
 bench-allreduce: setup
 	$(CARGO) build --release -p gradmesh-node --bin gradmesh
-	target/release/gradmesh bench allreduce --nodes 4 --floats 16777216
-	target/release/gradmesh bench allreduce --nodes 4 --floats 16777216 --mesh-key --no-gloo
-	target/release/gradmesh bench allreduce --nodes 4 --floats 1048576
-	target/release/gradmesh bench allreduce --nodes 2 --floats 16777216
+	bash scripts/bench_allreduce.sh target/release/gradmesh 5
+	$(CARGO) run --release -p gradmesh-node --example allreduce_floor -- 4 16777216 2
+	$(CARGO) run --release -p gradmesh-node --example allreduce_floor -- 2 16777216 2
 
 # Digits test accuracy with every codec vs uncompressed, 4 simulated peers, same steps (~1 min);
 # `make bench-codec-accuracy CODEC_ACCURACY_STEPS=N` sets the step count. See docs/benchmarks.md.
