@@ -66,7 +66,7 @@ pub enum Placement {
     #[default]
     Loopback,
     /// Node `i` runs as `ip netns exec <prefix><i> gradmesh node --listen
-    /// /ip4/<subnet>.<i+1>/tcp/0 ...`: the layout `scripts/netns.sh up` creates with prefix
+    /// /ip4/<subnet>.<i+1>/tcp/0 ...` (`/udp/0/quic-v1` with [`ListenTransport::Quic`]): the layout `scripts/netns.sh up` creates with prefix
     /// `gm` and subnet `10.77.0`. Needs root and the namespaces to exist.
     Netns {
         /// Namespace name prefix (`gm`).
@@ -76,11 +76,35 @@ pub enum Placement {
     },
 }
 
+/// The transport the nodes listen on (and so the one the cluster dials: [`Cluster::address`] is
+/// a listen address).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenTransport {
+    /// TCP + noise + yamux (`/ip4/<addr>/tcp/0`), with or without a mesh key.
+    #[default]
+    Tcp,
+    /// QUIC (`/ip4/<addr>/udp/0/quic-v1`); the node accepts it only without a mesh key.
+    Quic,
+}
+
+impl ListenTransport {
+    /// The listen multiaddr on `ip` with a port the kernel picks.
+    #[must_use]
+    pub fn listen_addr(self, ip: &str) -> String {
+        match self {
+            Self::Tcp => format!("/ip4/{ip}/tcp/0"),
+            Self::Quic => format!("/ip4/{ip}/udp/0/quic-v1"),
+        }
+    }
+}
+
 /// The processes and the merged stream of their reports.
 #[derive(Debug)]
 pub struct Cluster {
     bin: PathBuf,
     placement: Placement,
+    transport: ListenTransport,
     dir: PathBuf,
     nodes: Vec<ClusterNode>,
     sender: Sender<(usize, Report)>,
@@ -103,6 +127,7 @@ impl Cluster {
         Ok(Self {
             bin: bin.to_path_buf(),
             placement: Placement::Loopback,
+            transport: ListenTransport::Tcp,
             dir: dir.to_path_buf(),
             nodes: Vec::new(),
             sender,
@@ -118,13 +143,26 @@ impl Cluster {
         self
     }
 
+    /// Makes the nodes spawned from now on listen on `transport` (the default is TCP).
+    #[must_use]
+    pub fn with_transport(mut self, transport: ListenTransport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// The command that starts node `index`: `<bin> node`, prefixed and given a listen
-    /// address when the node runs in a namespace.
+    /// address when the node runs in a namespace or on a transport other than the node's
+    /// default (TCP on 127.0.0.1).
     fn node_command(&self, index: usize) -> Command {
         match &self.placement {
             Placement::Loopback => {
                 let mut command = Command::new(&self.bin);
                 command.arg("node");
+                if self.transport != ListenTransport::Tcp {
+                    command
+                        .arg("--listen")
+                        .arg(self.transport.listen_addr("127.0.0.1"));
+                }
                 command
             }
             Placement::Netns { prefix, subnet } => {
@@ -134,7 +172,10 @@ impl Cluster {
                     .arg(&self.bin)
                     .arg("node")
                     .arg("--listen")
-                    .arg(format!("/ip4/{subnet}.{}/tcp/0", index + 1));
+                    .arg(
+                        self.transport
+                            .listen_addr(&format!("{subnet}.{}", index + 1)),
+                    );
                 command
             }
         }
@@ -350,6 +391,35 @@ mod tests {
                 "node",
                 "--listen",
                 "/ip4/10.77.0.4/tcp/0"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn quic_listens_on_udp_in_both_placements() {
+        let dir = std::env::temp_dir().join(format!("gm-cluster-quic-{}", std::process::id()));
+        let lo = Cluster::new(Path::new("/opt/gradmesh"), &dir)
+            .unwrap()
+            .with_transport(ListenTransport::Quic);
+        assert_eq!(
+            args(&lo.node_command(0)),
+            ["node", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]
+        );
+        let ns = lo.with_placement(Placement::Netns {
+            prefix: "gm".into(),
+            subnet: "10.77.0".into(),
+        });
+        assert_eq!(
+            args(&ns.node_command(1)),
+            [
+                "netns",
+                "exec",
+                "gm1",
+                "/opt/gradmesh",
+                "node",
+                "--listen",
+                "/ip4/10.77.0.2/udp/0/quic-v1"
             ]
         );
         let _ = std::fs::remove_dir_all(dir);
