@@ -394,35 +394,16 @@ pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
 mod tests {
     use super::*;
     use crate::config::PeerConfig;
-    use crate::ids::RoundId;
     use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput};
     use crate::time::Timestamp;
-    use crate::wire::{Contribution, Member, Proposal, Role, SpanRequest, StateSummary};
+    use crate::wire::{Contribution, SpanRequest};
 
     type Sent = Vec<(PeerId, PeerId, Body)>;
 
     /// `n` contributors of a `len`-float vector whose spans are sized by bandwidths 1..=n, so
     /// they are uneven and not multiples of an int8 block.
     fn rounds(codec: CodecKind, n: u64, len: u64) -> Vec<ReduceRound> {
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                peer: PeerId::from_index(i),
-                role: Role::Contributor,
-                bandwidth_bytes_per_s: 1 + i,
-            })
-            .collect();
-        let mut members = members;
-        members.sort_by_key(|m| m.peer);
-        let base = StateSummary {
-            round: RoundId(0),
-            digest: Digest::default(),
-        };
-        let proposal = Proposal {
-            base,
-            vector_len: len,
-            members,
-        };
-        let roster = Arc::new(Roster::from_proposal(RoundId(1), &proposal).expect("valid"));
+        let roster = crate::reduce::tests::roster(n, len);
         let config = PeerConfig::builder().codec(codec).build().expect("valid");
         let contributors = roster.contributors().to_vec();
         contributors

@@ -27,7 +27,7 @@ fn config() -> PeerConfig {
         .expect("valid")
 }
 
-fn roster(n: u64, len: u64) -> Arc<Roster> {
+pub(super) fn roster(n: u64, len: u64) -> Arc<Roster> {
     let mut members: Vec<Member> = (0..n)
         .map(|i| Member {
             peer: PeerId::from_index(i),
