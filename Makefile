@@ -20,7 +20,6 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p gradmesh-kernels --all-targets --features torch -- -D warnings
 	$(CARGO) clippy -p gradmesh-kernels --all-targets --no-default-features -- -D warnings
 
 # The protocol core must never depend on an async runtime, the network stack or LibTorch.
