@@ -405,26 +405,11 @@ mod tests {
     fn rounds(codec: CodecKind, n: u64, len: u64) -> Vec<ReduceRound> {
         let roster = crate::reduce::tests::roster(n, len);
         let config = PeerConfig::builder().codec(codec).build().expect("valid");
-        let contributors = roster.contributors().to_vec();
-        contributors
-            .iter()
-            .enumerate()
-            .map(|(rank, &me)| {
-                let grad: Arc<[f32]> = (0..len as usize)
-                    .map(|i| ((rank * 7919 + i * 104_729) % 2001) as f32 * 1e-3 - 1.0)
-                    .collect();
-                let local = Some((10 + rank as u32, grad));
-                ReduceRound::start(
-                    &config,
-                    roster.clone(),
-                    me,
-                    Timestamp::ZERO,
-                    local,
-                    Some(vec![]),
-                )
-                .expect("starts")
-            })
-            .collect()
+        crate::reduce::tests::start_contributors(&config, &roster, |rank| {
+            (0..len as usize)
+                .map(|i| ((rank * 7919 + i * 104_729) % 2001) as f32 * 1e-3 - 1.0)
+                .collect()
+        })
     }
 
     /// Delivers every message `keep` lets through, at once, until nothing is left; returns what

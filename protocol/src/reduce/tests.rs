@@ -54,26 +54,36 @@ fn gradient(rank: usize, len: usize) -> Arc<[f32]> {
         .collect()
 }
 
+/// A round per contributor of `roster` at time zero on the initial state; rank `r` contributes
+/// `gradient(r)` with weight `10 + r`.
+pub(super) fn start_contributors(
+    config: &PeerConfig,
+    roster: &Arc<Roster>,
+    gradient: impl Fn(usize) -> Arc<[f32]>,
+) -> Vec<ReduceRound> {
+    roster
+        .contributors()
+        .iter()
+        .enumerate()
+        .map(|(rank, &me)| {
+            let local = Some((10 + rank as u32, gradient(rank)));
+            ReduceRound::start(
+                config,
+                roster.clone(),
+                me,
+                Timestamp::ZERO,
+                local,
+                Some(vec![]),
+            )
+            .expect("starts")
+        })
+        .collect()
+}
+
 impl Pump {
     fn new(n: u64, len: u64) -> Self {
         let roster = roster(n, len);
-        let rounds = roster
-            .contributors()
-            .iter()
-            .enumerate()
-            .map(|(rank, &me)| {
-                let local = Some((10 + rank as u32, gradient(rank, len as usize)));
-                ReduceRound::start(
-                    &config(),
-                    roster.clone(),
-                    me,
-                    Timestamp::ZERO,
-                    local,
-                    Some(vec![]),
-                )
-                .expect("starts")
-            })
-            .collect();
+        let rounds = start_contributors(&config(), &roster, |rank| gradient(rank, len as usize));
         Self {
             rounds,
             alive: vec![true; n as usize],
