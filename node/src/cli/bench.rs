@@ -36,6 +36,9 @@ pub(crate) struct AllreduceArgs {
     /// Transport the nodes listen on and dial: `tcp` (noise + yamux) or `quic` (no mesh key).
     #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
     transport: TransportArg,
+    /// Send spans over libp2p streams only (`gradmesh node --no-lanes`), to compare with lanes.
+    #[arg(long)]
+    no_lanes: bool,
     /// Skip the gloo baseline.
     #[arg(long)]
     no_gloo: bool,
@@ -146,6 +149,9 @@ fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
         "--codec".into(),
         args.codec.to_string(),
     ];
+    if args.no_lanes {
+        common.push("--no-lanes".into());
+    }
     if args.mesh_key {
         let key = dir.join("mesh.key");
         std::fs::write(&key, "5a".repeat(32))?;
@@ -195,12 +201,15 @@ fn figures(args: &AllreduceArgs, per_round: &[(f64, u64)]) -> Figures {
     let encoded = args.codec.encoded_len(args.floats) as f64;
     let n = args.nodes as f64;
     Figures {
-        backend: match (args.mesh_key, args.transport) {
-            (true, _) => "gradmesh+psk",
-            (false, TransportArg::Tcp) => "gradmesh",
-            (false, TransportArg::Quic) => "gradmesh+quic",
-        }
-        .into(),
+        backend: [
+            ("gradmesh", true),
+            ("+psk", args.mesh_key),
+            ("+quic", args.transport == TransportArg::Quic),
+            ("+streams", args.no_lanes),
+        ]
+        .iter()
+        .filter_map(|(part, on)| on.then_some(*part))
+        .collect(),
         nodes: args.nodes,
         floats: args.floats,
         seconds_p50: p50,

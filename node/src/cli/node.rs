@@ -43,6 +43,15 @@ pub(crate) struct NodeArgs {
     /// digits). Nodes without the same key cannot connect. Disables QUIC.
     #[arg(long, env = "GRADMESH_MESH_KEY")]
     pub(crate) mesh_key: Option<PathBuf>,
+    /// TCP port for lanes: direct connections that carry large frames (gradient spans, state
+    /// chunks) sealed with AES-256-GCM under a key exchanged over the libp2p connection, about
+    /// twice as fast as libp2p's streams. 0 picks a free port; open it in firewalls between
+    /// nodes. Bound on the first --listen address's IP.
+    #[arg(long, env = "GRADMESH_LANE_PORT", default_value_t = 0)]
+    pub(crate) lane_port: u16,
+    /// Send every frame over libp2p streams (TCP+noise+yamux or QUIC), with no lanes.
+    #[arg(long, env = "GRADMESH_NO_LANES")]
+    pub(crate) no_lanes: bool,
     /// ed25519 identity file: loaded if present, created (mode 0600) if not. Without it the
     /// node gets a throwaway identity.
     #[arg(long, env = "GRADMESH_IDENTITY")]
@@ -236,6 +245,8 @@ fn node_setup(
         .bootstrap(args.bootstrap.clone())
         .mesh_key(mesh_key)
         .mdns(args.mdns)
+        .lanes(!args.no_lanes)
+        .lane_port(args.lane_port)
         .metrics_addr(args.metrics_addr);
     let round_timeout = Duration::try_from_secs_f64(args.round_timeout)
         .context("--round-timeout must be a positive number of seconds")?;

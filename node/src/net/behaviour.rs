@@ -1,5 +1,5 @@
 //! The composed libp2p behaviour: gossipsub for small announcements, identify, Kademlia, optional
-//! mDNS, ping, and request-response frames for bulk data.
+//! mDNS, ping, request-response frames for bulk data, and lane offers (see `lane`).
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
 
 use super::config::NetConfig;
 use super::frame::{FRAME_PROTOCOL, FrameCodec};
+use super::lane::{LANE_PROTOCOL, OfferCodec};
 
 /// Gossip carries announcements only; tensors go through frames.
 pub const GOSSIP_BYTES_MAX: usize = 64 * 1024;
@@ -50,12 +51,16 @@ pub enum BehaviourError {
 #[derive(NetworkBehaviour)]
 pub(crate) struct MeshBehaviour {
     pub(crate) frames: request_response::Behaviour<FrameCodec>,
+    pub(crate) lanes: request_response::Behaviour<OfferCodec>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) ping: ping::Behaviour,
 }
+
+/// A lane offer is 66 bytes; one unanswered for this long is dropped (frames then use libp2p).
+const LANE_OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often Kademlia bootstraps (looks itself up through the peers it knows).
 const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5);
@@ -74,6 +79,11 @@ impl MeshBehaviour {
             request_response::Config::default()
                 .with_request_timeout(config.frame_timeout)
                 .with_max_concurrent_streams(FRAME_STREAMS_MAX),
+        );
+        let lanes = request_response::Behaviour::with_codec(
+            OfferCodec,
+            [(LANE_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(LANE_OFFER_TIMEOUT),
         );
         let mut gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(keypair.clone()),
@@ -98,6 +108,7 @@ impl MeshBehaviour {
         };
         Ok(Self {
             frames,
+            lanes,
             gossipsub,
             identify,
             kad,

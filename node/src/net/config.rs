@@ -56,6 +56,8 @@ pub struct NetConfig {
     pub(crate) frame_caps: FrameCaps,
     pub(crate) frame_timeout: Duration,
     pub(crate) idle_connection_timeout: Duration,
+    pub(crate) lanes: bool,
+    pub(crate) lane_port: u16,
     pub(crate) extra_metrics: Option<MetricsRegistrar>,
 }
 
@@ -113,6 +115,10 @@ pub struct NetConfigBuilder {
     /// Default: 1 h; libp2p closes connections without open streams after 10 s otherwise,
     /// and a training mesh wants its links kept between rounds.
     idle_connection_timeout: Duration,
+    /// Default: on. Large frames go over direct AES-GCM lanes (see `lane`).
+    lanes: bool,
+    /// Default: 0 (any free port), on the first listen address's IP.
+    lane_port: u16,
     /// Default: none.
     extra_metrics: Option<MetricsRegistrar>,
 }
@@ -132,6 +138,8 @@ impl Default for NetConfigBuilder {
             payload_bytes_max: FrameCaps::default().payload_bytes_max(),
             frame_timeout: Duration::from_secs(120),
             idle_connection_timeout: Duration::from_secs(3600),
+            lanes: true,
+            lane_port: 0,
             extra_metrics: None,
         }
     }
@@ -194,6 +202,20 @@ impl NetConfigBuilder {
         self
     }
 
+    /// Whether large frames go over direct lanes (off: everything over libp2p streams).
+    #[must_use]
+    pub const fn lanes(mut self, enabled: bool) -> Self {
+        self.lanes = enabled;
+        self
+    }
+
+    /// The TCP port lanes listen on (0: any free port).
+    #[must_use]
+    pub const fn lane_port(mut self, port: u16) -> Self {
+        self.lane_port = port;
+        self
+    }
+
     /// Metrics of other components to serve next to the network's.
     #[must_use]
     pub fn extra_metrics(mut self, registrar: MetricsRegistrar) -> Self {
@@ -245,6 +267,8 @@ impl NetConfigBuilder {
             frame_caps,
             frame_timeout: self.frame_timeout,
             idle_connection_timeout: self.idle_connection_timeout,
+            lanes: self.lanes,
+            lane_port: self.lane_port,
             extra_metrics: self.extra_metrics,
         })
     }

@@ -207,6 +207,14 @@ pub enum NetEvent {
         /// The peer.
         peer: PeerId,
     },
+    /// A direct lane to (`outbound`) or from a peer is open: large frames between the two skip
+    /// libp2p's streams (see [`LANE_PAYLOAD_MIN`](super::LANE_PAYLOAD_MIN)).
+    LaneOpened {
+        /// The peer.
+        peer: PeerId,
+        /// `true`: frames we send to it; `false`: frames it sends to us.
+        outbound: bool,
+    },
     /// A peer subscribed to the mesh topic: announcements can now reach it.
     AnnouncementsJoined {
         /// The peer.

@@ -24,6 +24,8 @@ pub(crate) struct NetMetrics {
     pub(crate) frame_bytes_received: Counter,
     pub(crate) frames_failed_outbound: Counter,
     pub(crate) frames_failed_inbound: Counter,
+    pub(crate) lane_frames_sent: Counter,
+    pub(crate) lanes_closed: Counter,
     pub(crate) gossip_received: Counter,
     pub(crate) gossip_dropped: Counter,
 }
@@ -57,6 +59,12 @@ impl NetMetrics {
                 "frames_failed_inbound",
                 "Inbound frames refused or broken (oversized, truncated, timed out)",
             ),
+            lane_frames_sent: counter(
+                sub,
+                "lane_frames_sent",
+                "Frames sent over direct lanes (also counted in frames_sent)",
+            ),
+            lanes_closed: counter(sub, "lanes_closed", "Lanes that broke or were closed"),
             gossip_received: counter(sub, "gossip_received", "Announcements received"),
             gossip_dropped: counter(
                 sub,

@@ -3,17 +3,19 @@
 //! It moves opaque bytes and implements no protocol rule. Peers are named by protocol
 //! [`PeerId`](gradmesh_protocol::PeerId)s (blake3 of the ed25519 public key); announcements go
 //! over gossipsub (small, signed), bulk data (gradient spans, state chunks) over the direct
-//! [frame](frame) protocol with hard size caps.
+//! [frame](frame) protocol with hard size caps — large frames over a lane when the peer has one.
 //!
 //! Layout: `transport` (TCP+noise+yamux, pnet, QUIC), `behaviour` (the composed libp2p
-//! behaviour), `frame` (wire format and codec), `swarm_loop`/`swarm_events` (the task owning the
-//! swarm), `actor` (the `Network` actor), `metrics` (Prometheus), `identity` (keys and peer ids).
+//! behaviour), `frame` (wire format and codec), `lane` (direct AES-GCM connections for large
+//! frames, keyed over libp2p), `swarm_loop`/`swarm_events` (the task owning the swarm), `actor`
+//! (the `Network` actor), `metrics` (Prometheus), `identity` (keys and peer ids).
 
 mod actor;
 mod behaviour;
 mod config;
 pub mod frame;
 mod identity;
+mod lane;
 mod messages;
 mod metrics;
 mod peers;
@@ -28,6 +30,7 @@ pub use behaviour::{
 pub use config::{ConfigError, MetricsRegistrar, NetConfig, NetConfigBuilder};
 pub use frame::{Frame, FrameCaps, FrameError, Oversize};
 pub use identity::{IdentityError, load_or_create, protocol_peer_id, protocol_peer_id_of_key};
+pub use lane::LANE_PAYLOAD_MIN;
 pub use messages::{
     Dial, DialFailure, FrameRequestId, FrameSent, NetError, NetEvent, Publish, PublishFailure,
     SendFailure, SendFrame, SendFrameError,

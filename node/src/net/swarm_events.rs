@@ -13,8 +13,9 @@ use libp2p::{gossipsub, identify, kad, mdns};
 use super::behaviour::MeshBehaviourEvent;
 use super::frame::{Frame, FrameAck};
 use super::identity::protocol_peer_id;
+use super::lane::{LaneOffer, OfferAck};
 use super::messages::{DialFailure, NetEvent, SendFailure};
-use super::swarm_loop::{SwarmLoop, frame_bytes};
+use super::swarm_loop::{PendingKey, SwarmLoop, frame_bytes};
 
 /// Addresses taken from one identify message; the rest are ignored.
 const IDENTIFY_ADDRS_MAX: usize = 8;
@@ -22,6 +23,7 @@ const IDENTIFY_ADDRS_MAX: usize = 8;
 const MDNS_PEERS_MAX: usize = 32;
 
 type FrameEvent = request_response::Event<Frame, FrameAck>;
+type OfferEvent = request_response::Event<LaneOffer, OfferAck>;
 
 impl SwarmLoop {
     pub(super) async fn handle_behaviour_event(
@@ -30,6 +32,10 @@ impl SwarmLoop {
     ) -> ControlFlow<()> {
         let out = match event {
             MeshBehaviourEvent::Frames(event) => return self.handle_frame_event(event).await,
+            MeshBehaviourEvent::Lanes(event) => {
+                self.handle_offer_event(event);
+                None
+            }
             MeshBehaviourEvent::Gossipsub(event) => {
                 self.metrics.libp2p.record(&event);
                 self.handle_gossip(event)
@@ -59,11 +65,13 @@ impl SwarmLoop {
         }
     }
 
-    /// A peer's first connection maps it; peers without an ed25519 key are not admitted.
+    /// A peer's first connection maps it and offers it a lane; peers without an ed25519 key
+    /// are not admitted.
     pub(super) fn handle_connected(
         &mut self,
         peer: libp2p::PeerId,
         established: u32,
+        remote: &libp2p::Multiaddr,
     ) -> Option<NetEvent> {
         if established > 1 {
             return None;
@@ -74,6 +82,9 @@ impl SwarmLoop {
             return None;
         };
         self.peers.insert(peer, protocol);
+        if let Some(offer) = self.lanes.connected(protocol, remote) {
+            self.swarm.behaviour_mut().lanes.send_request(&peer, offer);
+        }
         tracing::info!(peer = %protocol, transport_peer = %peer, "peer connected");
         Some(NetEvent::PeerConnected { peer: protocol })
     }
@@ -87,6 +98,7 @@ impl SwarmLoop {
             return None;
         }
         let protocol = self.peers.remove(&peer)?;
+        self.lanes.disconnected(&protocol);
         tracing::info!(peer = %protocol, "peer disconnected");
         Some(NetEvent::PeerDisconnected { peer: protocol })
     }
@@ -132,14 +144,14 @@ impl SwarmLoop {
                     flow
                 }
                 request_response::Message::Response { request_id, .. } => {
-                    self.complete_frame(request_id, Ok(()));
+                    self.complete_frame(PendingKey::Stream(request_id), Ok(()));
                     ControlFlow::Continue(())
                 }
             },
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                self.complete_frame(request_id, Err(send_failure(&error)));
+                self.complete_frame(PendingKey::Stream(request_id), Err(send_failure(&error)));
                 ControlFlow::Continue(())
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -148,6 +160,37 @@ impl SwarmLoop {
                 ControlFlow::Continue(())
             }
             request_response::Event::ResponseSent { .. } => ControlFlow::Continue(()),
+        }
+    }
+
+    /// A connected peer offers us a lane: acknowledge, then dial it. A failed offer only means
+    /// frames to that peer keep using libp2p.
+    fn handle_offer_event(&mut self, event: OfferEvent) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .lanes
+                    .send_response(channel, OfferAck);
+                if let Some(from) = self.peers.protocol_of(&peer) {
+                    self.lanes.offered(from, request);
+                }
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "lane offer not delivered");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "lane offer not read");
+            }
+            _ => {}
         }
     }
 

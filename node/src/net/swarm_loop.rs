@@ -25,6 +25,7 @@ use super::behaviour::{
 use super::config::NetConfig;
 use super::frame::{Frame, FrameCaps};
 use super::identity::protocol_peer_id_of_key;
+use super::lane::{LaneEvent, Lanes};
 use super::messages::{FrameSent, NetError, NetEvent, SendFailure, SendFrame, SendFrameError};
 use super::metrics::{NetMetrics, bind_metrics, serve_metrics};
 use super::peers::PeerTable;
@@ -75,6 +76,9 @@ pub enum StartError {
         /// The cause.
         source: TransportError<std::io::Error>,
     },
+    /// The lane port could not bind.
+    #[error("cannot listen for lanes: {0}")]
+    Lanes(std::io::Error),
     /// The metrics endpoint could not bind.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -97,6 +101,15 @@ pub struct NetInfo {
     pub transport_peer: libp2p::PeerId,
     /// Where `/metrics` is served, with the real port.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where lanes are accepted, with the real port; `None` when lanes are off.
+    pub lane_addr: Option<SocketAddr>,
+}
+
+/// What a pending frame waits on: a libp2p request or a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum PendingKey {
+    Stream(OutboundRequestId),
+    Lane(u64),
 }
 
 /// A frame awaiting its acknowledgement.
@@ -114,7 +127,10 @@ pub(crate) struct SwarmLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     pub(super) peers: PeerTable,
-    pending: HashMap<OutboundRequestId, PendingFrame>,
+    pending: HashMap<PendingKey, PendingFrame>,
+    pub(super) lanes: Lanes,
+    lane_events: mpsc::Receiver<LaneEvent>,
+    next_lane_frame: u64,
     pub(super) topic: IdentTopic,
     caps: FrameCaps,
     pub(super) metrics: NetMetrics,
@@ -146,6 +162,15 @@ impl SwarmLoop {
                 })?;
         }
         dial_bootstrap(&mut swarm, &config);
+        let (lanes, lane_addr, lane_events) = Lanes::start(
+            config.lanes,
+            config.lane_port,
+            &config.listen,
+            config.frame_caps,
+            config.frame_timeout,
+        )
+        .await
+        .map_err(StartError::Lanes)?;
         let metrics_addr = match config.metrics_addr {
             Some(addr) => {
                 let (listener, bound) = bind_metrics(addr)
@@ -160,6 +185,7 @@ impl SwarmLoop {
             local_peer,
             transport_peer: *swarm.local_peer_id(),
             metrics_addr,
+            lane_addr,
         };
         let swarm_loop = Self {
             swarm,
@@ -167,6 +193,9 @@ impl SwarmLoop {
             events,
             peers: PeerTable::default(),
             pending: HashMap::new(),
+            lanes,
+            lane_events,
+            next_lane_frame: 0,
             topic: IdentTopic::new(config.topic_name()),
             caps: config.frame_caps,
             metrics,
@@ -187,6 +216,7 @@ impl SwarmLoop {
                     }
                     None => ControlFlow::Break(()),
                 },
+                Some(event) = self.lane_events.recv() => self.handle_lane_event(event).await,
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event).await,
             };
             if flow.is_break() {
@@ -254,18 +284,21 @@ impl SwarmLoop {
             }
         };
         let bytes = frame_bytes(&request.frame);
-        let request_id = self
-            .swarm
-            .behaviour_mut()
-            .frames
-            .send_request(&peer, request.frame);
+        self.next_lane_frame += 1;
+        let key = match self.lanes.send(&to, self.next_lane_frame, request.frame) {
+            Ok(()) => PendingKey::Lane(self.next_lane_frame),
+            Err(frame) => {
+                let frames = &mut self.swarm.behaviour_mut().frames;
+                PendingKey::Stream(frames.send_request(&peer, frame))
+            }
+        };
         let pending = PendingFrame {
             id,
             to,
             bytes,
             reply,
         };
-        self.pending.insert(request_id, pending);
+        self.pending.insert(key, pending);
     }
 
     /// Frames to `peer` awaiting acknowledgement (a count over at most
@@ -275,17 +308,16 @@ impl SwarmLoop {
     }
 
     /// Resolves a pending frame with its outcome.
-    pub(super) fn complete_frame(
-        &mut self,
-        request_id: OutboundRequestId,
-        outcome: Result<(), SendFailure>,
-    ) {
-        let Some(pending) = self.pending.remove(&request_id) else {
+    pub(super) fn complete_frame(&mut self, key: PendingKey, outcome: Result<(), SendFailure>) {
+        let Some(pending) = self.pending.remove(&key) else {
             return;
         };
         let (id, to) = (pending.id, pending.to);
         let result = match outcome {
             Ok(()) => {
+                if matches!(key, PendingKey::Lane(_)) {
+                    self.metrics.lane_frames_sent.inc();
+                }
                 self.metrics.frames_sent.inc();
                 self.metrics.frame_bytes_sent.inc_by(pending.bytes);
                 Ok(FrameSent { id, to })
@@ -296,6 +328,33 @@ impl SwarmLoop {
             }
         };
         let _ = pending.reply.send(result);
+    }
+
+    /// Lane events: frames received on a lane are handed on like any other and acknowledged
+    /// once the node has them; outcomes of lane frames resolve their pending entry.
+    async fn handle_lane_event(&mut self, event: LaneEvent) -> ControlFlow<()> {
+        if matches!(event, LaneEvent::Closed { .. }) {
+            self.metrics.lanes_closed.inc();
+        }
+        match self.lanes.handle(event) {
+            Some(LaneEvent::Received { from, frame, taken }) => {
+                self.metrics.frames_received.inc();
+                self.metrics
+                    .frame_bytes_received
+                    .inc_by(frame_bytes(&frame));
+                let flow = self.emit(NetEvent::FrameReceived { from, frame }).await;
+                let _ = taken.send(());
+                flow
+            }
+            Some(LaneEvent::Delivered { id, outcome }) => {
+                self.complete_frame(PendingKey::Lane(id), outcome);
+                ControlFlow::Continue(())
+            }
+            Some(LaneEvent::Opened { peer, outbound }) => {
+                self.emit(NetEvent::LaneOpened { peer, outbound }).await
+            }
+            _ => ControlFlow::Continue(()),
+        }
     }
 
     async fn handle_swarm_event(
@@ -313,8 +372,13 @@ impl SwarmLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
-            } => self.handle_connected(peer_id, num_established.get()),
+            } => self.handle_connected(
+                peer_id,
+                num_established.get(),
+                endpoint.get_remote_address(),
+            ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established,
