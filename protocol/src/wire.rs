@@ -357,15 +357,61 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
 
 /// The two parts of a frame for transports that carry a header and a payload separately (the
 /// node's frame protocol): the bincode header (without the length prefix of [`encode`]) and
-/// the raw payload bytes.
+/// the raw payload bytes, which share the message's buffers instead of copying them.
 ///
 /// # Errors
 /// As [`encode`].
-pub fn encode_parts(envelope: &Envelope) -> Result<(Vec<u8>, Vec<u8>), WireError> {
+pub fn encode_parts(envelope: &Envelope) -> Result<(Vec<u8>, Payload), WireError> {
     let header = encode_header(envelope)?;
-    let mut payload = Vec::with_capacity(payload_bytes(&envelope.body));
-    write_payload(&envelope.body, &mut payload);
-    Ok((header, payload))
+    Ok((header, Payload::of(&envelope.body)))
+}
+
+/// A frame's payload from [`encode_parts`]: the span's floats or the message's bytes, shared
+/// (reference-counted), read as little-endian bytes through [`AsRef<[u8]>`].
+#[derive(Debug, Clone)]
+pub struct Payload(PayloadRepr);
+
+#[derive(Debug, Clone)]
+enum PayloadRepr {
+    Empty,
+    /// Raw floats; only on little-endian machines, where their bytes are the wire's.
+    Floats(Arc<[f32]>),
+    Bytes(Arc<[u8]>),
+}
+
+impl Payload {
+    fn of(body: &Body) -> Self {
+        let repr = match body {
+            Body::Contribution(Contribution { data, encoded, .. })
+            | Body::Reduced(Reduced { data, encoded, .. }) => {
+                match (data.is_empty(), encoded.is_empty()) {
+                    (true, true) => PayloadRepr::Empty,
+                    (true, false) => PayloadRepr::Bytes(encoded.clone()),
+                    (false, true) if cfg!(target_endian = "little") => {
+                        PayloadRepr::Floats(data.clone())
+                    }
+                    _ => {
+                        let mut bytes = Vec::with_capacity(payload_bytes(body));
+                        write_payload(body, &mut bytes);
+                        PayloadRepr::Bytes(Arc::from(bytes))
+                    }
+                }
+            }
+            Body::StateChunk(c) => PayloadRepr::Bytes(c.data.clone()),
+            _ => PayloadRepr::Empty,
+        };
+        Self(repr)
+    }
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        match &self.0 {
+            PayloadRepr::Empty => &[],
+            PayloadRepr::Floats(floats) => bytemuck::cast_slice(floats),
+            PayloadRepr::Bytes(bytes) => bytes,
+        }
+    }
 }
 
 fn encode_header(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
@@ -746,10 +792,11 @@ mod tests {
     fn parts_round_trip_like_whole_frames() {
         for envelope in samples() {
             let (header, payload) = encode_parts(&envelope).expect("encodes");
+            let payload = payload.as_ref();
             let whole = encode(&envelope).expect("encodes");
             assert_eq!(whole.len(), 4 + header.len() + payload.len());
-            assert_eq!(&whole[4 + header.len()..], &payload[..]);
-            assert_eq!(decode_parts(&header, &payload).expect("decodes"), envelope);
+            assert_eq!(&whole[4 + header.len()..], payload);
+            assert_eq!(decode_parts(&header, payload).expect("decodes"), envelope);
             if !payload.is_empty() {
                 assert!(decode_parts(&header, &payload[1..]).is_err());
             }
@@ -808,8 +855,9 @@ mod tests {
         for i in [3, 5] {
             let envelope = samples().remove(i);
             let (header, payload) = encode_parts(&envelope).expect("encodes");
+            let payload = payload.as_ref();
             assert!(payload.len() < 4 * 3, "smaller than raw f32");
-            for bad in [&payload[1..], &[payload.as_slice(), &[0]].concat()[..]] {
+            for bad in [&payload[1..], &[payload, &[0]].concat()[..]] {
                 assert!(matches!(
                     decode_parts(&header, bad),
                     Err(WireError::PayloadLength { .. })

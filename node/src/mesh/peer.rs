@@ -392,7 +392,7 @@ impl PeerActor {
         };
         let frame = Frame {
             meta: Bytes::from(meta),
-            payload: Bytes::from(payload),
+            payload: Bytes::from_owner(payload),
         };
         let queue = self.outbox.queues.entry(to).or_default();
         if queue.len() >= OUTBOX_FRAMES_MAX {

@@ -306,10 +306,21 @@ impl Synthetic {
                 got: average.len(),
             });
         }
-        for (p, g) in self.params.iter_mut().zip(average) {
-            *p -= 0.01 * g;
+        // The state is written block by block right after the update, from cache, into one
+        // allocation (`repeat_n` has an exact length).
+        const BLOCK: usize = 16 * 1024;
+        let mut state: Arc<[u8]> = std::iter::repeat_n(0, self.params.len() * 4).collect();
+        let out = Arc::get_mut(&mut state)
+            .map(|s| &mut s[..])
+            .unwrap_or_default();
+        let blocks = self.params.chunks_mut(BLOCK).zip(average.chunks(BLOCK));
+        for ((params, average), out) in blocks.zip(out.chunks_mut(4 * BLOCK)) {
+            for (p, g) in params.iter_mut().zip(average) {
+                *p -= 0.01 * g;
+            }
+            out.copy_from_slice(&f32_bytes(params));
         }
-        Ok(Arc::from(f32_bytes(&self.params).as_ref()))
+        Ok(state)
     }
 
     fn load(&mut self, bytes: &[u8]) -> Result<(), WorkloadError> {

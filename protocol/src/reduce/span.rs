@@ -224,10 +224,21 @@ pub(super) fn validate_values(data: &[f32], expected: usize) -> Result<(), Rejec
             got: data.len(),
         });
     }
-    match data.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(RejectReason::NonFinite { index }),
-        None => Ok(()),
+    // Blocks of 64 fold their exponent bits without an early exit, so the check vectorises
+    // (an all-ones exponent is a NaN or an infinity); only a bad block is searched for the index.
+    const EXPONENT: u32 = 0x7f80_0000;
+    let mut offset = 0;
+    for block in data.chunks(64) {
+        let bad = block.iter().fold(0u32, |bad, v| {
+            bad | u32::from(v.to_bits() & EXPONENT == EXPONENT)
+        });
+        if bad != 0 {
+            let at = block.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(RejectReason::NonFinite { index: offset + at });
+        }
+        offset += block.len();
     }
+    Ok(())
 }
 
 /// Reduces the collected contributions with `rule`, in rank order: the result depends only on
@@ -354,19 +365,36 @@ fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
     }
 }
 
+/// Floats copied and hashed at a time by [`assemble`] (64 KiB: fits L2 with room to spare).
+const ASSEMBLE_BLOCK: usize = 16 * 1024;
+
 /// Concatenates the spans and hashes everything that defines the result.
 pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"gradmesh-result");
     hasher.update(&roster.digest().0);
-    let mut data = Vec::with_capacity(roster.vector_len());
+    // One allocation of the result (a `repeat_n` iterator has an exact length, so the `Arc` is
+    // allocated once and written in place); each span is copied and hashed block by block, so
+    // blake3 reads what the copy just wrote, from cache.
+    let mut data: Arc<[f32]> = std::iter::repeat_n(0.0, roster.vector_len()).collect();
+    let mut out = Arc::get_mut(&mut data)
+        .map(|d| &mut d[..])
+        .unwrap_or_default();
     let mut results = Vec::with_capacity(spans.len());
     for (span, range) in spans.iter().zip(roster.spans()) {
         hasher.update(&(span.contributors.len() as u64).to_le_bytes());
         hasher.update(&span.contributors);
         hasher.update(&span.total_weight.to_le_bytes());
-        hasher.update(&f32_bytes(&span.data));
-        data.extend_from_slice(&span.data);
+        let n = span.data.len().min(out.len());
+        let (dst, rest) = std::mem::take(&mut out).split_at_mut(n);
+        out = rest;
+        for (dst, src) in dst
+            .chunks_mut(ASSEMBLE_BLOCK)
+            .zip(span.data[..n].chunks(ASSEMBLE_BLOCK))
+        {
+            dst.copy_from_slice(src);
+            hasher.update(&f32_bytes(dst));
+        }
         let contributors = roster
             .contributors()
             .iter()
@@ -384,7 +412,7 @@ pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
         round: roster.round(),
         base: roster.base(),
         digest: hasher.finalize().into(),
-        data: data.into(),
+        data,
         spans: results,
         committee: roster.contributors().to_vec(),
     }

@@ -176,17 +176,28 @@ pub(crate) fn read_prefix<R: Read>(
     Ok(decode_prefix(&prefix, caps)?)
 }
 
-/// Reads the meta and payload records announced by [`read_prefix`]. `vec![0; n]` maps zeroed
-/// pages lazily, and each record is decrypted where it lands.
+/// Reads the meta and payload records announced by [`read_prefix`], each decrypted where it
+/// lands. The buffer grows one record at a time, so memory follows the bytes that arrived and
+/// each record is decrypted while its pages are hot; it is never zeroed (a zeroed `calloc`
+/// allocation is served from fresh pages, each one a page fault).
 pub(crate) fn read_body<R: Read>(
     r: &mut R,
     cipher: &mut Cipher,
     (meta_len, payload_len): (usize, usize),
 ) -> Result<Frame, LaneError> {
     let mut read_part = |len: usize| -> Result<Bytes, LaneError> {
-        let mut buf = vec![0u8; len];
-        for chunk in buf.chunks_mut(RECORD_BYTES) {
-            read_record(r, cipher, chunk)?;
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let start = buf.len();
+            let record = RECORD_BYTES.min(len - start);
+            // `read_to_end` reads into the spare capacity without zeroing it first.
+            r.by_ref().take(record as u64).read_to_end(&mut buf)?;
+            if buf.len() != start + record {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+            let mut tag = [0u8; TAG_BYTES];
+            r.read_exact(&mut tag)?;
+            cipher.open(&mut buf[start..], &tag)?;
         }
         Ok(Bytes::from(buf))
     };
