@@ -884,7 +884,7 @@ mod tests {
             ));
             let header = bincode::serde::encode_to_vec(&stateful, HEADER_CONFIG).expect("encodes");
             assert!(matches!(
-                decode_parts(&header, &payload),
+                decode_parts(&header, payload),
                 Err(WireError::StatefulCodec(_))
             ));
         }
