@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod floats;
 pub mod ids;
 pub mod peer;
 pub mod reduce;
@@ -16,6 +17,7 @@ pub mod roster;
 pub mod sync;
 pub mod time;
 pub mod wire;
+pub use floats::Floats;
 
 pub use ids::{Digest, PeerId, RoundId};
 pub use time::Timestamp;

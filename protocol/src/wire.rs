@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::CodecKind;
+use crate::floats::Floats;
 use crate::ids::{Digest, PeerId, RoundId};
 
 /// Version of the wire format; a frame of another version is refused. Version 2 added the span
@@ -196,7 +197,7 @@ pub struct Contribution {
     pub floats: u32,
     /// The values when `codec` is [`CodecKind::None`] (else empty), sent raw after the header.
     #[serde(skip)]
-    pub data: Arc<[f32]>,
+    pub data: Floats,
     /// The codec's bytes for the values when `codec` is not [`CodecKind::None`] (else empty):
     /// exactly `codec.encoded_len(floats)` bytes, sent after the header.
     #[serde(skip)]
@@ -221,7 +222,7 @@ pub struct Reduced {
     /// The weighted mean when `codec` is [`CodecKind::None`] (else empty), sent raw after the
     /// header.
     #[serde(skip)]
-    pub data: Arc<[f32]>,
+    pub data: Floats,
     /// The owner's encoding of the span when `codec` is not [`CodecKind::None`] (else empty):
     /// exactly `codec.encoded_len(floats)` bytes, relayed verbatim by every holder.
     #[serde(skip)]
@@ -375,7 +376,7 @@ pub struct Payload(PayloadRepr);
 enum PayloadRepr {
     Empty,
     /// Raw floats; only on little-endian machines, where their bytes are the wire's.
-    Floats(Arc<[f32]>),
+    Floats(Floats),
     Bytes(Arc<[u8]>),
 }
 
@@ -408,7 +409,7 @@ impl AsRef<[u8]> for Payload {
     fn as_ref(&self) -> &[u8] {
         match &self.0 {
             PayloadRepr::Empty => &[],
-            PayloadRepr::Floats(floats) => bytemuck::cast_slice(floats),
+            PayloadRepr::Floats(floats) => bytemuck::cast_slice(&floats[..]),
             PayloadRepr::Bytes(bytes) => bytes,
         }
     }
@@ -468,6 +469,48 @@ pub fn decode(frame: &[u8], frame_bytes_max: usize) -> Result<Envelope, WireErro
 /// # Errors
 /// As [`decode`].
 pub fn decode_parts(header: &[u8], payload: &[u8]) -> Result<Envelope, WireError> {
+    decode_header_then(header, PayloadIn::Borrowed(payload))
+}
+
+/// As [`decode_parts`], keeping a span's raw floats in `payload` itself (shared, not copied)
+/// when it is 4-aligned, as received frames are.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_parts_shared(header: &[u8], payload: bytes::Bytes) -> Result<Envelope, WireError> {
+    decode_header_then(header, PayloadIn::Shared(payload))
+}
+
+/// A received payload: borrowed (copied into the message) or shared.
+enum PayloadIn<'a> {
+    Borrowed(&'a [u8]),
+    Shared(bytes::Bytes),
+}
+
+impl PayloadIn<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Borrowed(b) => b,
+            Self::Shared(b) => b,
+        }
+    }
+
+    /// The payload's little-endian floats; its length is a multiple of 4 (checked by the caller).
+    fn into_floats(self) -> Result<Floats, WireError> {
+        match self {
+            Self::Borrowed(b) => Ok(floats_from_le(b).into()),
+            Self::Shared(b) => {
+                let got = b.len();
+                Floats::from_le_bytes(b).ok_or(WireError::PayloadLength {
+                    got,
+                    declared: got as u64 / 4 * 4,
+                })
+            }
+        }
+    }
+}
+
+fn decode_header_then(header: &[u8], payload: PayloadIn<'_>) -> Result<Envelope, WireError> {
     if header.len() > HEADER_BYTES_MAX {
         return Err(WireError::BadHeaderLength {
             len: header.len() as u64,
@@ -595,7 +638,8 @@ fn write_payload(body: &Body, out: &mut Vec<u8>) {
     }
 }
 
-fn attach_payload(body: &mut Body, payload: &[u8]) -> Result<(), WireError> {
+fn attach_payload(body: &mut Body, source: PayloadIn<'_>) -> Result<(), WireError> {
+    let payload = source.bytes();
     match body {
         Body::Contribution(Contribution {
             codec,
@@ -620,7 +664,7 @@ fn attach_payload(body: &mut Body, payload: &[u8]) -> Result<(), WireError> {
                 });
             }
             if *codec == CodecKind::None {
-                *data = floats_from_le(payload);
+                *data = source.into_floats()?;
             } else {
                 *encoded = Arc::from(payload);
             }
@@ -753,7 +797,7 @@ mod tests {
                 weight: 64,
                 codec: CodecKind::None,
                 floats: 3,
-                data: Arc::from(vec![1.0, -2.5, f32::MIN_POSITIVE]),
+                data: vec![1.0, -2.5, f32::MIN_POSITIVE].into(),
                 encoded: Arc::from(Vec::new()),
             }),
             Body::Contribution(Contribution {
@@ -762,7 +806,7 @@ mod tests {
                 weight: 64,
                 codec: CodecKind::Fp16,
                 floats: 3,
-                data: Arc::from(Vec::new()),
+                data: Floats::default(),
                 encoded: Arc::from(vec![1, 2, 3, 4, 5, 6]),
             }),
             Body::Reduced(Reduced {
@@ -772,7 +816,7 @@ mod tests {
                 total_weight: 128,
                 codec: CodecKind::None,
                 floats: 2,
-                data: Arc::from(vec![0.5, 0.25]),
+                data: vec![0.5, 0.25].into(),
                 encoded: Arc::from(Vec::new()),
             }),
             Body::Reduced(Reduced {
@@ -782,7 +826,7 @@ mod tests {
                 total_weight: 128,
                 codec: "int8:2".parse().expect("valid"),
                 floats: 3,
-                data: Arc::from(Vec::new()),
+                data: Floats::default(),
                 encoded: Arc::from(vec![9u8; 3 + 2 * 4]),
             }),
         ]
@@ -868,7 +912,7 @@ mod tests {
             if let Body::Contribution(Contribution { data, .. })
             | Body::Reduced(Reduced { data, .. }) = &mut wrong.body
             {
-                *data = Arc::from(vec![1.0]);
+                *data = vec![1.0].into();
             }
             assert!(matches!(encode(&wrong), Err(WireError::OutOfBounds { .. })));
             // A stateful codec named in a header is refused on both sides.

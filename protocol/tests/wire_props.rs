@@ -201,7 +201,7 @@ fn contribution() -> impl Strategy<Value = Body> {
                 weight,
                 codec,
                 floats,
-                data,
+                data: data.into(),
                 encoded,
             })
         },
@@ -225,7 +225,7 @@ fn reduced() -> impl Strategy<Value = Body> {
                     total_weight,
                     codec,
                     floats,
-                    data,
+                    data: data.into(),
                     encoded,
                 })
             },
@@ -288,7 +288,7 @@ fn canonical(envelope: &Envelope) -> (Envelope, Vec<u32>) {
     let bits = match &mut e.body {
         Body::Contribution(Contribution { data, .. }) | Body::Reduced(Reduced { data, .. }) => {
             let bits = data.iter().map(|f| f.to_bits()).collect();
-            *data = Arc::from(Vec::new());
+            *data = Vec::new().into();
             bits
         }
         _ => Vec::new(),
@@ -509,7 +509,7 @@ fn span_body(reduced: bool, codec: &str) -> Body {
             total_weight: 1,
             codec,
             floats: 5,
-            data,
+            data: data.into(),
             encoded,
         })
     } else {
@@ -519,7 +519,7 @@ fn span_body(reduced: bool, codec: &str) -> Body {
             weight: 1,
             codec,
             floats: 5,
-            data,
+            data: data.into(),
             encoded,
         })
     }

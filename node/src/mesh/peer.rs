@@ -450,7 +450,7 @@ impl PeerActor {
 
     fn receive_frame(&mut self, from: PeerId, frame: &Frame) {
         self.bytes_received += (frame.meta.len() + frame.payload.len()) as u64;
-        match wire::decode_parts(&frame.meta, &frame.payload) {
+        match wire::decode_parts_shared(&frame.meta, frame.payload.clone()) {
             Ok(envelope) => {
                 let now = self.now();
                 self.peer.handle_message(now, from, envelope);
@@ -493,7 +493,7 @@ fn inject(fault: Fault, contribution: &mut gradmesh_protocol::wire::Contribution
             contribution.floats = contribution.floats.saturating_sub(1);
         }
     }
-    contribution.data = Arc::from(data);
+    contribution.data = data.into();
 }
 
 /// A local failure the node cannot continue after (its trainer broke): stop the process so an

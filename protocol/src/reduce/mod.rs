@@ -43,6 +43,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::config::{Aggregation, CodecKind, PeerConfig};
+use crate::floats::Floats;
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::roster::Roster;
 use crate::time::Timestamp;
@@ -427,14 +428,20 @@ impl ReduceRound {
         for (j, range) in self.roster.spans().to_vec().into_iter().enumerate() {
             if j == rank {
                 let mut own = OwnedSpan::new(contributors, false);
-                match quantise(self.codec, &grad[range]) {
+                match quantise(self.codec, &Floats::slice(&grad, range)) {
                     Ok((data, _)) => own.insert(rank, weight, data),
                     Err(reason) => self.reject(self.me, reason),
                 }
                 self.owned.insert(j, own);
             } else {
                 let to = self.roster.contributors()[j];
-                match contribution(self.roster.digest(), j, weight, self.codec, &grad[range]) {
+                match contribution(
+                    self.roster.digest(),
+                    j,
+                    weight,
+                    self.codec,
+                    &Floats::slice(&grad, range),
+                ) {
                     Ok(body) => self.send(to, body),
                     Err(reason) => self.reject(self.me, reason),
                 }
@@ -550,7 +557,7 @@ impl ReduceRound {
         let mut own = OwnedSpan::new(self.roster.contributors().len(), true);
         if let (Some(rank), Some((weight, grad)), Some(range)) =
             (self.my_rank, &self.local, self.roster.span(j))
-            && let Ok((data, _)) = quantise(self.codec, &grad[range])
+            && let Ok((data, _)) = quantise(self.codec, &Floats::slice(grad, range))
         {
             own.insert(rank, *weight, data);
         }
@@ -854,7 +861,13 @@ impl ReduceRound {
             let (Some((weight, grad)), Some(range)) = (&self.local, self.roster.span(j)) else {
                 continue;
             };
-            let body = contribution(self.roster.digest(), j, *weight, self.codec, &grad[range]);
+            let body = contribution(
+                self.roster.digest(),
+                j,
+                *weight,
+                self.codec,
+                &Floats::slice(grad, range),
+            );
             if let Ok(body) = body {
                 self.send(backup, body);
             }
@@ -912,7 +925,7 @@ fn contribution(
     j: usize,
     weight: u32,
     codec: CodecKind,
-    values: &[f32],
+    values: &Floats,
 ) -> Result<Body, RejectReason> {
     let (data, encoded) = encode_values(codec, values)?;
     Ok(Body::Contribution(Contribution {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use gradmesh_kernels::codec::CodecError;
 
 use crate::config::{Aggregation, CodecKind};
+use crate::floats::Floats;
 use crate::ids::{Digest, PeerId};
 use crate::roster::Roster;
 use crate::wire::{Body, Reduced, f32_bytes};
@@ -20,7 +21,7 @@ pub(super) struct OwnedSpan {
     /// `true` when this peer stands in for a silent owner.
     pub(super) as_backup: bool,
     /// Indexed by contributor rank: `(weight, values)`.
-    contributions: Vec<Option<(u32, Arc<[f32]>)>>,
+    contributions: Vec<Option<(u32, Floats)>>,
     /// The span has been reduced (or, for a backup, the owner's version arrived).
     pub(super) done: bool,
     /// Peers that sent failover contributions; a standing-down backup relays the owner's span.
@@ -38,7 +39,7 @@ impl OwnedSpan {
     }
 
     /// Keeps the first contribution of each rank; contributions after the reduction are dropped.
-    pub(super) fn insert(&mut self, rank: usize, weight: u32, data: Arc<[f32]>) {
+    pub(super) fn insert(&mut self, rank: usize, weight: u32, data: Floats) {
         if self.done {
             return;
         }
@@ -65,7 +66,7 @@ pub struct ReducedSpan {
     pub total_weight: u64,
     /// The reduced values: the weighted mean, or the configured robust rule's output; with a
     /// span codec, the decoding of `encoded`.
-    pub data: Arc<[f32]>,
+    pub data: Floats,
     /// The codec `encoded` is in ([`CodecKind::None`]: no encoding, `data` travels raw).
     pub codec: CodecKind,
     /// The owner's encoding of the span, relayed verbatim (never re-encoded); empty with
@@ -91,7 +92,7 @@ impl ReducedSpan {
     /// Checks a received span's bitmap: the right length, no bit beyond the roster, at least one
     /// contributor, and a positive weight. `data` are its values, already decoded and checked
     /// ([`received_values`]).
-    pub(super) fn from_wire(r: &Reduced, contributors: usize, data: Arc<[f32]>) -> Option<Self> {
+    pub(super) fn from_wire(r: &Reduced, contributors: usize, data: Floats) -> Option<Self> {
         if r.contributors.len() != contributors.div_ceil(8) || r.total_weight == 0 {
             return None;
         }
@@ -124,10 +125,10 @@ impl ReducedSpan {
 }
 
 /// A span's values as they travel: `(raw floats, codec bytes)`, one of the two empty.
-pub(super) type WireValues = (Arc<[f32]>, Arc<[u8]>);
+pub(super) type WireValues = (Floats, Arc<[u8]>);
 
-fn no_floats() -> Arc<[f32]> {
-    Arc::from(Vec::new())
+fn no_floats() -> Floats {
+    Floats::default()
 }
 
 fn no_bytes() -> Arc<[u8]> {
@@ -145,9 +146,9 @@ fn local_error(e: CodecError) -> RejectReason {
 /// `values` as `codec` puts them on the wire: `(raw floats, codec bytes)`, the one `codec` does
 /// not use left empty. Stateless codecs only (the configuration refuses the others), so the
 /// encoder is built per call and keeps nothing.
-pub(super) fn encode_values(codec: CodecKind, values: &[f32]) -> Result<WireValues, RejectReason> {
+pub(super) fn encode_values(codec: CodecKind, values: &Floats) -> Result<WireValues, RejectReason> {
     if codec == CodecKind::None {
-        return Ok((Arc::from(values), no_bytes()));
+        return Ok((values.clone(), no_bytes()));
     }
     let mut encoder = codec.build(values.len(), 0).map_err(local_error)?;
     let mut bytes = Vec::with_capacity(codec.encoded_len(values.len()));
@@ -157,7 +158,7 @@ pub(super) fn encode_values(codec: CodecKind, values: &[f32]) -> Result<WireValu
 
 /// What every receiver holds of `values` sent under `codec`: the values themselves for
 /// [`CodecKind::None`], else the decoding of their encoding; with the encoded bytes.
-pub(super) fn quantise(codec: CodecKind, values: &[f32]) -> Result<WireValues, RejectReason> {
+pub(super) fn quantise(codec: CodecKind, values: &Floats) -> Result<WireValues, RejectReason> {
     let (data, encoded) = encode_values(codec, values)?;
     if codec == CodecKind::None {
         return Ok((data, encoded));
@@ -166,7 +167,7 @@ pub(super) fn quantise(codec: CodecKind, values: &[f32]) -> Result<WireValues, R
     codec
         .decode(&encoded, &mut decoded)
         .map_err(|e| RejectReason::Codec(e.to_string()))?;
-    Ok((Arc::from(decoded), encoded))
+    Ok((Floats::from(decoded), encoded))
 }
 
 /// The values of a received span of `expected` floats, sent as `(codec, floats, data, encoded)`:
@@ -175,9 +176,9 @@ pub(super) fn quantise(codec: CodecKind, values: &[f32]) -> Result<WireValues, R
 /// checked before anything is allocated.
 pub(super) fn received_values(
     mesh: CodecKind,
-    (codec, floats, data, encoded): (CodecKind, u32, &Arc<[f32]>, &[u8]),
+    (codec, floats, data, encoded): (CodecKind, u32, &Floats, &[u8]),
     expected: usize,
-) -> Result<Arc<[f32]>, RejectReason> {
+) -> Result<Floats, RejectReason> {
     if codec != mesh {
         return Err(RejectReason::WrongCodec);
     }
@@ -198,7 +199,7 @@ pub(super) fn received_values(
     })?;
     // The codec guarantees finite output on success; checked again on the path every span takes.
     validate_values(&decoded, expected)?;
-    Ok(Arc::from(decoded))
+    Ok(Floats::from(decoded))
 }
 
 /// One span of a committed result.
@@ -359,7 +360,7 @@ fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
     ReducedSpan {
         contributors: bitmap,
         total_weight,
-        data: Arc::from(out),
+        data: Floats::from(out),
         codec: CodecKind::None,
         encoded: no_bytes(),
     }
@@ -604,7 +605,7 @@ mod tests {
                 weight: 3,
                 codec,
                 floats: u32::try_from(floats).expect("small"),
-                data: Arc::from(data),
+                data: Floats::from(data),
                 encoded: Arc::from(encoded),
             })
         };
@@ -648,7 +649,7 @@ mod tests {
     fn span_of(values: &[(usize, u32, [f32; 2])], contributors: usize) -> OwnedSpan {
         let mut own = OwnedSpan::new(contributors, false);
         for (rank, weight, v) in values {
-            own.insert(*rank, *weight, Arc::from(&v[..]));
+            own.insert(*rank, *weight, Floats::from(v.to_vec()));
         }
         own
     }

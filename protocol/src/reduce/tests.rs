@@ -201,7 +201,8 @@ fn nan_contribution_is_rejected_and_named() {
         let mut data = vec![0.5f32; range.len()];
         data[0] = f32::NAN;
         let roster = pump.rounds[0].roster().digest();
-        let body = contribution(roster, j, 7, CodecKind::None, &data).expect("raw f32");
+        let body =
+            contribution(roster, j, 7, CodecKind::None, &data.clone().into()).expect("raw f32");
         pump.rounds[j].handle_message(Timestamp::ZERO, bad, body);
     }
     pump.run();
