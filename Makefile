@@ -45,7 +45,7 @@ bench-kernels: setup
 # (docs/benchmarks.md).
 bench-allreduce: setup
 	$(CARGO) build --release -p gradmesh-node --bin gradmesh
-	bash scripts/bench_allreduce.sh target/release/gradmesh 5
+	bash scripts/bench_allreduce.sh target/release/gradmesh 20
 	$(CARGO) run --release -p gradmesh-node --example allreduce_floor -- 4 16777216 2
 	$(CARGO) run --release -p gradmesh-node --example allreduce_floor -- 2 16777216 2
 

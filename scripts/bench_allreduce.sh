@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The all-reduce grid of docs/benchmarks.md ("All-reduce (real nodes)"): for each N × F, the
-# node's all-reduce raw (gloo measured in the same invocation), with a mesh key, and with each
-# stateless codec; every row's ratio is against the gloo run of its N × F. One markdown row per
-# run, with the load average at its start.
+# node's all-reduce raw (gloo measured in the same invocation), raw over libp2p streams only
+# (`--no-lanes`), with a mesh key, and with each stateless codec; every row's ratio is against
+# the gloo run of its N × F. One markdown row per run, with the load average at its start.
 #
-#   scripts/bench_allreduce.sh [GRADMESH] [ROUNDS]
+#   scripts/bench_allreduce.sh [GRADMESH] [ROUNDS]   (ROUNDS: 20)
 set -euo pipefail
-bin=${1:-target/release/gradmesh} rounds=${2:-5}
+bin=${1:-target/release/gradmesh} rounds=${2:-20}
 echo "| N × M | spans | load | gradmesh p50 s | busbw GB/s | gloo p50 s | gloo busbw GB/s | ratio | sent / 2(n−1)/n·M_encoded |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for nf in "4 1048576" "4 16777216" "2 16777216"; do
     set -- $nf
     n=$1 f=$2 gloo_json=null
-    for variant in "none" "none --mesh-key" "fp16" "int8:64"; do
+    for variant in "none" "none --no-lanes" "none --mesh-key" "fp16" "int8:64"; do
         set -- $variant
         codec=$1
         shift
@@ -27,7 +27,8 @@ import json, sys
 d, base = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 n, f, variant, load = sys.argv[3:]
 g, b = d["gradmesh"], base["gloo"]
-label = variant.replace(" --mesh-key", " + pnet mesh key")
+label = variant.replace(" --mesh-key", " + pnet mesh key").replace(
+    " --no-lanes", ", libp2p streams (no lanes)")
 print("| %s × %d MiB | %s | %s | %.3f | %.3f | %.3f | %.3f | %.2f× | %.3f |" % (
     n, int(f) * 4 >> 20, label, load, g["seconds_p50"], g["busbw_gbps"],
     b["seconds_p50"], b["busbw_gbps"], g["busbw_gbps"] / b["busbw_gbps"],

@@ -352,6 +352,17 @@ fn a_restarted_mesh_resumes_from_its_checkpoints() {
     let dir = workdir("restart");
     let mut cluster = checkpointed_mesh(&dir);
     committed(&mut cluster, &[0, 1, 2], 12);
+    // A node that resynced instead of committing round 5 or 10 (a loaded machine makes a round
+    // abort now and then) checkpoints at the next multiple of 5 it commits: wait for all three.
+    let deadline = std::time::Instant::now() + WAIT;
+    let saved = |i: usize| dir.join(format!("ckpt{i}/latest.safetensors")).exists();
+    while !(0..3).all(saved) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a node never checkpointed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(cluster);
 
     let mut cluster = checkpointed_mesh(&dir);

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_protocol::peer::{Event, Output, Peer};
 use gradmesh_protocol::wire::{self, Body, Envelope, Role};
-use gradmesh_protocol::{PeerId, RoundId, Timestamp};
+use gradmesh_protocol::{Floats, PeerId, RoundId, Timestamp};
 
 use super::checkpointer::{Checkpointer, Save};
 use super::telemetry::{MeshMetrics, Report};
@@ -196,7 +196,7 @@ impl PeerActor {
         }));
     }
 
-    fn apply(&mut self, round: RoundId, average: Arc<[f32]>, ctx: &mut Context<Self>) {
+    fn apply(&mut self, round: RoundId, average: Floats, ctx: &mut Context<Self>) {
         let request = self.trainer.send(Apply(average)).into_actor(self);
         ctx.spawn(request.map(move |reply, act, ctx| match reply {
             Ok(Ok(bytes)) => {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
 use gradmesh_kernels::{Checkpoint, FlatLayout};
+use gradmesh_protocol::Floats;
 
 use super::workload::{Computed, Evaluation, Workload, WorkloadError};
 
@@ -45,7 +46,7 @@ pub struct Compute;
 /// Apply a committed average; answers the new serialized state.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Arc<[u8]>, WorkloadError>")]
-pub struct Apply(pub Arc<[f32]>);
+pub struct Apply(pub Floats);
 
 /// Replace the state with synced bytes.
 #[derive(Debug, Message)]

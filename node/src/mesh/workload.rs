@@ -10,7 +10,6 @@ use gradmesh_kernels::{
     BatchSampler, Checkpoint, Dataset, Device, FlatLayout, KernelError, MeshDigest, ModelKind,
     OptimizerConfig, Trainer,
 };
-use gradmesh_protocol::wire::f32_bytes;
 
 /// Why a workload operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,11 +111,19 @@ pub struct Digits {
     step: u64,
 }
 
+/// State buffers the synthetic workload keeps for reuse (the protocol retains 3 snapshots).
+const STATE_POOL_MAX: usize = 6;
+
 /// The synthetic workload: parameters and a fixed direction, built once so that computing a
 /// "gradient" costs nothing and a benchmark measures the all-reduce alone.
 #[derive(Debug)]
 pub struct Synthetic {
-    params: Vec<f32>,
+    /// The newest state and buffers for the next ones (little-endian f32 bytes, as snapshots
+    /// take them); at most [`STATE_POOL_MAX`].
+    states: Vec<Arc<[u8]>>,
+    /// Which of `states` is the newest.
+    newest: usize,
+    floats: usize,
     direction: Arc<[f32]>,
 }
 
@@ -170,7 +177,7 @@ impl Workload {
     pub fn state_bytes(&self) -> Arc<[u8]> {
         match self {
             Self::Digits(d) => Arc::from(d.trainer.state_bytes()),
-            Self::Synthetic(s) => Arc::from(f32_bytes(&s.params).as_ref()),
+            Self::Synthetic(s) => Arc::clone(s.state()),
         }
     }
 
@@ -285,7 +292,9 @@ impl Synthetic {
             .map(|k| ((k % 1024) as f32 * 0.01).sin())
             .collect();
         Self {
-            params: vec![0.0; floats],
+            states: vec![Arc::from(vec![0u8; floats * 4])],
+            newest: 0,
+            floats,
             direction,
         }
     }
@@ -298,42 +307,112 @@ impl Synthetic {
         }
     }
 
+    fn state(&self) -> &Arc<[u8]> {
+        &self.states[self.newest]
+    }
+
+    /// One SGD step (rate 0.01) from the newest state into a buffer the node no longer holds
+    /// (the protocol keeps the last few snapshots), so that in steady state a round allocates
+    /// nothing: a fresh 64 MiB buffer per round costs its page faults and zeroing every time.
     fn apply(&mut self, average: &[f32]) -> Result<Arc<[u8]>, WorkloadError> {
-        if average.len() != self.params.len() {
+        if average.len() != self.floats {
             return Err(WorkloadError::WrongSize {
                 what: "committed average",
-                expected: self.params.len(),
+                expected: self.floats,
                 got: average.len(),
             });
         }
-        // The state is written block by block right after the update, from cache, into one
-        // allocation (`repeat_n` has an exact length).
-        const BLOCK: usize = 16 * 1024;
-        let mut state: Arc<[u8]> = std::iter::repeat_n(0, self.params.len() * 4).collect();
-        let out = Arc::get_mut(&mut state)
-            .map(|s| &mut s[..])
-            .unwrap_or_default();
-        let blocks = self.params.chunks_mut(BLOCK).zip(average.chunks(BLOCK));
-        for ((params, average), out) in blocks.zip(out.chunks_mut(4 * BLOCK)) {
-            for (p, g) in params.iter_mut().zip(average) {
-                *p -= 0.01 * g;
+        let bytes = self.floats * 4;
+        let free = (0..self.states.len()).find(|&i| {
+            i != self.newest
+                && self.states[i].len() == bytes
+                && Arc::strong_count(&self.states[i]) == 1
+        });
+        let target = free.unwrap_or_else(|| {
+            if self.states.len() >= STATE_POOL_MAX {
+                // Buffers held elsewhere are the holders' to free: stop tracking them.
+                let newest = Arc::clone(&self.states[self.newest]);
+                self.states.retain(|s| Arc::strong_count(s) == 1);
+                self.states.push(newest);
+                self.newest = self.states.len() - 1;
             }
-            out.copy_from_slice(&f32_bytes(params));
+            self.states.push(std::iter::repeat_n(0, bytes).collect());
+            self.states.len() - 1
+        });
+        let mut next = std::mem::take(&mut self.states[target]);
+        let prev = &self.states[self.newest];
+        let out = Arc::get_mut(&mut next)
+            .map(|b| &mut b[..])
+            .unwrap_or_default();
+        let le = cfg!(target_endian = "little");
+        match (
+            bytemuck::try_cast_slice::<u8, f32>(prev),
+            bytemuck::try_cast_slice_mut::<u8, f32>(out),
+        ) {
+            (Ok(prev), Ok(out)) if le => {
+                for ((o, p), g) in out.iter_mut().zip(prev).zip(average) {
+                    *o = p - 0.01 * g;
+                }
+            }
+            (_, out) => {
+                let out: &mut [u8] = match out {
+                    Ok(floats) => bytemuck::cast_slice_mut(floats),
+                    Err(_) => Arc::get_mut(&mut next)
+                        .map(|b| &mut b[..])
+                        .unwrap_or_default(),
+                };
+                let prev = prev.chunks_exact(4);
+                for ((o, p), g) in out.chunks_exact_mut(4).zip(prev).zip(average) {
+                    let p = f32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+                    o.copy_from_slice(&(p - 0.01 * g).to_le_bytes());
+                }
+            }
         }
-        Ok(state)
+        self.states[target] = next;
+        self.newest = target;
+        Ok(Arc::clone(self.state()))
     }
 
     fn load(&mut self, bytes: &[u8]) -> Result<(), WorkloadError> {
-        if bytes.len() != self.params.len() * 4 {
+        if bytes.len() != self.floats * 4 {
             return Err(WorkloadError::WrongSize {
                 what: "synced state",
-                expected: self.params.len() * 4,
+                expected: self.floats * 4,
                 got: bytes.len(),
             });
         }
-        for (p, c) in self.params.iter_mut().zip(bytes.chunks_exact(4)) {
-            *p = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
+        self.states[self.newest] = Arc::from(bytes);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn synthetic_steps_reuse_the_released_buffer_and_keep_held_states_intact() {
+        let mut w = Synthetic::new(3);
+        let first = w.apply(&[1.0, 2.0, -4.0]).expect("right size");
+        assert_eq!(floats(&first), [-0.01, -0.02, 0.04]);
+        // `first` is still held (a snapshot): the next step must not write into it.
+        let second = w.apply(&[1.0, 0.0, 0.0]).expect("right size");
+        assert_eq!(floats(&first), [-0.01, -0.02, 0.04]);
+        assert_eq!(floats(&second), [-0.02, -0.02, 0.04]);
+        drop(first);
+        let before = Arc::as_ptr(w.state());
+        let third = w.apply(&[0.0, 0.0, 1.0]).expect("right size");
+        assert_eq!(floats(&third), [-0.02, -0.02, 0.03]);
+        assert_ne!(Arc::as_ptr(&third), before, "written into the other buffer");
+        assert!(w.apply(&[1.0]).is_err());
+        w.load(&second).expect("right size");
+        assert_eq!(floats(w.state()), [-0.02, -0.02, 0.04]);
     }
 }

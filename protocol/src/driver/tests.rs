@@ -290,7 +290,7 @@ fn checker_recomputes_quantised_spans() {
             round: RoundId(1),
             base,
             digest: Digest::default(),
-            data: Arc::from(data),
+            data: data.into(),
             spans: ranges
                 .iter()
                 .map(|r| SpanResult {

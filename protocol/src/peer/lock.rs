@@ -146,7 +146,8 @@ impl Peer {
             .lock
             .as_ref()
             .filter(|l| l.base == base && l.vote.digest == digest)
-            .and_then(|l| l.result.clone());
+            .and_then(|l| l.result.clone())
+            .map(Box::new);
         Carry::Value { digest, result }
     }
 

@@ -292,7 +292,7 @@ fn a_locked_peer_commits_what_a_committee_majority_announces_it_voted() {
         round: RoundId(3),
         base,
         digest: d,
-        data: Arc::from(vec![0.25f32; 6]),
+        data: vec![0.25f32; 6].into(),
         spans: Vec::new(),
         committee: vec![me, PeerId::from_index(2)],
     };

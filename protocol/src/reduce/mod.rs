@@ -149,7 +149,7 @@ pub struct RoundResult {
     /// blake3 over the roster and every span's contributors, weight and bytes.
     pub digest: Digest,
     /// The averaged flat vector.
-    pub data: Arc<[f32]>,
+    pub data: Floats,
     /// Which contributions each span averages.
     pub spans: Vec<SpanResult>,
     /// The roster's contributors: the committee of the state this result produces.
@@ -192,7 +192,7 @@ pub(crate) enum Carry {
         /// Its digest.
         digest: Digest,
         /// Its data, if this peer holds it.
-        result: Option<RoundResult>,
+        result: Option<Box<RoundResult>>,
     },
 }
 
@@ -378,7 +378,7 @@ impl ReduceRound {
     /// earlier result it carries.
     fn held(&self, digest: Digest) -> Option<&RoundResult> {
         let carried = match &self.carry {
-            Carry::Value { result, .. } => result.as_ref(),
+            Carry::Value { result, .. } => result.as_deref(),
             _ => None,
         };
         [self.result.as_ref(), carried]

@@ -163,7 +163,7 @@ pub(super) fn quantise(codec: CodecKind, values: &Floats) -> Result<WireValues, 
     if codec == CodecKind::None {
         return Ok((data, encoded));
     }
-    let mut decoded = vec![0f32; values.len()];
+    let mut decoded = zeroed_floats(values.len());
     codec
         .decode(&encoded, &mut decoded)
         .map_err(|e| RejectReason::Codec(e.to_string()))?;
@@ -192,7 +192,7 @@ pub(super) fn received_values(
             got: floats as usize,
         });
     }
-    let mut decoded = vec![0f32; expected];
+    let mut decoded = zeroed_floats(expected);
     codec.decode(encoded, &mut decoded).map_err(|e| match e {
         CodecError::NonFiniteDecoded { index } => RejectReason::NonFinite { index },
         other => RejectReason::Codec(other.to_string()),
@@ -200,6 +200,15 @@ pub(super) fn received_values(
     // The codec guarantees finite output on success; checked again on the path every span takes.
     validate_values(&decoded, expected)?;
     Ok(Floats::from(decoded))
+}
+
+/// `len` zeros, written by `resize` rather than allocated zeroed: jemalloc serves a large zeroed
+/// allocation by dropping the recycled pages (`MADV_DONTNEED`), and every one of them then
+/// faults in again.
+fn zeroed_floats(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, 0.0);
+    v
 }
 
 /// One span of a committed result.
@@ -374,27 +383,19 @@ pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"gradmesh-result");
     hasher.update(&roster.digest().0);
-    // One allocation of the result (a `repeat_n` iterator has an exact length, so the `Arc` is
-    // allocated once and written in place); each span is copied and hashed block by block, so
-    // blake3 reads what the copy just wrote, from cache.
-    let mut data: Arc<[f32]> = std::iter::repeat_n(0.0, roster.vector_len()).collect();
-    let mut out = Arc::get_mut(&mut data)
-        .map(|d| &mut d[..])
-        .unwrap_or_default();
+    // The result is written once, into a vector that becomes the result's buffer as it is;
+    // each span is copied and hashed block by block, so blake3 reads what the copy just wrote,
+    // from cache.
+    let mut data: Vec<f32> = Vec::with_capacity(roster.vector_len());
     let mut results = Vec::with_capacity(spans.len());
     for (span, range) in spans.iter().zip(roster.spans()) {
         hasher.update(&(span.contributors.len() as u64).to_le_bytes());
         hasher.update(&span.contributors);
         hasher.update(&span.total_weight.to_le_bytes());
-        let n = span.data.len().min(out.len());
-        let (dst, rest) = std::mem::take(&mut out).split_at_mut(n);
-        out = rest;
-        for (dst, src) in dst
-            .chunks_mut(ASSEMBLE_BLOCK)
-            .zip(span.data[..n].chunks(ASSEMBLE_BLOCK))
-        {
-            dst.copy_from_slice(src);
-            hasher.update(&f32_bytes(dst));
+        for block in span.data.chunks(ASSEMBLE_BLOCK) {
+            let start = data.len();
+            data.extend_from_slice(block);
+            hasher.update(&f32_bytes(&data[start..]));
         }
         let contributors = roster
             .contributors()
@@ -413,7 +414,7 @@ pub(super) fn assemble(roster: &Roster, spans: &[&ReducedSpan]) -> RoundResult {
         round: roster.round(),
         base: roster.base(),
         digest: hasher.finalize().into(),
-        data,
+        data: Floats::from(data),
         spans: results,
         committee: roster.contributors().to_vec(),
     }
