@@ -84,6 +84,13 @@ impl LaneContext {
         let _ = self.events.blocking_send(event);
     }
 
+    fn failed(&self, id: u64, reason: &SendFailure) {
+        self.report(LaneEvent::Delivered {
+            id,
+            outcome: Err(reason.clone()),
+        });
+    }
+
     fn closed(&self, peer: PeerId, lane: LaneId, error: &LaneError) {
         self.report(LaneEvent::Closed {
             peer,
@@ -223,7 +230,7 @@ impl Writer {
         let mut broken = None;
         for job in jobs {
             if let Some(reason) = &broken {
-                self.fail(job.id, reason);
+                self.ctx.failed(job.id, reason);
                 continue;
             }
             let sent = record::write_frame(
@@ -241,18 +248,11 @@ impl Writer {
                     let _ = self.stream.shutdown(Shutdown::Both);
                     self.ctx.closed(self.peer, self.id, &e);
                     let reason = failure_of(&e);
-                    self.fail(job.id, &reason);
+                    self.ctx.failed(job.id, &reason);
                     broken = Some(reason);
                 }
             }
         }
-    }
-
-    fn fail(&self, id: u64, reason: &SendFailure) {
-        self.ctx.report(LaneEvent::Delivered {
-            id,
-            outcome: Err(reason.clone()),
-        });
     }
 }
 
@@ -303,10 +303,7 @@ impl Acks {
         let reason = failure_of(&error);
         let unacked = waiting.into_iter().map(|(id, _)| id).chain(written.iter());
         for id in unacked {
-            self.ctx.report(LaneEvent::Delivered {
-                id,
-                outcome: Err(reason.clone()),
-            });
+            self.ctx.failed(id, &reason);
         }
     }
 }
