@@ -307,6 +307,33 @@ async fn frame_of_64_mib_round_trips_intact_over_a_lane_and_over_libp2p() {
 }
 
 #[actix::test]
+async fn a_node_without_lanes_and_one_with_them_exchange_frames_over_libp2p() {
+    within_deadline(async {
+        let metrics = || NetConfig::builder().metrics_addr("127.0.0.1:0".parse().ok());
+        let mut with = TestNode::spawn(metrics()).await;
+        let mut without = TestNode::spawn(metrics().lanes(false)).await;
+        without.dial(&with).await;
+        with.wait_connected(without.peer()).await;
+        without.wait_connected(with.peer()).await;
+        send_64_mib(&mut with, &without, 1).await;
+        send_64_mib(&mut without, &with, 2).await;
+        for node in [&with, &without] {
+            let body = scrape(node.info.metrics_addr.expect("metrics served")).await;
+            assert!(body.contains("gradmesh_lane_frames_sent_total 0"), "{body}");
+            assert!(body.contains("gradmesh_frames_sent_total 1"), "{body}");
+        }
+        let lanes = with.drain().into_iter().chain(without.drain());
+        assert!(
+            lanes
+                .filter(|e| matches!(e, NetEvent::LaneOpened { .. }))
+                .count()
+                == 0
+        );
+    })
+    .await;
+}
+
+#[actix::test]
 async fn lane_port_drops_strangers_and_keeps_serving_its_peer() {
     within_deadline(async {
         let (mut a, mut b) = connected_pair(NetConfig::builder).await;

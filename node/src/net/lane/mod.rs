@@ -146,8 +146,12 @@ impl Lanes {
         self.offers.retain(|_, o| o.peer != *peer);
     }
 
-    /// `peer` offered us a lane: dial it (in a task; the result comes back as an event).
+    /// `peer` offered us a lane: dial it (in a task; the result comes back as an event). A node
+    /// with lanes off sends everything over libp2p and declines.
     pub(crate) fn offered(&self, peer: PeerId, offer: LaneOffer) {
+        if self.port.is_none() {
+            return;
+        }
         let Some(ip) = self.ips.get(&peer).copied() else {
             tracing::debug!(%peer, "lane offer from a peer without an IP address; ignored");
             return;
