@@ -111,18 +111,19 @@ pub struct Digits {
     step: u64,
 }
 
-/// State buffers the synthetic workload keeps for reuse (the protocol retains 3 snapshots).
+/// Earlier state buffers the synthetic workload tracks for reuse (the protocol retains 3
+/// snapshots).
 const STATE_POOL_MAX: usize = 6;
 
 /// The synthetic workload: parameters and a fixed direction, built once so that computing a
 /// "gradient" costs nothing and a benchmark measures the all-reduce alone.
 #[derive(Debug)]
 pub struct Synthetic {
-    /// The newest state and buffers for the next ones (little-endian f32 bytes, as snapshots
-    /// take them); at most [`STATE_POOL_MAX`].
-    states: Vec<Arc<[u8]>>,
-    /// Which of `states` is the newest.
-    newest: usize,
+    /// The newest state (little-endian f32 bytes, as snapshots take them).
+    newest: Arc<[u8]>,
+    /// Earlier states' buffers, written again once the node has let go of them; more than
+    /// [`STATE_POOL_MAX`] and the ones still held are dropped from the list.
+    spare: Vec<Arc<[u8]>>,
     floats: usize,
     direction: Arc<[f32]>,
 }
@@ -292,8 +293,8 @@ impl Synthetic {
             .map(|k| ((k % 1024) as f32 * 0.01).sin())
             .collect();
         Self {
-            states: vec![Arc::from(vec![0u8; floats * 4])],
-            newest: 0,
+            newest: Arc::from(vec![0u8; floats * 4]),
+            spare: Vec::new(),
             floats,
             direction,
         }
@@ -308,12 +309,13 @@ impl Synthetic {
     }
 
     fn state(&self) -> &Arc<[u8]> {
-        &self.states[self.newest]
+        &self.newest
     }
 
-    /// One SGD step (rate 0.01) from the newest state into a buffer the node no longer holds
-    /// (the protocol keeps the last few snapshots), so that in steady state a round allocates
-    /// nothing: a fresh 64 MiB buffer per round costs its page faults and zeroing every time.
+    /// One SGD step (rate 0.01) from the newest state into an earlier state's buffer the node
+    /// no longer holds (the protocol keeps the last few snapshots), so that in steady state a
+    /// round allocates nothing: a fresh 64 MiB buffer per round costs its page faults and
+    /// zeroing every time.
     fn apply(&mut self, average: &[f32]) -> Result<Arc<[u8]>, WorkloadError> {
         if average.len() != self.floats {
             return Err(WorkloadError::WrongSize {
@@ -322,55 +324,20 @@ impl Synthetic {
                 got: average.len(),
             });
         }
-        let bytes = self.floats * 4;
-        let free = (0..self.states.len()).find(|&i| {
-            i != self.newest
-                && self.states[i].len() == bytes
-                && Arc::strong_count(&self.states[i]) == 1
-        });
-        let target = free.unwrap_or_else(|| {
-            if self.states.len() >= STATE_POOL_MAX {
-                // Buffers held elsewhere are the holders' to free: stop tracking them.
-                let newest = Arc::clone(&self.states[self.newest]);
-                self.states.retain(|s| Arc::strong_count(s) == 1);
-                self.states.push(newest);
-                self.newest = self.states.len() - 1;
-            }
-            self.states.push(std::iter::repeat_n(0, bytes).collect());
-            self.states.len() - 1
-        });
-        let mut next = std::mem::take(&mut self.states[target]);
-        let prev = &self.states[self.newest];
+        let mut next = match self.spare.iter().position(|s| Arc::strong_count(s) == 1) {
+            Some(i) => self.spare.swap_remove(i),
+            None => std::iter::repeat_n(0, self.floats * 4).collect(),
+        };
         let out = Arc::get_mut(&mut next)
             .map(|b| &mut b[..])
             .unwrap_or_default();
-        let le = cfg!(target_endian = "little");
-        match (
-            bytemuck::try_cast_slice::<u8, f32>(prev),
-            bytemuck::try_cast_slice_mut::<u8, f32>(out),
-        ) {
-            (Ok(prev), Ok(out)) if le => {
-                for ((o, p), g) in out.iter_mut().zip(prev).zip(average) {
-                    *o = p - 0.01 * g;
-                }
-            }
-            (_, out) => {
-                let out: &mut [u8] = match out {
-                    Ok(floats) => bytemuck::cast_slice_mut(floats),
-                    Err(_) => Arc::get_mut(&mut next)
-                        .map(|b| &mut b[..])
-                        .unwrap_or_default(),
-                };
-                let prev = prev.chunks_exact(4);
-                for ((o, p), g) in out.chunks_exact_mut(4).zip(prev).zip(average) {
-                    let p = f32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-                    o.copy_from_slice(&(p - 0.01 * g).to_le_bytes());
-                }
-            }
+        sgd_step(&self.newest, out, average);
+        self.spare.push(std::mem::replace(&mut self.newest, next));
+        if self.spare.len() > STATE_POOL_MAX {
+            // Buffers held elsewhere are the holders' to free: stop tracking them.
+            self.spare.retain(|s| Arc::strong_count(s) == 1);
         }
-        self.states[target] = next;
-        self.newest = target;
-        Ok(Arc::clone(self.state()))
+        Ok(Arc::clone(&self.newest))
     }
 
     fn load(&mut self, bytes: &[u8]) -> Result<(), WorkloadError> {
@@ -381,8 +348,30 @@ impl Synthetic {
                 got: bytes.len(),
             });
         }
-        self.states[self.newest] = Arc::from(bytes);
+        self.newest = Arc::from(bytes);
         Ok(())
+    }
+}
+
+/// `out = prev − 0.01 · average` over little-endian `f32` bytes: as floats in place where the
+/// machine is little-endian and both buffers are 4-aligned (`Arc` buffers are), else bytewise.
+fn sgd_step(prev: &[u8], out: &mut [u8], average: &[f32]) {
+    let aligned = |b: &[u8]| bytemuck::try_cast_slice::<u8, f32>(b).is_ok();
+    if cfg!(target_endian = "little") && aligned(prev) && aligned(out) {
+        let prev: &[f32] = bytemuck::cast_slice(prev);
+        let out: &mut [f32] = bytemuck::cast_slice_mut(out);
+        for ((o, p), g) in out.iter_mut().zip(prev).zip(average) {
+            *o = p - 0.01 * g;
+        }
+        return;
+    }
+    for ((o, p), g) in out
+        .chunks_exact_mut(4)
+        .zip(prev.chunks_exact(4))
+        .zip(average)
+    {
+        let p = f32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+        o.copy_from_slice(&(p - 0.01 * g).to_le_bytes());
     }
 }
 
