@@ -495,18 +495,15 @@ impl PayloadIn<'_> {
         }
     }
 
-    /// The payload's little-endian floats; its length is a multiple of 4 (checked by the caller).
-    fn into_floats(self) -> Result<Floats, WireError> {
-        match self {
-            Self::Borrowed(b) => Ok(floats_from_le(b).into()),
-            Self::Shared(b) => {
-                let got = b.len();
-                Floats::from_le_bytes(b).ok_or(WireError::PayloadLength {
-                    got,
-                    declared: got as u64 / 4 * 4,
-                })
-            }
-        }
+    /// The payload's little-endian floats, `declared` bytes of them: shared, or copied once
+    /// when borrowed.
+    fn into_floats(self, declared: u64) -> Result<Floats, WireError> {
+        let bytes = match self {
+            Self::Borrowed(b) => bytes::Bytes::copy_from_slice(b),
+            Self::Shared(b) => b,
+        };
+        let got = bytes.len();
+        Floats::from_le_bytes(bytes).ok_or(WireError::PayloadLength { got, declared })
     }
 }
 
@@ -664,7 +661,7 @@ fn attach_payload(body: &mut Body, source: PayloadIn<'_>) -> Result<(), WireErro
                 });
             }
             if *codec == CodecKind::None {
-                *data = source.into_floats()?;
+                *data = source.into_floats(declared)?;
             } else {
                 *encoded = Arc::from(payload);
             }
@@ -697,20 +694,6 @@ pub fn f32_bytes(data: &[f32]) -> std::borrow::Cow<'_, [u8]> {
     } else {
         std::borrow::Cow::Owned(data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
-}
-
-/// The floats of a little-endian payload: one `memcpy` when the machine is little-endian and
-/// the bytes are 4-aligned (received frames are), else element by element.
-fn floats_from_le(bytes: &[u8]) -> Arc<[f32]> {
-    if cfg!(target_endian = "little")
-        && let Ok(floats) = bytemuck::try_cast_slice::<u8, f32>(bytes)
-    {
-        return Arc::from(floats);
-    }
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 #[cfg(test)]
