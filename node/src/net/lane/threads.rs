@@ -147,6 +147,14 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<()
         .map(|_| ())
 }
 
+/// Sets a lane socket up for either end (no Nagle delay; a write that stalls past the frame
+/// timeout fails) and returns the clone [`LaneHandle`] shuts it down with.
+fn prepare(stream: &TcpStream, ctx: &LaneContext) -> std::io::Result<TcpStream> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(ctx.frame_timeout))?;
+    stream.try_clone()
+}
+
 /// Starts the writer and ack threads of a lane we dialed to `peer`.
 pub(crate) fn start_outbound(
     peer: PeerId,
@@ -155,11 +163,9 @@ pub(crate) fn start_outbound(
     key: &[u8; KEY_BYTES],
     ctx: &LaneContext,
 ) -> std::io::Result<LaneHandle> {
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(ctx.frame_timeout))?;
+    let socket = prepare(&stream, ctx)?;
     let acks_in = stream.try_clone()?;
     acks_in.set_read_timeout(Some(ACK_POLL))?;
-    let socket = stream.try_clone()?;
     let cipher = Cipher::new(key, Direction::Frames).map_err(std::io::Error::other)?;
     let acks_cipher = Cipher::new(key, Direction::Acks).map_err(std::io::Error::other)?;
     let (jobs_tx, jobs) = std_mpsc::channel();
@@ -195,9 +201,7 @@ pub(crate) fn start_inbound(
     key: &[u8; KEY_BYTES],
     ctx: &LaneContext,
 ) -> std::io::Result<LaneHandle> {
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(ctx.frame_timeout))?;
-    let socket = stream.try_clone()?;
+    let socket = prepare(&stream, ctx)?;
     let reader = Reader {
         peer,
         id,
