@@ -387,21 +387,17 @@ impl ReduceRound {
             .find(|r| r.digest == digest)
     }
 
-    /// Casts this peer's vote once it may: an observer votes its result (it does not count); a
-    /// contributor votes its result when free, the carried digest when bound to one.
+    /// Casts a contributor's vote once it may: its own result when free, the carried digest
+    /// when bound to one. (Observers' votes do not count; they send theirs when their result
+    /// is assembled.)
     fn try_vote(&mut self) {
-        if self.my_vote.is_some() {
+        if self.my_vote.is_some() || self.my_rank.is_none() {
             return;
         }
-        let vote = if self.my_rank.is_none() {
-            // Observers' votes are not counted; they send theirs once, as before.
-            return;
-        } else {
-            match &self.carry {
-                Carry::Unknown => None,
-                Carry::Free => self.result.as_ref().map(|r| (r.digest, false)),
-                Carry::Value { digest, .. } => Some((*digest, true)),
-            }
+        let vote = match &self.carry {
+            Carry::Unknown => None,
+            Carry::Free => self.result.as_ref().map(|r| (r.digest, false)),
+            Carry::Value { digest, .. } => Some((*digest, true)),
         };
         let Some((digest, carried)) = vote else {
             return;
