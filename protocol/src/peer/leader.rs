@@ -31,6 +31,23 @@ pub(super) struct LeaderOrder {
     order: Vec<PeerId>,
 }
 
+impl LeaderOrder {
+    /// `members` (sorted by id) ordered for leading `round`, best first.
+    fn of(round: RoundId, members: Vec<PeerId>) -> Self {
+        let mut order = members.clone();
+        order.sort_by_cached_key(|p| leader_key(round, *p));
+        Self {
+            round,
+            members,
+            order,
+        }
+    }
+
+    fn is_for(&self, round: RoundId, members: &[PeerId]) -> bool {
+        self.round == round && self.members == members
+    }
+}
+
 impl Peer {
     /// The peers that may lead the next round (known, not joining, and this peer), by id.
     fn candidate_set(&self) -> Vec<PeerId> {
@@ -50,29 +67,18 @@ impl Peer {
     /// Candidates for leading the next round, best first.
     fn leader_candidates(&self) -> Vec<PeerId> {
         let members = self.candidate_set();
-        let round = self.next_round;
-        if self.leader_order.round == round && self.leader_order.members == members {
+        if self.leader_order.is_for(self.next_round, &members) {
             return self.leader_order.order.clone();
         }
-        let mut order = members;
-        order.sort_by_cached_key(|p| leader_key(round, *p));
-        order
+        LeaderOrder::of(self.next_round, members).order
     }
 
     /// Recomputes the cached leader order if the round or the candidates changed.
     fn refresh_leader_order(&mut self) {
         let members = self.candidate_set();
-        let round = self.next_round;
-        if self.leader_order.round == round && self.leader_order.members == members {
-            return;
+        if !self.leader_order.is_for(self.next_round, &members) {
+            self.leader_order = LeaderOrder::of(self.next_round, members);
         }
-        let mut order = members.clone();
-        order.sort_by_cached_key(|p| leader_key(round, *p));
-        self.leader_order = LeaderOrder {
-            round,
-            members,
-            order,
-        };
     }
 
     /// When this peer will propose if no roster reaches it first.
