@@ -78,7 +78,7 @@ pub enum Placement {
 
 /// The transport the nodes listen on (and so the one the cluster dials: [`Cluster::address`] is
 /// a listen address).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 #[non_exhaustive]
 pub enum ListenTransport {
     /// TCP + noise + yamux (`/ip4/<addr>/tcp/0`), with or without a mesh key.

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use gradmesh_node::cluster::{Cluster, ListenTransport, Placement};
 use gradmesh_node::mesh::Report;
 use gradmesh_protocol::config::CodecKind;
@@ -34,8 +34,8 @@ pub(crate) struct AllreduceArgs {
     #[arg(long)]
     mesh_key: bool,
     /// Transport the nodes listen on and dial: `tcp` (noise + yamux) or `quic` (no mesh key).
-    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
-    transport: TransportArg,
+    #[arg(long, value_enum, default_value_t = ListenTransport::Tcp)]
+    transport: ListenTransport,
     /// Send spans over libp2p streams only (`gradmesh node --no-lanes`), to compare with lanes.
     #[arg(long)]
     no_lanes: bool,
@@ -61,12 +61,6 @@ pub(crate) struct AllreduceArgs {
     /// Print one JSON line with every figure at the end.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum TransportArg {
-    Tcp,
-    Quic,
 }
 
 /// Figures of one all-reduce implementation.
@@ -204,7 +198,7 @@ fn figures(args: &AllreduceArgs, per_round: &[(f64, u64)]) -> Figures {
         backend: [
             ("gradmesh", true),
             ("+psk", args.mesh_key),
-            ("+quic", args.transport == TransportArg::Quic),
+            ("+quic", args.transport == ListenTransport::Quic),
             ("+streams", args.no_lanes),
         ]
         .iter()
@@ -223,14 +217,10 @@ fn figures(args: &AllreduceArgs, per_round: &[(f64, u64)]) -> Figures {
 /// The cluster of the bench: placement and transport from the flags.
 fn bench_cluster(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<Cluster> {
     anyhow::ensure!(
-        !(args.mesh_key && args.transport == TransportArg::Quic),
+        !(args.mesh_key && args.transport == ListenTransport::Quic),
         "--transport quic cannot be combined with --mesh-key: the pre-shared key (pnet) wraps \
          TCP only, so a node with a mesh key does not accept QUIC"
     );
-    let transport = match args.transport {
-        TransportArg::Tcp => ListenTransport::Tcp,
-        TransportArg::Quic => ListenTransport::Quic,
-    };
     let placement = args
         .netns
         .as_ref()
@@ -240,7 +230,7 @@ fn bench_cluster(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<
         });
     Ok(Cluster::new(&std::env::current_exe()?, dir)?
         .with_placement(placement)
-        .with_transport(transport))
+        .with_transport(args.transport))
 }
 
 fn gloo_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
@@ -302,10 +292,10 @@ mod tests {
 
     #[test]
     fn transport_defaults_to_tcp_and_accepts_quic() {
-        assert_eq!(parse(&[]).transport, TransportArg::Tcp);
+        assert_eq!(parse(&[]).transport, ListenTransport::Tcp);
         assert_eq!(
             parse(&["--transport", "quic"]).transport,
-            TransportArg::Quic
+            ListenTransport::Quic
         );
         let bad = ["bench", "allreduce", "--transport", "udp"];
         assert!(Cli::try_parse_from(bad).is_err());
