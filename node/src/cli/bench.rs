@@ -127,12 +127,21 @@ fn busbw(bytes: f64, seconds: f64, n: usize) -> f64 {
     bytes / seconds * 2.0 * (n as f64 - 1.0) / n as f64 / 1e9
 }
 
-#[allow(clippy::cast_precision_loss)]
+/// Runs the nodes in a scratch directory (identities, mesh key, logs) that is removed after a
+/// measurement and kept, and named in the error, when one fails.
 fn gradmesh_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
     anyhow::ensure!(args.nodes >= 2, "need at least 2 nodes");
     anyhow::ensure!(args.rounds >= 1, "need at least 1 measured round");
     let dir = std::env::temp_dir().join(format!("gradmesh-bench-{}", std::process::id()));
-    let mut cluster = bench_cluster(args, &dir)?;
+    let figures =
+        measure(args, &dir).with_context(|| format!("node logs are in {}", dir.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(figures)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn measure(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<Figures> {
+    let mut cluster = bench_cluster(args, dir)?;
     let mut common = vec![
         "--synthetic-floats".to_owned(),
         args.floats.to_string(),

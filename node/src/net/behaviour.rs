@@ -86,7 +86,8 @@ impl MeshBehaviour {
             request_response::Config::default().with_request_timeout(LANE_OFFER_TIMEOUT),
         );
         let mut gossipsub = gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+            // Announcements are sealed by the node itself (see `announce`).
+            gossipsub::MessageAuthenticity::Anonymous,
             gossipsub_config()?,
         )
         .map_err(BehaviourError::Gossipsub)?
@@ -126,12 +127,13 @@ fn kad_config() -> kad::Config {
     config
 }
 
-/// Strict validation (signed by the author), ids by content hash so a re-published identical
-/// announcement is deduplicated, and a small size cap.
+/// Anonymous messages (the node seals announcements itself, see `announce`: gossipsub would
+/// verify every duplicate copy), ids by content hash so a re-published identical announcement is
+/// deduplicated, and a small size cap.
 fn gossipsub_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderError> {
     gossipsub::ConfigBuilder::default()
         .max_transmit_size(GOSSIP_BYTES_MAX)
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
         .message_id_fn(|message| {
             gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
         })

@@ -89,8 +89,8 @@ impl NetConfig {
     #[must_use]
     pub fn topic_name(&self) -> String {
         match &self.mesh_key {
-            Some(key) => format!("gradmesh/announce/1/{}", key.fingerprint()),
-            None => "gradmesh/announce/1/open".to_owned(),
+            Some(key) => format!("gradmesh/announce/2/{}", key.fingerprint()),
+            None => "gradmesh/announce/2/open".to_owned(),
         }
     }
 }
@@ -291,7 +291,7 @@ mod tests {
     fn defaults_are_valid() {
         let config = NetConfig::builder().build().expect("defaults");
         assert_eq!(config.listen.len(), 1);
-        assert_eq!(config.topic_name(), "gradmesh/announce/1/open");
+        assert_eq!(config.topic_name(), "gradmesh/announce/2/open");
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub enum NetEvent {
     },
     /// An announcement arrived on the mesh topic.
     GossipReceived {
-        /// Its author (gossip is signed), not necessarily the peer that relayed it.
+        /// Its author (whose key sealed it), not necessarily the peer that relayed it.
         from: PeerId,
         /// The announcement.
         bytes: Bytes,

@@ -69,7 +69,7 @@ impl NetMetrics {
             gossip_dropped: counter(
                 sub,
                 "gossip_dropped",
-                "Announcements dropped (author not an ed25519 peer)",
+                "Announcements dropped (truncated, or a relayed copy whose signature does not verify)",
             ),
         }
     }

@@ -2,15 +2,16 @@
 //!
 //! It moves opaque bytes and implements no protocol rule. Peers are named by protocol
 //! [`PeerId`](gradmesh_protocol::PeerId)s (blake3 of the ed25519 public key); announcements go
-//! over gossipsub (small, signed), bulk data (gradient spans, state chunks) over the direct
+//! over gossipsub (small, sealed by their author, see `announce`), bulk data (gradient spans, state chunks) over the direct
 //! [frame](frame) protocol with hard size caps — large frames over a lane when the peer has one.
 //!
 //! Layout: `transport` (TCP+noise+yamux, pnet, QUIC), `behaviour` (the composed libp2p
 //! behaviour), `frame` (wire format and codec), `lane` (direct AES-GCM connections for large
 //! frames, keyed over libp2p), `swarm_loop`/`swarm_events` (the task owning the swarm), `actor`
-//! (the `Network` actor), `metrics` (Prometheus), `identity` (keys and peer ids).
+//! (the `Network` actor), `metrics` (Prometheus), `identity` (keys and peer ids), `announce` (signed announcements).
 
 mod actor;
+mod announce;
 mod behaviour;
 mod config;
 pub mod frame;

@@ -194,19 +194,26 @@ impl SwarmLoop {
         }
     }
 
-    /// Announcements are attributed to their author (gossip is signed, validation strict).
+    /// Announcements are attributed to the author whose key sealed them (see `announce`).
     fn handle_gossip(&mut self, event: gossipsub::Event) -> Option<NetEvent> {
         match event {
-            gossipsub::Event::Message { message, .. } if message.topic == self.topic.hash() => {
-                let Some(from) = message.source.as_ref().and_then(protocol_peer_id) else {
-                    self.metrics.gossip_dropped.inc();
-                    return None;
-                };
-                self.metrics.gossip_received.inc();
-                Some(NetEvent::GossipReceived {
-                    from,
-                    bytes: Bytes::from(message.data),
-                })
+            gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            } if message.topic == self.topic.hash() => {
+                let relayed_by = protocol_peer_id(&propagation_source);
+                match self.sealer.open(Bytes::from(message.data), relayed_by) {
+                    Ok((from, bytes)) => {
+                        self.metrics.gossip_received.inc();
+                        Some(NetEvent::GossipReceived { from, bytes })
+                    }
+                    Err(error) => {
+                        self.metrics.gossip_dropped.inc();
+                        tracing::debug!(relay = %propagation_source, %error, "announcement dropped");
+                        None
+                    }
+                }
             }
             gossipsub::Event::Subscribed { peer_id, topic, .. } if topic == self.topic.hash() => {
                 protocol_peer_id(&peer_id).map(|peer| NetEvent::AnnouncementsJoined { peer })

@@ -19,6 +19,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
+use super::announce::Sealer;
 use super::behaviour::{
     BehaviourError, FRAMES_IN_FLIGHT_PER_PEER_MAX, MeshBehaviour, MeshBehaviourEvent,
 };
@@ -132,6 +133,7 @@ pub(crate) struct SwarmLoop {
     lane_events: mpsc::Receiver<LaneEvent>,
     next_lane_frame: u64,
     pub(super) topic: IdentTopic,
+    pub(super) sealer: Sealer,
     caps: FrameCaps,
     pub(super) metrics: NetMetrics,
 }
@@ -147,6 +149,10 @@ impl SwarmLoop {
     ) -> Result<(Self, NetInfo), StartError> {
         let local_peer =
             protocol_peer_id_of_key(&keypair.public()).ok_or(StartError::NotEd25519)?;
+        let signing_key = keypair
+            .clone()
+            .try_into_ed25519()
+            .map_err(|_| StartError::NotEd25519)?;
         let mut registry = Registry::default();
         let metrics = NetMetrics::register(&mut registry);
         if let Some(registrar) = &config.extra_metrics {
@@ -197,6 +203,7 @@ impl SwarmLoop {
             lane_events,
             next_lane_frame: 0,
             topic: IdentTopic::new(config.topic_name()),
+            sealer: Sealer::new(signing_key, &config.topic_name()),
             caps: config.frame_caps,
             metrics,
         };
@@ -244,7 +251,7 @@ impl SwarmLoop {
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .publish(topic, bytes.to_vec())
+                    .publish(topic, self.sealer.seal(&bytes))
                     .map(|_| ())
                     .map_err(|e| NetError::Publish((&e).into()));
                 let _ = reply.send(result);
