@@ -49,7 +49,7 @@ use crate::roster::Roster;
 use crate::time::Timestamp;
 use crate::wire::{Body, Contribution, Reduced, Role, SpanRequest, Vote, VoteLock};
 
-use span::{OwnedSpan, encode_values, quantise, received_values, reduce_span};
+use span::{FiniteCheck, OwnedSpan, encode_values, quantise, received_values, reduce_span};
 pub use span::{ReducedSpan, SpanResult, span_rule};
 
 /// Why a message from a peer was refused. The peer is named next to it in
@@ -514,10 +514,17 @@ impl ReduceRound {
             .roster
             .span(j)
             .ok_or(RejectReason::NoSuchSpan { span: c.span })?;
+        // The weighted mean checks raw values as it reads them; robust rules need them finite.
+        let finite = if self.aggregation == Aggregation::Mean {
+            FiniteCheck::InMean
+        } else {
+            FiniteCheck::Now
+        };
         let values = received_values(
             self.codec,
             (c.codec, c.floats, &c.data, &c.encoded),
             range.len(),
+            finite,
         )?;
         if c.weight == 0 {
             return Err(RejectReason::ZeroWeight);
@@ -583,10 +590,30 @@ impl ReduceRound {
         let Some(range) = self.roster.span(j) else {
             return;
         };
-        let reduced = reduce_span(own, range.len(), self.aggregation).encoded_once(self.codec);
-        if let Some(own) = self.owned.get_mut(&j) {
-            own.done = true;
+        // A contribution with a NaN or infinity is found by the mean itself: it is refused,
+        // named, and the span reduced again without it.
+        let mut refused = Vec::new();
+        let reduced = loop {
+            let Some(own) = self.owned.get_mut(&j) else {
+                return;
+            };
+            match reduce_span(own, range.len(), self.aggregation) {
+                Ok(span) => {
+                    own.done = true;
+                    break span;
+                }
+                Err(bad) => {
+                    own.drop_rank(bad.rank);
+                    refused.push(bad);
+                }
+            }
+        };
+        for bad in refused {
+            if let Some(&peer) = self.roster.contributors().get(bad.rank) {
+                self.reject(peer, RejectReason::NonFinite { index: bad.index });
+            }
         }
+        let reduced = reduced.encoded_once(self.codec);
         // Only a robust rule's output could fail to encode (beyond fp16's range): the span then
         // stays missing and the round aborts, as every recomputation would fail alike.
         let reduced = match reduced {
@@ -613,6 +640,7 @@ impl ReduceRound {
             self.codec,
             (r.codec, r.floats, &r.data, &r.encoded),
             range.len(),
+            FiniteCheck::Now,
         )?;
         let span = ReducedSpan::from_wire(&r, self.roster.contributors().len(), values)
             .ok_or(RejectReason::BadContributors)?;

@@ -48,6 +48,13 @@ impl OwnedSpan {
         }
     }
 
+    /// Drops the contribution of `rank` (its values turned out not to be finite).
+    pub(super) fn drop_rank(&mut self, rank: usize) {
+        if let Some(slot) = self.contributions.get_mut(rank) {
+            *slot = None;
+        }
+    }
+
     pub(super) fn count_excluding(&self, rank: Option<usize>) -> usize {
         self.contributions
             .iter()
@@ -170,20 +177,35 @@ pub(super) fn quantise(codec: CodecKind, values: &Floats) -> Result<WireValues, 
     Ok((Floats::from(decoded), encoded))
 }
 
+/// When the finiteness of received raw values is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FiniteCheck {
+    /// On receipt.
+    Now,
+    /// By the reduction that reads them anyway: [`mean_span`] checks each block of a
+    /// contribution as it accumulates it, which saves a pass over every received byte.
+    InMean,
+}
+
 /// The values of a received span of `expected` floats, sent as `(codec, floats, data, encoded)`:
 /// the raw floats, or the decoding of the codec's bytes. Refuses another codec than the mesh's,
-/// the wrong length, undecodable bytes, and any NaN or infinity (after decoding). The length is
-/// checked before anything is allocated.
+/// the wrong length, undecodable bytes, and any NaN or infinity (after decoding; for raw values
+/// with [`FiniteCheck::InMean`], when the mean reads them). The length is checked before
+/// anything is allocated.
 pub(super) fn received_values(
     mesh: CodecKind,
     (codec, floats, data, encoded): (CodecKind, u32, &Floats, &[u8]),
     expected: usize,
+    finite: FiniteCheck,
 ) -> Result<Floats, RejectReason> {
     if codec != mesh {
         return Err(RejectReason::WrongCodec);
     }
     if codec == CodecKind::None {
-        validate_values(data, expected)?;
+        match finite {
+            FiniteCheck::Now => validate_values(data, expected)?,
+            FiniteCheck::InMean => check_len(data, expected)?,
+        }
         return Ok(data.clone());
     }
     if floats as usize != expected || encoded.len() != codec.encoded_len(expected) {
@@ -226,16 +248,30 @@ fn bit(bitmap: &[u8], i: usize) -> bool {
     bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
-/// Rejects values of the wrong length or with a NaN or infinity.
-pub(super) fn validate_values(data: &[f32], expected: usize) -> Result<(), RejectReason> {
-    if data.len() != expected {
-        return Err(RejectReason::WrongLength {
+fn check_len(data: &[f32], expected: usize) -> Result<(), RejectReason> {
+    if data.len() == expected {
+        Ok(())
+    } else {
+        Err(RejectReason::WrongLength {
             expected,
             got: data.len(),
-        });
+        })
     }
-    // Blocks of 64 fold their exponent bits without an early exit, so the check vectorises
-    // (an all-ones exponent is a NaN or an infinity); only a bad block is searched for the index.
+}
+
+/// Rejects values of the wrong length or with a NaN or infinity.
+pub(super) fn validate_values(data: &[f32], expected: usize) -> Result<(), RejectReason> {
+    check_len(data, expected)?;
+    match first_non_finite(data) {
+        Some(index) => Err(RejectReason::NonFinite { index }),
+        None => Ok(()),
+    }
+}
+
+/// The index of the first NaN or infinity in `data`. Blocks of 64 fold their exponent bits
+/// without an early exit, so the check vectorises (an all-ones exponent is a NaN or an
+/// infinity); only a bad block is searched for the index.
+fn first_non_finite(data: &[f32]) -> Option<usize> {
     const EXPONENT: u32 = 0x7f80_0000;
     let mut offset = 0;
     for block in data.chunks(64) {
@@ -243,12 +279,18 @@ pub(super) fn validate_values(data: &[f32], expected: usize) -> Result<(), Rejec
             bad | u32::from(v.to_bits() & EXPONENT == EXPONENT)
         });
         if bad != 0 {
-            let at = block.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(RejectReason::NonFinite { index: offset + at });
+            return Some(offset + block.iter().position(|v| !v.is_finite()).unwrap_or(0));
         }
         offset += block.len();
     }
-    Ok(())
+    None
+}
+
+/// A contribution the mean found a NaN or infinity in: its rank and the first bad index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NonFiniteAt {
+    pub(super) rank: usize,
+    pub(super) index: usize,
 }
 
 /// Reduces the collected contributions with `rule`, in rank order: the result depends only on
@@ -256,7 +298,15 @@ pub(super) fn validate_values(data: &[f32], expected: usize) -> Result<(), Rejec
 /// the sample-weighted mean accumulated in `f64` ([`mean_span`]); any other rule is applied by
 /// [`robust_span`]. Either way the bitmap and `total_weight` name every contribution the rule
 /// was given (not only those a robust rule kept), so anyone can recompute the span from them.
-pub(super) fn reduce_span(own: &OwnedSpan, len: usize, rule: Aggregation) -> ReducedSpan {
+///
+/// # Errors
+/// The first contribution holding a NaN or infinity (only the mean meets one: robust rules get
+/// values checked on receipt); the caller drops it and reduces again.
+pub(super) fn reduce_span(
+    own: &OwnedSpan,
+    len: usize,
+    rule: Aggregation,
+) -> Result<ReducedSpan, NonFiniteAt> {
     match rule {
         Aggregation::Mean => mean_span(own, len),
         _ => robust_span(own, len, rule),
@@ -286,6 +336,8 @@ struct Present<'a> {
     total_weight: u64,
     /// (weight, values) per present contribution, values cut to the span's length.
     contributions: Vec<(u32, &'a [f32])>,
+    /// The rank of each present contribution.
+    ranks: Vec<usize>,
 }
 
 impl<'a> Present<'a> {
@@ -293,6 +345,7 @@ impl<'a> Present<'a> {
         let mut bitmap = vec![0u8; own.contributions.len().div_ceil(8)];
         let mut total_weight = 0u64;
         let mut contributions = Vec::with_capacity(own.contributions.len());
+        let mut ranks = Vec::with_capacity(own.contributions.len());
         for (rank, (weight, data)) in own
             .contributions
             .iter()
@@ -302,11 +355,13 @@ impl<'a> Present<'a> {
             bitmap[rank / 8] |= 1 << (rank % 8);
             total_weight += u64::from(*weight);
             contributions.push((*weight, &data[..len.min(data.len())]));
+            ranks.push(rank);
         }
         Self {
             bitmap,
             total_weight,
             contributions,
+            ranks,
         }
     }
 }
@@ -315,21 +370,22 @@ impl<'a> Present<'a> {
 /// A rule that refuses its inputs (impossible after [`span_rule`] and the config's checks, as
 /// contributions are finite, non-empty and of one length) falls back to the weighted mean, so
 /// the result is still a deterministic function of the inputs.
-fn robust_span(own: &OwnedSpan, len: usize, rule: Aggregation) -> ReducedSpan {
+fn robust_span(own: &OwnedSpan, len: usize, rule: Aggregation) -> Result<ReducedSpan, NonFiniteAt> {
     let Present {
         bitmap,
         total_weight,
         contributions,
+        ..
     } = Present::of(own, len);
     let (weights, values): (Vec<u32>, Vec<&[f32]>) = contributions.into_iter().unzip();
     match span_rule(rule, values.len()).apply(&values, &weights) {
-        Ok(data) if data.len() == len => ReducedSpan {
+        Ok(data) if data.len() == len => Ok(ReducedSpan {
             contributors: bitmap,
             total_weight,
             data: data.into(),
             codec: CodecKind::None,
             encoded: no_bytes(),
-        },
+        }),
         _ => mean_span(own, len),
     }
 }
@@ -342,12 +398,15 @@ const MEAN_BLOCK: usize = 1024;
 ///
 /// Works block by block so that the `f64` accumulator stays in cache; each element still sums
 /// `weight × value` over the contributions in rank order and divides once, so the bytes are
-/// the same as a whole-span accumulation (and independent of arrival order, §5.1).
-fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
+/// the same as a whole-span accumulation (and independent of arrival order, §5.1). Each
+/// contribution's block is checked for NaN and infinities just before it is accumulated, while
+/// it is in cache ([`FiniteCheck::InMean`]); the first bad contribution ends the mean.
+fn mean_span(own: &OwnedSpan, len: usize) -> Result<ReducedSpan, NonFiniteAt> {
     let Present {
         bitmap,
         total_weight,
         contributions,
+        ranks,
     } = Present::of(own, len);
     let denominator = total_weight.max(1) as f64;
     let mut out = Vec::with_capacity(len);
@@ -356,9 +415,15 @@ fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
         let end = (start + MEAN_BLOCK).min(len);
         let acc = &mut acc[..end - start];
         acc.fill(0.0);
-        for (weight, data) in &contributions {
+        for ((weight, data), rank) in contributions.iter().zip(&ranks) {
             let w = f64::from(*weight);
             let block = &data[start.min(data.len())..end.min(data.len())];
+            if let Some(at) = first_non_finite(block) {
+                return Err(NonFiniteAt {
+                    rank: *rank,
+                    index: start + at,
+                });
+            }
             for (a, x) in acc.iter_mut().zip(block) {
                 *a += w * f64::from(*x);
             }
@@ -366,13 +431,13 @@ fn mean_span(own: &OwnedSpan, len: usize) -> ReducedSpan {
         #[allow(clippy::cast_possible_truncation)] // the mean of f32 values fits an f32
         out.extend(acc.iter().map(|a| (a / denominator) as f32));
     }
-    ReducedSpan {
+    Ok(ReducedSpan {
         contributors: bitmap,
         total_weight,
         data: Floats::from(out),
         codec: CodecKind::None,
         encoded: no_bytes(),
-    }
+    })
 }
 
 /// Floats copied and hashed at a time by [`assemble`] (64 KiB: fits L2 with room to spare).
@@ -647,6 +712,51 @@ mod tests {
         assert_eq!(committed(&outcomes).len(), 3);
     }
 
+    #[test]
+    fn the_mean_finds_a_non_finite_contribution_and_reduces_without_it() {
+        // Three contributions over three mean blocks; rank 1 has an infinity in the second.
+        let len = 2 * MEAN_BLOCK + 7;
+        let values = |k: usize| {
+            (0..len)
+                .map(|i| (i * (k + 1)) as f32 * 0.25)
+                .collect::<Vec<_>>()
+        };
+        let mut bad = values(1);
+        bad[MEAN_BLOCK + 3] = f32::INFINITY;
+        let mut own = OwnedSpan::new(3, false);
+        own.insert(0, 2, Floats::from(values(0)));
+        own.insert(1, 5, Floats::from(bad));
+        own.insert(2, 1, Floats::from(values(2)));
+        let found = reduce_span(&own, len, Aggregation::Mean).unwrap_err();
+        assert_eq!(
+            found,
+            NonFiniteAt {
+                rank: 1,
+                index: MEAN_BLOCK + 3
+            }
+        );
+        own.drop_rank(found.rank);
+        let span = reduce_span(&own, len, Aggregation::Mean).unwrap();
+        assert_eq!(span.contributors, vec![0b0000_0101]);
+        assert_eq!(span.total_weight, 3);
+        let mut without = OwnedSpan::new(3, false);
+        without.insert(0, 2, Floats::from(values(0)));
+        without.insert(2, 1, Floats::from(values(2)));
+        assert_eq!(span, reduce_span(&without, len, Aggregation::Mean).unwrap());
+        // Receipt checks only the length under `InMean`, everything under `Now`.
+        let nan = Floats::from(vec![1.0, f32::NAN]);
+        let parts = (CodecKind::None, 2, &nan, &[][..]);
+        assert!(received_values(CodecKind::None, parts, 2, FiniteCheck::InMean).is_ok());
+        assert_eq!(
+            received_values(CodecKind::None, parts, 2, FiniteCheck::Now),
+            Err(RejectReason::NonFinite { index: 1 })
+        );
+        assert!(matches!(
+            received_values(CodecKind::None, parts, 3, FiniteCheck::InMean),
+            Err(RejectReason::WrongLength { .. })
+        ));
+    }
+
     fn span_of(values: &[(usize, u32, [f32; 2])], contributors: usize) -> OwnedSpan {
         let mut own = OwnedSpan::new(contributors, false);
         for (rank, weight, v) in values {
@@ -677,15 +787,15 @@ mod tests {
         ];
         let mut reversed = inputs;
         reversed.reverse();
-        let a = reduce_span(&span_of(&inputs, 5), 2, Aggregation::Median);
-        let b = reduce_span(&span_of(&reversed, 5), 2, Aggregation::Median);
+        let a = reduce_span(&span_of(&inputs, 5), 2, Aggregation::Median).unwrap();
+        let b = reduce_span(&span_of(&reversed, 5), 2, Aggregation::Median).unwrap();
         assert_eq!(a, b);
         // Weighted median (weights 2, 3, 1, 2 of 8): the outlier moves nothing.
         assert_eq!(&a.data[..], &[2.0, -2.0]);
         assert_eq!(a.contributors, vec![0b0000_1111]);
         assert_eq!(a.total_weight, 8);
         // The mean keeps its own f64 path and is pulled by the outlier.
-        let mean = reduce_span(&span_of(&inputs, 5), 2, Aggregation::Mean);
+        let mean = reduce_span(&span_of(&inputs, 5), 2, Aggregation::Mean).unwrap();
         assert_eq!(
             &mean.data[..],
             &[
