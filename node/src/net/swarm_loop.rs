@@ -193,6 +193,7 @@ impl SwarmLoop {
             metrics_addr,
             lane_addr,
         };
+        let topic = config.topic_name();
         let swarm_loop = Self {
             swarm,
             commands,
@@ -202,8 +203,8 @@ impl SwarmLoop {
             lanes,
             lane_events,
             next_lane_frame: 0,
-            topic: IdentTopic::new(config.topic_name()),
-            sealer: Sealer::new(signing_key, &config.topic_name()),
+            sealer: Sealer::new(signing_key, &topic),
+            topic: IdentTopic::new(topic),
             caps: config.frame_caps,
             metrics,
         };
