@@ -20,22 +20,19 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p gradmesh-kernels --all-targets --no-default-features -- -D warnings
+	$(CARGO) clippy -p gradmesh-sim --all-targets --no-default-features -- -D warnings
 
-# The protocol core must never depend on an async runtime, the network stack or LibTorch.
+# The protocol core must never depend on an async runtime, the network stack, LibTorch or any of our
+# crates but the ground crate; the ground crate, the federated toolkit and the simulator without
+# its `fl` feature never reach LibTorch (`make clippy` also compiles the latter).
 protocol-deps:
 	bash scripts/check-protocol-deps.sh
 
-# The kernels' LibTorch tests run as their own step with the `torch` feature named explicitly; the
-# rest of the workspace is tested with kernels as its dependents see it (federated: no LibTorch;
-# the simulator enables `torch` for `gradmesh-sim fl`).
-# In a workspace build cargo unifies features, so crates that reach gradmesh-kernels without
-# LibTorch of their own (protocol and federated, through federated's strategies) link tch too;
-# their test binaries have no rpath build script, hence the library path (docs/kernels.md).
-TORCH_LIB := $(CURDIR)/.venv/lib/python3.11/site-packages/torch/lib
+# Every crate that links LibTorch embeds an rpath to the venv's torch/lib (kernels/libtorch_link.rs),
+# and the ground crate, the protocol and the federated toolkit never reach LibTorch, so no test
+# binary needs a library path.
 unit:
-	LD_LIBRARY_PATH=$(TORCH_LIB)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} $(CARGO) test --workspace --exclude gradmesh-kernels
-	$(CARGO) test -p gradmesh-kernels --features torch
+	$(CARGO) test --workspace
 
 # MLP training steps/s on digits (batch 64; 1 and 2 threads), ours vs PyTorch eager, same run.
 bench-kernels: setup

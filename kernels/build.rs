@@ -1,4 +1,4 @@
-//! Link settings for this crate's own test, bench and example binaries; see `libtorch_link.rs`.
+//! Link settings for this crate's own test and example binaries; see `libtorch_link.rs`.
 //! (`cargo:rustc-link-arg` from a library's build script reaches only its own package's targets,
 //! so a binary crate that links tch repeats this in its own build script.)
 
@@ -6,7 +6,5 @@ include!("libtorch_link.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=libtorch_link.rs");
-    if std::env::var_os("CARGO_FEATURE_TORCH").is_some() {
-        emit_libtorch_link_args();
-    }
+    emit_libtorch_link_args();
 }

@@ -1,7 +1,8 @@
-//! gradmesh-federated: the federated-learning toolkit of gradmesh. Everything here works on flat
-//! `f32` buffers and seeded RNGs, without LibTorch, so the same code runs inside the real mesh
-//! (every peer applies it identically to the agreed aggregate, or every span owner to its span)
-//! and inside the simulator.
+//! gradmesh-federated: the federated-learning toolkit of gradmesh — strategies, partitioners,
+//! attacks, differential privacy and secure aggregation. Everything here works on flat `f32`
+//! buffers and seeded RNGs, without LibTorch, over the ground crate's rules and optimizers
+//! (gradmesh-math), so the same code can run inside the simulator (`gradmesh-sim fl`) and, applied
+//! identically by every peer, inside a mesh (the robust rules already are, by span owners).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -10,9 +11,12 @@ pub mod attack;
 pub mod dp;
 mod noise;
 pub mod partition;
-pub mod robust;
 pub mod secagg;
 pub mod strategy;
+
+/// The robust aggregation rules live in the ground crate (the protocol's span owners apply them);
+/// re-exported so federated users find them beside the strategies.
+pub use gradmesh_math::robust;
 
 #[cfg(test)]
 mod testdata;

@@ -20,10 +20,10 @@ use std::{
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::{
+    OptimizerState,
     data::{decode_f32, read_tensor},
     error::{KernelError, Result, io_error},
     flat::FlatLayout,
-    optim::OptimizerState,
     state::TrainingState,
 };
 

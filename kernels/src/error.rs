@@ -1,4 +1,5 @@
-//! The one error type of the crate's numeric side (LibTorch, optimizers, DiLoCo).
+//! The one error type of the kernels (LibTorch, data, checkpoints, and the ground crate's
+//! optimizers and codecs as they run inside them).
 
 use std::path::PathBuf;
 
@@ -9,7 +10,6 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum KernelError {
     /// LibTorch reported an error (shape mismatch, device unavailable, ...).
-    #[cfg(feature = "torch")]
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     /// Reading or writing a file failed.
@@ -80,8 +80,11 @@ pub enum KernelError {
     DatasetTooSmall(&'static str),
     /// A gradient codec failed (a non-finite gradient, or a mesh shape it cannot split).
     #[error("codec: {0}")]
-    Codec(#[from] crate::codec::CodecError),
-    /// An optimizer or DiLoCo hyper-parameter is out of range.
+    Codec(#[from] gradmesh_math::codec::CodecError),
+    /// An optimizer was misconfigured or given a buffer of the wrong length.
+    #[error("optimizer: {0}")]
+    Optim(#[from] gradmesh_math::OptimError),
+    /// A model or local-mesh hyper-parameter is out of range.
     #[error("invalid config: {0}")]
     InvalidConfig(&'static str),
 }
@@ -89,7 +92,6 @@ pub enum KernelError {
 /// Shorthand used across the crate.
 pub(crate) type Result<T, E = KernelError> = std::result::Result<T, E>;
 
-#[cfg(feature = "torch")]
 pub(crate) fn io_error(
     op: &'static str,
     path: &std::path::Path,

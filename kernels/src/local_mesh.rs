@@ -4,12 +4,12 @@
 //! with the real models, optimizers and codecs and without any network.
 
 use crate::{
+    OptimizerConfig,
     codec::{CodecKind, CompressedMean, even_spans},
     data::{Batch, BatchSampler, Dataset, to_i64},
     device::Device,
     error::{KernelError, Result},
     model::ModelKind,
-    optim::OptimizerConfig,
     trainer::Trainer,
 };
 

@@ -6,8 +6,8 @@
 //! against the input before allocating and the counts against the receiver's model.
 
 use crate::{
+    OptimizerState,
     error::{KernelError, Result},
-    optim::OptimizerState,
 };
 
 const MAGIC: &[u8; 4] = b"GMTS";

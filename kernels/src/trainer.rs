@@ -6,13 +6,13 @@ use std::sync::{Mutex, PoisonError};
 use tch::{Kind, Reduction, Tensor, nn::VarStore};
 
 use crate::{
+    Optimizer, OptimizerConfig,
     checkpoint::{Checkpoint, MeshDigest},
     data::Batch,
     device::Device,
     error::Result,
     flat::{FlatLayout, FlatParams},
     model::{ModelKind, Network},
-    optim::{Optimizer, OptimizerConfig},
     state::TrainingState,
 };
 

@@ -6,10 +6,8 @@
 
 mod common;
 
-use common::digits;
+use common::{digits, seed};
 use gradmesh_kernels::{LocalMesh, ModelKind, OptimizerConfig, codec::CodecKind};
-
-const SEED: u64 = 20_261_123;
 
 struct Outcome {
     accuracy: f64,
@@ -28,7 +26,7 @@ fn train(codec: &str, steps: u64) -> Outcome {
         data.train_len(),
         4,
         16,
-        SEED,
+        seed(),
     )
     .unwrap();
     let mut last_loss = f32::NAN;

@@ -3,13 +3,11 @@
 
 mod common;
 
-use common::{data_file, digits, digits_batch, relative_error};
+use common::{data_file, digits, digits_batch, relative_error, seed};
 use gradmesh_kernels::{
     BatchSampler, CharCorpus, Device, DilocoConfig, ModelKind, OptimizerConfig, OuterOptimizer,
     Trainer, TransformerConfig, set_torch_threads,
 };
-
-const SEED: u64 = 20_261_123;
 
 fn sgd() -> OptimizerConfig {
     OptimizerConfig::sgd(0.1, 0.9, false, 0.0).unwrap()
@@ -22,14 +20,14 @@ fn adamw(lr: f32) -> OptimizerConfig {
 #[test]
 fn averaged_worker_gradients_equal_one_big_batch() {
     let batch = digits_batch(64);
-    let mut single = Trainer::new(ModelKind::Mlp, sgd(), Device::Cpu, SEED).unwrap();
+    let mut single = Trainer::new(ModelKind::Mlp, sgd(), Device::Cpu, seed()).unwrap();
     let loss_full = single.compute_gradients(&batch).unwrap();
 
     // Four workers with unequal shards; the mesh average is weighted by examples per worker.
     let shards = [(0, 7), (7, 20), (27, 13), (40, 24)];
     let mut workers: Vec<Trainer> = shards
         .iter()
-        .map(|_| Trainer::new(ModelKind::Mlp, sgd(), Device::Cpu, SEED).unwrap())
+        .map(|_| Trainer::new(ModelKind::Mlp, sgd(), Device::Cpu, seed()).unwrap())
         .collect();
     let mut average = vec![0.0_f32; single.layout().len()];
     let mut loss_avg = 0.0;
@@ -63,8 +61,8 @@ fn averaged_worker_gradients_equal_one_big_batch() {
 
 fn train_digits(kind: ModelKind, config: OptimizerConfig, steps: u64) -> f64 {
     let data = digits();
-    let mut trainer = Trainer::new(kind, config, Device::Cpu, SEED).unwrap();
-    let mut sampler = BatchSampler::new(data.train_len(), 64, SEED).unwrap();
+    let mut trainer = Trainer::new(kind, config, Device::Cpu, seed()).unwrap();
+    let mut sampler = BatchSampler::new(data.train_len(), 64, seed()).unwrap();
     for step in 0..steps {
         let batch = data.train_batch(sampler.indices(step)).unwrap();
         trainer.train_step(&batch).unwrap();
@@ -101,7 +99,7 @@ fn transformer_loss_falls_on_the_corpus() {
         ModelKind::Transformer(config),
         adamw(3e-3),
         Device::Cpu,
-        SEED,
+        seed(),
     )
     .unwrap();
     let valid = corpus.valid_batch(32, config.context()).unwrap();
@@ -110,7 +108,7 @@ fn transformer_loss_falls_on_the_corpus() {
         trainer
             .train_step(
                 &corpus
-                    .train_batch(step, 16, config.context(), SEED)
+                    .train_batch(step, 16, config.context(), seed())
                     .unwrap(),
             )
             .unwrap();
@@ -130,10 +128,10 @@ fn diloco_peers_stay_identical_and_learn() {
     let data = digits();
     let config = DilocoConfig::new(10, 0.7, 0.9).unwrap();
     let mut peers: Vec<Trainer> = (0..2)
-        .map(|_| Trainer::new(ModelKind::Mlp, adamw(3e-3), Device::Cpu, SEED).unwrap())
+        .map(|_| Trainer::new(ModelKind::Mlp, adamw(3e-3), Device::Cpu, seed()).unwrap())
         .collect();
     let mut samplers: Vec<BatchSampler> = (0..2)
-        .map(|rank| BatchSampler::new(data.train_len(), 64, SEED + rank).unwrap())
+        .map(|rank| BatchSampler::new(data.train_len(), 64, seed() + rank).unwrap())
         .collect();
     let mut outers: Vec<OuterOptimizer> = peers
         .iter()
@@ -179,8 +177,8 @@ fn diloco_peers_stay_identical_and_learn() {
 #[test]
 fn diloco_with_unit_outer_sgd_is_plain_inner_training() {
     let batch = digits_batch(64);
-    let mut plain = Trainer::new(ModelKind::Mlp, adamw(1e-3), Device::Cpu, SEED).unwrap();
-    let mut peer = Trainer::new(ModelKind::Mlp, adamw(1e-3), Device::Cpu, SEED).unwrap();
+    let mut plain = Trainer::new(ModelKind::Mlp, adamw(1e-3), Device::Cpu, seed()).unwrap();
+    let mut peer = Trainer::new(ModelKind::Mlp, adamw(1e-3), Device::Cpu, seed()).unwrap();
     let mut outer = OuterOptimizer::new(DilocoConfig::new(5, 1.0, 0.0).unwrap(), peer.parameters());
     for _ in 0..5 {
         plain.train_step(&batch).unwrap();
@@ -194,14 +192,14 @@ fn diloco_with_unit_outer_sgd_is_plain_inner_training() {
 #[test]
 fn state_bytes_resume_bit_identically() {
     let data = digits();
-    let mut sampler = BatchSampler::new(data.train_len(), 32, SEED).unwrap();
-    let mut a = Trainer::new(ModelKind::Cnn, adamw(1e-3), Device::Cpu, SEED).unwrap();
+    let mut sampler = BatchSampler::new(data.train_len(), 32, seed()).unwrap();
+    let mut a = Trainer::new(ModelKind::Cnn, adamw(1e-3), Device::Cpu, seed()).unwrap();
     for step in 0..5 {
         a.train_step(&data.train_batch(sampler.indices(step)).unwrap())
             .unwrap();
     }
     // A joining peer with other initial weights takes the state and continues in lockstep.
-    let mut b = Trainer::new(ModelKind::Cnn, adamw(1e-3), Device::Cpu, SEED + 1).unwrap();
+    let mut b = Trainer::new(ModelKind::Cnn, adamw(1e-3), Device::Cpu, seed() + 1).unwrap();
     let bytes = a.state_bytes();
     b.restore_bytes(&bytes).unwrap();
     assert_eq!(b.state_bytes(), bytes);
@@ -212,7 +210,7 @@ fn state_bytes_resume_bit_identically() {
     }
     assert_eq!(a.parameters(), b.parameters());
     assert_eq!(a.training_state(), b.training_state());
-    let mut mlp = Trainer::new(ModelKind::Mlp, adamw(1e-3), Device::Cpu, SEED).unwrap();
+    let mut mlp = Trainer::new(ModelKind::Mlp, adamw(1e-3), Device::Cpu, seed()).unwrap();
     assert!(
         mlp.restore_bytes(&bytes).is_err(),
         "a CNN state must not load into an MLP"
@@ -230,8 +228,8 @@ fn cuda_matches_cpu() {
     }
     let data = digits();
     let batch = digits_batch(64);
-    let mut cpu = Trainer::new(ModelKind::Mlp, sgd(), Device::Cpu, SEED).unwrap();
-    let mut gpu = Trainer::new(ModelKind::Mlp, sgd(), cuda, SEED).unwrap();
+    let mut cpu = Trainer::new(ModelKind::Mlp, sgd(), Device::Cpu, seed()).unwrap();
+    let mut gpu = Trainer::new(ModelKind::Mlp, sgd(), cuda, seed()).unwrap();
     assert_eq!(
         cpu.parameters(),
         gpu.parameters(),
@@ -250,7 +248,7 @@ fn cuda_matches_cpu() {
     assert!(error <= 1e-4);
     let gpu_data =
         gradmesh_kernels::Dataset::load_digits(&data_file("digits.safetensors"), cuda).unwrap();
-    let mut sampler = BatchSampler::new(data.train_len(), 64, SEED).unwrap();
+    let mut sampler = BatchSampler::new(data.train_len(), 64, seed()).unwrap();
     for step in 0..600 {
         gpu.train_step(&gpu_data.train_batch(sampler.indices(step)).unwrap())
             .unwrap();

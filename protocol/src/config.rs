@@ -7,8 +7,8 @@ use thiserror::Error;
 
 use crate::wire::STATE_CHUNK_BYTES_MAX;
 
-pub use gradmesh_federated::robust::{Aggregation, ParseAggregationError};
-pub use gradmesh_kernels::codec::{CodecKind, ParseCodecKindError};
+pub use gradmesh_math::codec::{CodecKind, ParseCodecKindError};
+pub use gradmesh_math::robust::{Aggregation, ParseAggregationError};
 
 /// A configuration rule that does not hold; one variant per rule.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -4,8 +4,9 @@
 //! a flow sized by its encoded length; in collective mode ([`runner`]) collective schedules run
 //! through the same flow-level network.
 //! It never depends on tokio or libp2p: time is simulated, and compute is a model. The one
-//! exception is [`fl`], the federated simulator, which trains real models through the kernels'
-//! LibTorch MLP on a simulated clock.
+//! exception is `fl`, the federated simulator, which trains real models through the kernels'
+//! LibTorch MLP on a simulated clock; it sits behind the `fl` cargo feature (on by default), and
+//! `--no-default-features` builds the simulator without LibTorch.
 //!
 //! The single interface between the network model and whatever runs on the peers is
 //! [`engine::Application`]: a peer asks for "a message of `bytes` bytes from `a` to `b`"
@@ -20,6 +21,7 @@ pub mod churn;
 pub mod collective;
 pub mod compute;
 pub mod engine;
+#[cfg(feature = "fl")]
 pub mod fl;
 pub mod mesh;
 pub mod net;

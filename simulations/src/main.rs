@@ -4,10 +4,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use gradmesh_sim::bench::{self, BenchConfig, BenchShape};
 use gradmesh_sim::collective::Algorithm;
+#[cfg(feature = "fl")]
+use gradmesh_sim::fl;
 use gradmesh_sim::mesh::{self, MeshSpec};
 use gradmesh_sim::net::RecomputeScope;
 use gradmesh_sim::scenario::Scenario;
-use gradmesh_sim::{fl, report, runner, validate};
+use gradmesh_sim::{report, runner, validate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -63,7 +65,8 @@ enum Command {
         algorithm: String,
     },
     /// Run a federated-learning scenario on the digits set; write fl_rounds.csv, partition.csv
-    /// and accuracy plots into --out.
+    /// and accuracy plots into --out. (Trains with LibTorch: needs the default `fl` feature.)
+    #[cfg(feature = "fl")]
     Fl {
         /// The federated scenario TOML file (see simulations/scenarios/fl/).
         scenario: PathBuf,
@@ -129,6 +132,7 @@ fn main() -> anyhow::Result<()> {
             latency_ms,
             algorithm,
         } => predict_allreduce(peers, floats, mbit_s * efficiency, latency_ms, &algorithm),
+        #[cfg(feature = "fl")]
         Command::Fl {
             scenario,
             seed,
@@ -361,6 +365,7 @@ fn print_winners(outcomes: &[bench::BenchOutcome]) {
     }
 }
 
+#[cfg(feature = "fl")]
 fn run_fl(
     path: &std::path::Path,
     seed: u64,

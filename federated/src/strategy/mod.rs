@@ -23,7 +23,7 @@ pub use simple::{Diloco, FedAvg, FedAvgM, FedProx, Scaffold};
 
 use core::fmt;
 use core::str::FromStr;
-use gradmesh_kernels::KernelError;
+use gradmesh_math::OptimError;
 use thiserror::Error;
 
 /// A strategy step that could not run.
@@ -43,9 +43,9 @@ pub enum StrategyError {
     /// A hyper-parameter is out of range.
     #[error("invalid strategy config: {0}")]
     InvalidConfig(&'static str),
-    /// The kernels' flat-buffer optimizer refused a step.
+    /// The ground crate's flat-buffer optimizer refused a step.
     #[error(transparent)]
-    Kernel(#[from] KernelError),
+    Optim(#[from] OptimError),
     /// A strategy name other than the known ones.
     #[error(
         "unknown strategy {0:?} (fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, scaffold, diloco)"

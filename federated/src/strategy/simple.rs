@@ -1,7 +1,7 @@
 //! FedAvg, FedAvgM, FedProx, SCAFFOLD and DiLoCo.
 
 use super::{ClientState, Strategy, StrategyError, delta, same_len};
-use gradmesh_kernels::{DilocoConfig, Optimizer, OptimizerConfig, OuterOptimizer};
+use gradmesh_math::{DilocoConfig, Optimizer, OptimizerConfig, OuterOptimizer};
 
 fn positive(x: f32, reason: &'static str) -> Result<f32, StrategyError> {
     if x > 0.0 && x.is_finite() {
@@ -51,7 +51,7 @@ impl Strategy for FedAvg {
 }
 
 /// FedAvg with server momentum (Hsu et al. 2019): pseudo-gradient g = −Δ, `v ← βv + g`,
-/// `x ← x − η·v` — the kernels' flat-buffer SGD (heavy-ball, as `torch.optim.SGD`) on the server.
+/// `x ← x − η·v` — the ground crate's flat-buffer SGD (heavy-ball, as `torch.optim.SGD`) on the server.
 #[derive(Debug, Clone)]
 pub struct FedAvgM {
     config: OptimizerConfig,
@@ -263,7 +263,7 @@ impl Strategy for Scaffold {
     }
 }
 
-/// DiLoCo's outer step (Douillard et al. 2023), reusing the kernels' [`OuterOptimizer`]: the
+/// DiLoCo's outer step (Douillard et al. 2023), reusing the ground crate's [`OuterOptimizer`]: the
 /// pseudo-gradient −Δ drives Nesterov-momentum SGD on the round's start parameters. Clients run
 /// their H inner steps exactly as under FedAvg.
 #[derive(Debug, Clone)]

@@ -267,10 +267,10 @@ fn fedavgm_is_heavy_ball_on_the_pseudo_gradient() {
 }
 
 #[test]
-fn diloco_is_the_kernels_outer_nesterov_step() {
+fn diloco_is_the_ground_crates_outer_nesterov_step() {
     let mut s = Diloco::new(0.5, 0.9).unwrap();
     let mut x = vec![1.0_f32, 2.0];
-    // Clients moved to [0, 2]: Δ = [−1, 0], pseudo-gradient [1, 0] (kernels' hand-computed case).
+    // Clients moved to [0, 2]: Δ = [−1, 0], pseudo-gradient [1, 0] (the ground crate's hand-computed case).
     s.server_step(&mut x, &[-1.0, 0.0], 1.0).unwrap();
     assert!((x[0] - 0.05).abs() < 1e-6 && x[1] == 2.0, "{x:?}");
 }

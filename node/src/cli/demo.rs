@@ -307,8 +307,10 @@ fn render(rows: &[RoundRow], summary: &Summary) -> String {
     }
     let _ = writeln!(
         out,
-        "\nkilled during round {}; joiner synced round {:?}, first committed round {:?}",
-        summary.killed_in_round, summary.joiner_synced_round, summary.joiner_first_commit
+        "\nkilled during round {}; joiner synced round {}, first committed round {}",
+        summary.killed_in_round,
+        round_or_none(summary.joiner_synced_round),
+        round_or_none(summary.joiner_first_commit)
     );
     let _ = writeln!(
         out,
@@ -331,4 +333,9 @@ fn render(rows: &[RoundRow], summary: &Summary) -> String {
         summary.digests_equal, summary.wall_seconds
     );
     out
+}
+
+/// A round number, or "none" when the event never happened.
+fn round_or_none(round: Option<u64>) -> String {
+    round.map_or_else(|| "none".to_owned(), |r| r.to_string())
 }

@@ -193,7 +193,11 @@ pub(crate) fn config_file_args(path: &Path, node: &ArgMatches) -> anyhow::Result
                 toml::Value::Float(f) => {
                     args.extend([format!("--{key}").into(), f.to_string().into()])
                 }
-                other => anyhow::bail!("{}: `{key}` cannot be {other:?}", path.display()),
+                other => anyhow::bail!(
+                    "{}: `{key}` cannot be a {}; give a string, number or boolean",
+                    path.display(),
+                    other.type_str()
+                ),
             }
         }
     }

@@ -233,7 +233,8 @@ impl Digits {
         if count == 0 || index >= count {
             return Err(WorkloadError::BadShard { index, count });
         }
-        let optimizer = OptimizerConfig::sgd(spec.learning_rate, 0.9, false, 0.0)?;
+        let optimizer =
+            OptimizerConfig::sgd(spec.learning_rate, 0.9, false, 0.0).map_err(KernelError::from)?;
         let trainer = Trainer::new(spec.model, optimizer, spec.device, spec.model_seed)?;
         let data = Dataset::load_digits(&spec.data, spec.device)?;
         let shard: Vec<i64> = (index..data.train_len())

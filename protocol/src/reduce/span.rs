@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use gradmesh_kernels::codec::CodecError;
+use gradmesh_math::codec::CodecError;
 
 use crate::config::{Aggregation, CodecKind};
 use crate::floats::Floats;

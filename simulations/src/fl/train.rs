@@ -48,7 +48,7 @@ impl LocalTrainer {
     ) -> Result<Self, TrainError> {
         let device = Device::Cpu;
         let data = Dataset::load_digits(data, device)?;
-        let sgd = OptimizerConfig::sgd(lr, 0.0, false, 0.0)?;
+        let sgd = OptimizerConfig::sgd(lr, 0.0, false, 0.0).map_err(KernelError::from)?;
         let trainer = Trainer::new(ModelKind::Mlp, sgd, device, seed)?;
         Ok(Self {
             trainer,

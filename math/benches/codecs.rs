@@ -11,7 +11,7 @@ use std::hint::black_box;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use gradmesh_kernels::codec::CodecKind;
+use gradmesh_math::codec::CodecKind;
 
 /// The unit tests' seeded sample data, compiled into the bench too so both measure the same
 /// vectors. The bench uses only `gaussian`; the error measures stay for the tests.

@@ -17,7 +17,7 @@
 //!   reads anything and never sizes an allocation from the wire.
 //!
 //! ```
-//! use gradmesh_kernels::codec::{CodecKind, Contribution, reduce_encoded, reencode_reduced};
+//! use gradmesh_math::codec::{CodecKind, Contribution, reduce_encoded, reencode_reduced};
 //!
 //! let kind: CodecKind = "int8:64".parse()?;
 //! let span_len = 1000;

@@ -7,7 +7,26 @@
 //! inputs. Their state is one flat vector plus a step count, which is what state sync ships.
 //! The update rules follow PyTorch's single-tensor `SGD` and `AdamW` (checked in tests).
 
-use crate::error::{KernelError, Result};
+/// A rejected optimizer configuration or a buffer of the wrong length.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptimError {
+    /// A hyper-parameter is out of range; the message names it and its range.
+    #[error("invalid config: {0}")]
+    InvalidConfig(&'static str),
+    /// A flat buffer has a length other than the parameters'.
+    #[error("{what}: expected {expected} values, got {found}")]
+    LengthMismatch {
+        /// Which buffer.
+        what: &'static str,
+        /// The element count required.
+        expected: usize,
+        /// The buffer's element count.
+        found: usize,
+    },
+}
+
+type Result<T, E = OptimError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Rule {
@@ -36,7 +55,7 @@ fn check(ok: bool, reason: &'static str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(KernelError::InvalidConfig(reason))
+        Err(OptimError::InvalidConfig(reason))
     }
 }
 
@@ -147,7 +166,7 @@ impl Optimizer {
     pub fn set_state(&mut self, state: OptimizerState, params: usize) -> Result<()> {
         let expected = self.config.state_len(params);
         if state.values.len() != expected {
-            return Err(KernelError::LengthMismatch {
+            return Err(OptimError::LengthMismatch {
                 what: "optimizer state",
                 expected,
                 found: state.values.len(),
@@ -162,7 +181,7 @@ impl Optimizer {
         let n = params.len();
         let expected = self.config.state_len(n);
         if grads.len() != n || self.state.values.len() != expected {
-            return Err(KernelError::LengthMismatch {
+            return Err(OptimError::LengthMismatch {
                 what: "optimizer step",
                 expected: n,
                 found: grads.len(),

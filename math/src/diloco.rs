@@ -2,10 +2,9 @@
 //! pseudo-gradient `start − end` is averaged across peers, and an outer Nesterov-momentum SGD step
 //! on the start parameters gives the next round's start. Inner optimizer state stays local.
 
-use crate::{
-    error::{KernelError, Result},
-    optim::{Optimizer, OptimizerConfig, OptimizerState},
-};
+use crate::optim::{OptimError, Optimizer, OptimizerConfig, OptimizerState};
+
+type Result<T, E = OptimError> = std::result::Result<T, E>;
 
 /// Validated DiLoCo hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,7 +18,7 @@ impl DilocoConfig {
     /// `outer_momentum` (the paper uses 0.7 and 0.9). A momentum of 0 gives plain outer SGD.
     pub fn new(inner_steps: u32, outer_lr: f32, outer_momentum: f32) -> Result<Self> {
         if inner_steps == 0 {
-            return Err(KernelError::InvalidConfig(
+            return Err(OptimError::InvalidConfig(
                 "diloco: inner_steps must be >= 1",
             ));
         }
@@ -72,7 +71,7 @@ impl OuterOptimizer {
     /// the caller replaces it in place with the (sample-weighted) mean over peers.
     pub fn pseudo_gradient(&mut self, end: &[f32]) -> Result<&mut [f32]> {
         if end.len() != self.start.len() {
-            return Err(KernelError::LengthMismatch {
+            return Err(OptimError::LengthMismatch {
                 what: "diloco end parameters",
                 expected: self.start.len(),
                 found: end.len(),
@@ -101,7 +100,7 @@ impl OuterOptimizer {
     /// Restores a synced round: its start parameters and outer optimizer state.
     pub fn restore(&mut self, start: &[f32], state: OptimizerState) -> Result<()> {
         if start.len() != self.start.len() {
-            return Err(KernelError::LengthMismatch {
+            return Err(OptimError::LengthMismatch {
                 what: "diloco start parameters",
                 expected: self.start.len(),
                 found: start.len(),
