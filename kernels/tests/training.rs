@@ -77,7 +77,8 @@ fn mlp_learns_digits() {
         "MLP, SGD momentum 0.9 lr 0.1, batch 64, 600 steps: test accuracy {:.2}%",
         100.0 * accuracy
     );
-    assert!(accuracy >= 0.90, "accuracy {accuracy}");
+    // Measured 2026-12-04 on an Intel Xeon, seeds 1..=10 and the default: 96.11–96.94 %.
+    assert!(accuracy >= 0.93, "accuracy {accuracy}");
 }
 
 #[test]
@@ -87,7 +88,8 @@ fn cnn_learns_digits() {
         "CNN, AdamW lr 3e-3, batch 64, 300 steps: test accuracy {:.2}%",
         100.0 * accuracy
     );
-    assert!(accuracy >= 0.90, "accuracy {accuracy}");
+    // Measured 2026-12-04 on an Intel Xeon, seeds 1..=10 and the default: 97.22–98.33 %.
+    assert!(accuracy >= 0.94, "accuracy {accuracy}");
 }
 
 #[test]
@@ -120,7 +122,12 @@ fn transformer_loss_falls_on_the_corpus() {
         trainer.layout().len(),
         100.0 * accuracy
     );
-    assert!(after < before - 1.5, "loss {before} -> {after}");
+    // Measured 2026-12-04 on an Intel Xeon, seeds 1..=10 and the default: from 6.16–7.21 to
+    // 2.53–2.60 nats (falls by 3.58 at least).
+    assert!(
+        after < before - 2.5 && after < 2.9,
+        "loss {before} -> {after}"
+    );
 }
 
 #[test]
@@ -171,6 +178,7 @@ fn diloco_peers_stay_identical_and_learn() {
         "DiLoCo 2 peers, H=10, 15 rounds: test accuracy {:.2}%",
         100.0 * accuracy
     );
+    // Measured 2026-12-04 on an Intel Xeon, seeds 1..=10 and the default: 93.61–95.28 %.
     assert!(accuracy >= 0.90, "accuracy {accuracy}");
 }
 
@@ -258,5 +266,7 @@ fn cuda_matches_cpu() {
         "MLP on CUDA, 600 steps: test accuracy {:.2}%",
         100.0 * accuracy
     );
-    assert!(accuracy >= 0.90);
+    // The same run as `mlp_learns_digits` (96.11–96.94 % over 11 seeds on CPU); on an H200 it
+    // gave 96.67 % on the default seed (2026-12-04). The margin covers other GPU kernels.
+    assert!(accuracy >= 0.90, "accuracy {accuracy}");
 }

@@ -34,8 +34,10 @@ fn tiny_scenario_learns_under_churn() {
     println!("initial accuracy {:.4}\n{csv}", summary.initial_accuracy);
     assert_eq!(summary.records.len(), 6);
     let last = summary.records.last().unwrap();
+    // Measured 2026-12-04 on an Intel Xeon, seeds 1..=8: from 4.4–15.3 % to 89.2–91.7 % (a gain
+    // of 76 points at least).
     assert!(
-        last.accuracy > summary.initial_accuracy + 0.4 && last.accuracy > 0.6,
+        last.accuracy > summary.initial_accuracy + 0.6 && last.accuracy > 0.8,
         "accuracy {} from {}",
         last.accuracy,
         summary.initial_accuracy

@@ -5,15 +5,25 @@ use std::path::{Path, PathBuf};
 
 use gradmesh_kernels::{Batch, Dataset, Device, set_torch_threads};
 
-/// The seed every learning test uses: fixed, or `GRADMESH_TEST_SEED` to measure how a learning
-/// claim spreads over seeds (`make seed-spread`). Thresholds beside the assertions hold for every
-/// seed measured, with a margin, because LibTorch picks other kernels on other CPUs and one
+/// The seed of a test that asserts one run: fixed, or `GRADMESH_TEST_SEED` to measure how a
+/// learning claim spreads over seeds (`make seed-spread`). Thresholds beside such assertions hold
+/// for every seed measured, with a margin: LibTorch picks other kernels on other CPUs, so one
 /// seed's curve on one machine is not a property of the code.
 pub fn seed() -> u64 {
     std::env::var("GRADMESH_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_261_123)
+}
+
+/// The seeds of a test that asserts a mean over runs: 1..=8, or eight from `GRADMESH_TEST_SEED`
+/// on, to check its margins on other seeds.
+pub fn seeds() -> Vec<u64> {
+    let first = std::env::var("GRADMESH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    (first..first + 8).collect()
 }
 
 pub fn repo_root() -> PathBuf {
