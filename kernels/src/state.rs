@@ -3,7 +3,8 @@
 //! Encoding (all integers and floats little-endian, so bytes are identical on every machine):
 //! `b"GMTS"`, `u32` version 1, `u64` step, `u64` optimizer step, `u64` parameter count `P`,
 //! `u64` optimizer value count `S`, then `P` then `S` `f32`s. Decoding checks every length
-//! against the input before allocating and the counts against the receiver's model.
+//! against the input before allocating, the counts against the receiver's model, and that every
+//! value is finite.
 
 use crate::{
     OptimizerState,
@@ -76,6 +77,13 @@ impl TrainingState {
             ));
         }
         let mut floats = crate::data::decode_f32(body);
+        // A state with NaN or ±Inf would poison every gradient computed on it: a donor that
+        // serves one is refused like one that serves junk.
+        if !floats.iter().all(|x| x.is_finite()) {
+            return Err(KernelError::BadState(
+                "parameters or optimizer state are not finite",
+            ));
+        }
         let values = floats.split_off(params);
         Ok(Self {
             step,
@@ -111,5 +119,13 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = b'X';
         assert!(TrainingState::from_bytes(&bad, 3, 6).is_err());
+        for poison in [f32::NAN, f32::INFINITY] {
+            let mut poisoned = state.clone();
+            poisoned.optimizer.values[5] = poison;
+            assert!(TrainingState::from_bytes(&poisoned.to_bytes(), 3, 6).is_err());
+            poisoned = state.clone();
+            poisoned.params[0] = poison;
+            assert!(TrainingState::from_bytes(&poisoned.to_bytes(), 3, 6).is_err());
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_protocol::peer::{Event, Output, Peer};
-use gradmesh_protocol::wire::{self, Body, Envelope, Role};
+use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
 use gradmesh_protocol::{Floats, PeerId, RoundId, Timestamp};
 
 use super::checkpointer::{Checkpointer, Save};
@@ -142,7 +142,7 @@ impl PeerActor {
                 Output::ComputeGradient { .. } => self.compute(ctx),
                 Output::LoadState(snapshot) => {
                     let summary = snapshot.summary();
-                    self.load(Arc::clone(snapshot.bytes()), ctx);
+                    self.load(summary, Arc::clone(snapshot.bytes()), ctx);
                     self.metrics.syncs.inc();
                     tracing::info!(round = summary.round.0, "loaded the mesh's state");
                     self.report(&Report::Synced {
@@ -187,11 +187,23 @@ impl PeerActor {
         }));
     }
 
-    fn load(&mut self, bytes: Arc<[u8]>, ctx: &mut Context<Self>) {
+    /// Loads a synced state. One that does not load (junk from a donor, non-finite values) is
+    /// refused, not fatal: the protocol goes back to the state it held and fetches another.
+    fn load(&mut self, summary: StateSummary, bytes: Arc<[u8]>, ctx: &mut Context<Self>) {
         let request = self.trainer.send(Load(bytes)).into_actor(self);
-        ctx.spawn(request.map(|reply, _, _| match reply {
+        ctx.spawn(request.map(move |reply, act, ctx| match reply {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => fatal(&format!("loading the synced state failed: {error}")),
+            Ok(Err(error)) => {
+                act.metrics.states_refused.inc();
+                tracing::warn!(
+                    round = summary.round.0,
+                    digest = %summary.digest.to_hex(),
+                    "refusing the synced state: {error}; keeping our own and fetching another"
+                );
+                let now = act.now();
+                act.peer.handle_state_refused(now, summary);
+                act.drain(ctx);
+            }
             Err(error) => fatal(&format!("trainer is gone: {error}")),
         }));
     }

@@ -33,6 +33,8 @@ pub struct MeshMetrics {
     pub accuracy: Gauge<f64, AtomicU64>,
     /// State syncs completed.
     pub syncs: Counter,
+    /// Synced states that did not load (junk or non-finite values from donors) and were refused.
+    pub states_refused: Counter,
 }
 
 impl Default for MeshMetrics {
@@ -47,6 +49,7 @@ impl Default for MeshMetrics {
             loss: Gauge::default(),
             accuracy: Gauge::default(),
             syncs: Counter::default(),
+            states_refused: Counter::default(),
         }
     }
 }
@@ -72,6 +75,11 @@ impl MeshMetrics {
         registry.register("train_loss", "Last local training loss", m.loss);
         registry.register("test_accuracy", "Last test accuracy", m.accuracy);
         registry.register("state_syncs", "State syncs completed", m.syncs);
+        registry.register(
+            "states_refused",
+            "Synced states that did not load and were refused",
+            m.states_refused,
+        );
     }
 
     /// A registrar for [`crate::net::NetConfigBuilder::extra_metrics`].

@@ -21,6 +21,11 @@ use crate::wire::{Body, Member, Proposal, ROSTER_MEMBERS_MAX, Role};
 
 use super::{Event, Peer, Stage};
 
+/// Most observers (peers asking to join) a leader names in one roster. Observers cost the round
+/// (each gets every reduced span); joiners sync state from donors without a roster, so a few
+/// slots, rotated from round to round, are enough.
+pub(super) const OBSERVERS_PER_ROUND_MAX: usize = 8;
+
 /// The leader order last computed: for `round` over the candidate set `members` (sorted by
 /// id), best first. Every use checks both, so it is never stale; it saves hashing every
 /// candidate's [`leader_key`] on each timer and message.
@@ -165,14 +170,18 @@ impl Peer {
                 bandwidth_bytes_per_s: a.bandwidth_bytes_per_s,
             });
         }
-        // Contributors first, then observers, up to the wire bound; then rank order.
-        members.sort_by_key(|m| (m.role, m.peer));
-        members.truncate(ROSTER_MEMBERS_MAX);
-        members.sort_by_key(|m| m.peer);
+        // Contributors first; then at most `OBSERVERS_PER_ROUND_MAX` observers, a different
+        // subset each round (ascending `leader_key`), so that a flood of fresh keys asking to
+        // join cannot fill rosters and slow every round; then the wire bound; then rank order.
+        // A joiner does not need a roster to sync, only to see results while it syncs.
+        members.sort_by_key(|m| (m.role, leader_key(round, m.peer)));
         let contributors = members
             .iter()
             .filter(|m| m.role == Role::Contributor)
             .count();
+        members.truncate(ROSTER_MEMBERS_MAX.min(contributors + OBSERVERS_PER_ROUND_MAX));
+        members.sort_by_key(|m| m.peer);
+        let contributors = contributors.min(members.len());
         let observers = members.len() - contributors;
         if !self.holds_committee_majority(&members) {
             // Wait for the next announcement: it may bring a committee member.

@@ -39,6 +39,30 @@ pub use output::{Event, Output};
 /// roster when the leader is slow to reach us). Bounded so a peer cannot be flooded.
 const EARLY_MESSAGES_MAX: usize = 4 * crate::wire::ROSTER_MEMBERS_MAX;
 
+/// Messages are buffered for the next round and at most this many rounds past it: later ones
+/// are for rounds that may never come (a far-future round id costs a sender nothing).
+const EARLY_ROUNDS_AHEAD: u64 = 2;
+
+/// Bytes of early messages one sender may have buffered, beyond the size of our state: a
+/// contributor sends us at most its part of our spans and its reduced spans, less than the state.
+const EARLY_BYTES_PER_SENDER_SLACK: usize = 64 << 10;
+
+/// Bytes of early messages buffered in all, beyond twice the size of our state (a round's worth
+/// of contributions and reduced spans, for the next rounds).
+const EARLY_BYTES_SLACK: usize = 1 << 20;
+
+/// Most states remembered as refused (the oldest refusal is forgotten first). Bounded so that a
+/// peer announcing fresh fake states cannot grow it.
+const REFUSED_MAX: usize = 64;
+
+/// How long a state whose sync failed (every donor dropped) is not fetched again, in round
+/// timeouts: long enough to go back to training on our own state, short enough that a real state
+/// whose donors were only slow is fetched again.
+const SYNC_FAILED_REFUSAL_ROUNDS: u32 = 1;
+
+/// How long a state the shell could not load is refused, in round timeouts.
+const LOAD_REFUSAL_ROUNDS: u32 = 30;
+
 /// What a peer says about itself in announcements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Profile {
@@ -91,6 +115,12 @@ pub struct Peer {
     /// (`lock.rs`); it bounds what the peer may vote for in later rounds on the same state.
     lock: Option<lock::Lock>,
     sync: Option<StateSync>,
+    /// The state this peer held when a sync finished, until the shell is known to have loaded
+    /// the synced one: a state the shell refuses ([`Peer::handle_state_refused`]) falls back to it.
+    before_sync: Option<(Option<StateSnapshot>, RoundId)>,
+    /// States not to fetch (again) before the given time: their sync failed or the shell could
+    /// not load them. At most [`REFUSED_MAX`].
+    refused: BTreeMap<StateSummary, Timestamp>,
     /// Committed results waiting for the state they apply to (observers syncing, or results
     /// that arrive while the shell is still applying the previous one), by round.
     pending: BTreeMap<RoundId, RoundResult>,
@@ -101,6 +131,9 @@ pub struct Peer {
     known: BTreeMap<PeerId, Known>,
     early: BTreeMap<RoundId, Vec<Envelope>>,
     early_count: usize,
+    /// Encoded bytes of the messages in `early`, in all and by sender.
+    early_bytes: usize,
+    early_bytes_by_sender: BTreeMap<PeerId, usize>,
     /// The last proposal attempt lacked a committee majority; retry on the next announcement.
     propose_blocked: bool,
     /// Who proposed the roster of the running round.
@@ -141,12 +174,16 @@ impl Peer {
             round: None,
             lock: None,
             sync: None,
+            before_sync: None,
+            refused: BTreeMap::new(),
             pending: BTreeMap::new(),
             applying: None,
             discovery_until: now + announce_interval,
             known: BTreeMap::new(),
             early: BTreeMap::new(),
             early_count: 0,
+            early_bytes: 0,
+            early_bytes_by_sender: BTreeMap::new(),
             propose_blocked: false,
             round_leader: None,
             proposed: None,
@@ -229,8 +266,16 @@ impl Peer {
     ) -> Result<(), SnapshotError> {
         let committee = match self.applying.take() {
             Some((r, committee)) if r == round => committee,
-            _ => Vec::new(),
+            // The initial state (from `Peer::new`) has no committee.
+            None if round == RoundId(0) && self.state.is_none() => Vec::new(),
+            // Not the apply we asked for (it was on a state the shell refused since): the shell's
+            // bytes are not a state of ours.
+            other => {
+                self.applying = other;
+                return Ok(());
+            }
         };
+        self.before_sync = None;
         let snapshot = StateSnapshot::new(round, committee, bytes, self.config.state_chunk_bytes)?;
         self.install(snapshot);
         if self.stage == (Stage::Applying { round }) || round == RoundId(0) {
@@ -238,6 +283,52 @@ impl Peer {
         }
         self.announce(now);
         Ok(())
+    }
+
+    /// The shell could not load the state of an [`Output::LoadState`] (it did not parse, or its
+    /// values are not finite): a donor served bytes that match a digest some peer announced but
+    /// that are no usable state. The peer drops that state, goes back to the one it held before
+    /// the sync (if any), and does not fetch that state again for a while; it then fetches
+    /// another state or trains on its own. A bad state never stops a peer.
+    pub fn handle_state_refused(&mut self, now: Timestamp, refused: StateSummary) {
+        if self.state != Some(refused) {
+            return;
+        }
+        self.event(Event::StateRefused { state: refused });
+        self.refuse(now, refused, LOAD_REFUSAL_ROUNDS);
+        self.snapshots.remove(&refused.round);
+        self.lock = None;
+        self.pending.clear();
+        self.applying = None;
+        self.gradient = None;
+        self.state = None;
+        if let Some((held, next_round)) = self.before_sync.take() {
+            // The refused state's round ids are a claim too: go back to ours.
+            self.next_round = next_round;
+            if let Some(previous) = held {
+                self.install(previous);
+            }
+        }
+        self.stage = Stage::Joining;
+        self.maybe_start_sync(now);
+        self.announce(now);
+    }
+
+    /// Remembers `state` as not to be fetched for `rounds` round timeouts.
+    fn refuse(&mut self, now: Timestamp, state: StateSummary, rounds: u32) {
+        if self.refused.len() >= REFUSED_MAX && !self.refused.contains_key(&state) {
+            let oldest = self.refused.iter().min_by_key(|(_, until)| **until);
+            if let Some(oldest) = oldest.map(|(s, _)| *s) {
+                self.refused.remove(&oldest);
+            }
+        }
+        self.refused
+            .insert(state, now + self.config.round_timeout * rounds);
+    }
+
+    /// Whether `state` may be fetched now (it was not refused, or its refusal ran out).
+    fn fetchable(&self, now: Timestamp, state: StateSummary) -> bool {
+        self.refused.get(&state).is_none_or(|until| now >= *until)
     }
 
     fn install(&mut self, snapshot: StateSnapshot) {
@@ -315,13 +406,60 @@ impl Peer {
             if let Some(round) = &mut self.round {
                 round.handle_message(now, envelope.sender, envelope.body);
             }
-        } else if envelope.round >= self.next_round
-            && current.is_none_or(|c| envelope.round > c)
-            && self.early_count < EARLY_MESSAGES_MAX
-        {
-            self.early_count += 1;
-            self.early.entry(envelope.round).or_default().push(envelope);
+        } else if envelope.round >= self.next_round && current.is_none_or(|c| envelope.round > c) {
+            self.buffer_early(envelope);
         }
+    }
+
+    /// Keeps a message for a round this peer has not started, within bounds: rounds at most
+    /// [`EARLY_ROUNDS_AHEAD`] past the next, at most [`EARLY_MESSAGES_MAX`] messages, and bytes
+    /// bounded per sender and in all by the size of our state (plus a little). What does not fit
+    /// is dropped: an honest sender's message for a round we join is re-requested or its round
+    /// aborts, as when it is lost.
+    fn buffer_early(&mut self, envelope: Envelope) {
+        if envelope.round.0 > self.next_round.0.saturating_add(EARLY_ROUNDS_AHEAD)
+            || self.early_count >= EARLY_MESSAGES_MAX
+        {
+            return;
+        }
+        let state_bytes = self
+            .state
+            .and_then(|s| self.snapshots.get(&s.round))
+            .map_or(0, |snapshot| snapshot.bytes().len());
+        let bytes = crate::wire::encoded_len(&envelope);
+        let sender_bytes = self
+            .early_bytes_by_sender
+            .get(&envelope.sender)
+            .copied()
+            .unwrap_or(0);
+        if sender_bytes + bytes > state_bytes + EARLY_BYTES_PER_SENDER_SLACK
+            || self.early_bytes + bytes > 2 * state_bytes + EARLY_BYTES_SLACK
+        {
+            return;
+        }
+        self.early_count += 1;
+        self.early_bytes += bytes;
+        *self
+            .early_bytes_by_sender
+            .entry(envelope.sender)
+            .or_default() += bytes;
+        self.early.entry(envelope.round).or_default().push(envelope);
+    }
+
+    /// Drops the buffered messages of rounds before `round` and takes those of `round`.
+    fn take_early(&mut self, round: RoundId) -> Vec<Envelope> {
+        self.early.retain(|r, _| *r >= round);
+        let taken = self.early.remove(&round).unwrap_or_default();
+        self.early_count = self.early.values().map(Vec::len).sum();
+        self.early_bytes_by_sender.clear();
+        for envelope in self.early.values().flatten() {
+            *self
+                .early_bytes_by_sender
+                .entry(envelope.sender)
+                .or_default() += crate::wire::encoded_len(envelope);
+        }
+        self.early_bytes = self.early_bytes_by_sender.values().sum();
+        taken
     }
 
     fn handle_announce(&mut self, now: Timestamp, from: PeerId, round: RoundId, a: Announce) {
@@ -389,8 +527,9 @@ impl Peer {
         let behind = self
             .known
             .values()
+            .filter(|k| !k.announce.wants_to_join)
             .filter_map(|k| k.announce.state)
-            .any(|s| mine.is_none_or(|m| s.round > m));
+            .any(|s| mine.is_none_or(|m| s.round > m) && self.fetchable(now, s));
         if behind {
             self.become_joiner(now);
         }
@@ -417,6 +556,7 @@ impl Peer {
         for (peer, k) in &self.known {
             if let Some(s) = k.announce.state
                 && !k.announce.wants_to_join
+                && self.fetchable(now, s)
             {
                 tally.entry(s).or_default().push(*peer);
             }
@@ -429,13 +569,17 @@ impl Peer {
                 std::cmp::Reverse(b.0.digest),
             ))
         });
-        let Some((target, donors)) = best else { return };
+        let Some((target, donors)) = best else {
+            self.resume_own_state(now);
+            return;
+        };
         // The initial state is the founders' own: a peer that fetches it would count as a
         // founder in the first round's genesis quorum. Joiners wait for the first commit.
         if target.round == RoundId(0) {
             return;
         }
         if self.state.is_some_and(|s| s.round >= target.round) {
+            self.resume_own_state(now);
             return;
         }
         self.event(Event::SyncStarted {
@@ -444,6 +588,23 @@ impl Peer {
         });
         self.pending.retain(|r, _| *r > target.round);
         self.sync = Some(StateSync::start(&self.config, target, donors, now));
+    }
+
+    /// A joiner that holds a state of its own (it became a joiner because a newer state was
+    /// announced) and has nothing newer left to fetch — that state's sync failed or was refused,
+    /// or its announcer went silent — trains on its own state again. Without this, one
+    /// announcement of a state that nobody serves would stop every peer that heard it.
+    fn resume_own_state(&mut self, now: Timestamp) {
+        if self.stage == Stage::Joining
+            && self.state.is_some()
+            && self.sync.is_none()
+            && self.round.is_none()
+            && self.applying.is_none()
+        {
+            self.event(Event::ResumedOwnState);
+            self.apply_next_pending();
+            self.announce(now);
+        }
     }
 
     fn handle_proposal(&mut self, now: Timestamp, from: PeerId, round: RoundId, p: &Proposal) {
@@ -586,10 +747,7 @@ impl Peer {
             contributors,
             members,
         });
-        self.early.retain(|r, _| *r >= round_id);
-        let early = self.early.remove(&round_id).unwrap_or_default();
-        self.early_count = self.early.values().map(Vec::len).sum();
-        for envelope in early {
+        for envelope in self.take_early(round_id) {
             if let Some(round) = &mut self.round {
                 round.handle_message(now, envelope.sender, envelope.body);
             }
@@ -601,6 +759,8 @@ impl Peer {
         if now >= self.next_announce {
             self.forget_silent(now);
             self.announce(now);
+            // The announcer of the state we wanted may have gone silent, or a refusal ran out.
+            self.maybe_start_sync(now);
         }
         if let Some(round) = &mut self.round {
             round.handle_timeout(now);
@@ -692,6 +852,8 @@ impl Peer {
                 SyncOutput::Failed => {
                     if let Some(target) = self.sync.take().map(|s| s.target()) {
                         self.event(Event::SyncFailed { target });
+                        self.refuse(now, target, SYNC_FAILED_REFUSAL_ROUNDS);
+                        self.maybe_start_sync(now);
                     }
                 }
             }
@@ -781,6 +943,11 @@ impl Peer {
 
     fn finish_sync(&mut self, now: Timestamp, snapshot: StateSnapshot) {
         self.sync = None;
+        let held = self
+            .state
+            .and_then(|s| self.snapshots.get(&s.round))
+            .cloned();
+        self.before_sync = Some((held, self.next_round));
         self.outputs.push_back(Output::LoadState(snapshot.clone()));
         self.install(snapshot);
         self.apply_next_pending();

@@ -112,11 +112,20 @@ pub enum Event {
         /// Why.
         fault: DonorFault,
     },
-    /// Every donor failed; the peer will try again with the next roster.
+    /// Every donor failed. The peer does not fetch that state for a round timeout: it fetches
+    /// another, or trains on its own state if it holds one.
     SyncFailed {
         /// The target state.
         target: StateSummary,
     },
+    /// The shell could not load a synced state ([`super::Peer::handle_state_refused`]); the
+    /// peer went back to the state it held before and will not fetch this one for a while.
+    StateRefused {
+        /// The refused state.
+        state: StateSummary,
+    },
+    /// A joiner that holds a state found nothing newer to fetch and trains on its own again.
+    ResumedOwnState,
     /// This peer proposed the roster of a round.
     Proposed {
         /// Round.

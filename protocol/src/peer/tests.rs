@@ -323,3 +323,247 @@ fn a_locked_peer_commits_what_a_committee_majority_announces_it_voted() {
         Output::Event(Event::RoundCommitted { round: RoundId(3), digest, .. }) if *digest == d
     )));
 }
+
+/// A peer holding the state after round 5 of a committee {1, 2}, computing its next gradient.
+fn member_at_round_5() -> (Peer, StateSummary) {
+    let me = PeerId::from_index(1);
+    let committee = vec![me, PeerId::from_index(2)];
+    let snapshot =
+        StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
+    let own = snapshot.summary();
+    let mut peer =
+        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+    drain(&mut peer);
+    (peer, own)
+}
+
+/// Peer `from` announces that it holds `state` (the `seq`-th announcement).
+fn announce_state(peer: &mut Peer, now: Timestamp, from: PeerId, state: StateSummary, seq: u64) {
+    let ready = state.round.next();
+    let body = Body::Announce(Announce {
+        state: Some(state),
+        ready_for: Some(ready),
+        wants_to_join: false,
+        bandwidth_bytes_per_s: 1_000_000,
+        samples_per_s: 100,
+        samples_per_step: 8,
+        lock: None,
+        seq,
+    });
+    peer.handle_message(now, from, Envelope::new(from, ready, body));
+}
+
+fn asks_for_a_gradient(outputs: &[Output]) -> bool {
+    outputs
+        .iter()
+        .any(|o| matches!(o, Output::ComputeGradient { .. }))
+}
+
+/// Issue 16, row 1: one announcement of a state far ahead that nobody serves made every peer a
+/// joiner for good. Now the sync fails within the request timeouts and the peer trains on its
+/// own state again, and the same claim is not fetched again for a round timeout.
+#[test]
+fn a_state_announced_but_never_served_does_not_stop_a_peer() {
+    let (mut peer, own) = member_at_round_5();
+    let liar = PeerId::from_index(9);
+    let fake = StateSummary {
+        round: RoundId(1000),
+        digest: Digest::of(b"never served"),
+    };
+    let mut t = Timestamp::ZERO;
+    announce_state(&mut peer, t, liar, fake, 0);
+    assert!(peer.is_joining());
+    let outputs = drain(&mut peer);
+    assert!(
+        outputs.iter().any(
+            |o| matches!(o, Output::Event(Event::SyncStarted { target, .. }) if *target == fake)
+        )
+    );
+    let mut resumed = false;
+    while !resumed && t < Timestamp::ZERO + config().round_timeout() {
+        t = peer.poll_timeout().expect("a timer");
+        peer.handle_timeout(t);
+        resumed = asks_for_a_gradient(&drain(&mut peer));
+    }
+    assert!(resumed, "still a joiner after a round timeout");
+    assert!(!peer.is_joining());
+    assert_eq!(peer.state(), Some(own));
+    assert_eq!(peer.next_round(), RoundId(6), "the claim moved no round id");
+    announce_state(&mut peer, t, liar, fake, 1);
+    assert!(
+        !peer.is_joining(),
+        "the failed state is fetched again at once"
+    );
+}
+
+/// Issue 16, row 3: a donor served bytes that match the announced digest but are no state the
+/// shell can load (junk, or non-finite values). The node process exited; now the shell refuses
+/// the state, the peer goes back to the state it held, and does not fetch that one again.
+#[test]
+fn a_synced_state_the_shell_cannot_load_is_refused_and_the_peer_keeps_its_own() {
+    let (mut peer, own) = member_at_round_5();
+    let liar = PeerId::from_index(9);
+    let junk = StateSnapshot::new(
+        RoundId(1000),
+        vec![liar],
+        Arc::from(vec![0xAB_u8; 64]),
+        config().state_chunk_bytes(),
+    )
+    .expect("fits");
+    let fake = junk.summary();
+    let t = Timestamp::ZERO;
+    announce_state(&mut peer, t, liar, fake, 0);
+    // The liar serves every request, consistently with its manifest.
+    let mut loaded = false;
+    for _ in 0..100 {
+        let mut replies = Vec::new();
+        for output in drain(&mut peer) {
+            match output {
+                Output::Send { to, envelope } if to == liar => {
+                    if let Body::StateRequest(request) = envelope.body {
+                        replies.push(Envelope::new(liar, envelope.round, junk.serve(request)));
+                    }
+                }
+                Output::LoadState(snapshot) => loaded |= snapshot.summary() == fake,
+                _ => {}
+            }
+        }
+        if loaded || replies.is_empty() {
+            break;
+        }
+        for reply in replies {
+            peer.handle_message(t, liar, reply);
+        }
+    }
+    assert!(loaded, "the sync completed");
+    assert_eq!(peer.state(), Some(fake));
+    peer.handle_state_refused(t, fake);
+    let outputs = drain(&mut peer);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::StateRefused { state }) if *state == fake))
+    );
+    assert!(asks_for_a_gradient(&outputs), "{outputs:?}");
+    assert_eq!(peer.state(), Some(own));
+    assert_eq!(peer.next_round(), RoundId(6));
+    assert!(!peer.is_joining());
+    // The refused state is not served to others, and not fetched again when re-announced.
+    let asker = PeerId::from_index(4);
+    peer.handle_message(
+        t,
+        asker,
+        Envelope::new(
+            asker,
+            fake.round,
+            Body::StateRequest(StateRequest::Manifest),
+        ),
+    );
+    assert!(drain(&mut peer).iter().any(
+        |o| matches!(o, Output::Send { envelope, .. } if envelope.body == Body::StateUnavailable)
+    ));
+    announce_state(&mut peer, t, liar, fake, 1);
+    assert!(!peer.is_joining());
+    // A late apply on the refused state (the shell's queue) is not taken as a state of ours.
+    peer.handle_state(t, RoundId(1001), Arc::from(vec![0u8; 8]))
+        .expect("fits");
+    assert_eq!(peer.state(), Some(own));
+}
+
+/// Issue 16, row 4: 300 contributions of 8 MiB for a far-future round were buffered until that
+/// round, which never came. Now only rounds just ahead are buffered, and bytes are bounded per
+/// sender and in all by the size of the state (plus a little).
+#[test]
+fn early_messages_are_bounded_in_rounds_and_bytes() {
+    let (mut peer, _) = member_at_round_5();
+    let contribution = |round: u64, from: PeerId, floats: usize| {
+        let body = Body::Contribution(crate::wire::Contribution {
+            roster: Digest::of(b"a roster we never saw"),
+            span: 0,
+            weight: 8,
+            codec: crate::config::CodecKind::None,
+            floats: u32::try_from(floats).expect("small"),
+            data: vec![1.0f32; floats].into(),
+            encoded: Arc::from(Vec::new()),
+        });
+        Envelope::new(from, RoundId(round), body)
+    };
+    let attacker = PeerId::from_index(9);
+    for _ in 0..300 {
+        peer.handle_message(
+            Timestamp::ZERO,
+            attacker,
+            contribution(1000, attacker, 1 << 16),
+        );
+    }
+    assert_eq!(peer.early_count, 0, "a far-future round is not buffered");
+    for _ in 0..300 {
+        peer.handle_message(
+            Timestamp::ZERO,
+            attacker,
+            contribution(7, attacker, 1 << 16),
+        );
+    }
+    let per_sender = 40 + EARLY_BYTES_PER_SENDER_SLACK;
+    assert!(peer.early_bytes <= per_sender, "{} bytes", peer.early_bytes);
+    assert!(peer.early_count < 300);
+    // Many senders: the total stays bounded too.
+    for i in 100..400 {
+        let sender = PeerId::from_index(i);
+        peer.handle_message(Timestamp::ZERO, sender, contribution(6, sender, 1 << 12));
+    }
+    assert!(
+        peer.early_bytes <= 2 * 40 + EARLY_BYTES_SLACK,
+        "{} bytes",
+        peer.early_bytes
+    );
+    assert_eq!(
+        peer.early_bytes,
+        peer.early_bytes_by_sender.values().sum::<usize>()
+    );
+}
+
+/// Issue 16, row 6: announcements from 1,000 fresh keys asking to join put 1,000 observers in
+/// every roster, and rounds crawled. A leader now names a few, a different few each round.
+#[test]
+fn a_flood_of_joiners_gets_a_few_observer_slots_per_round() {
+    let me = PeerId::from_index(1);
+    let mut t = Timestamp::ZERO;
+    let mut peer =
+        Peer::new(config(), me, profile(), Some(Arc::from(vec![0u8; 16])), t).expect("fits");
+    drain(&mut peer);
+    peer.handle_gradient(t, 8, Arc::from(vec![0.5f32; 4]));
+    for i in 1000..2000 {
+        let joiner = PeerId::from_index(i);
+        let body = Body::Announce(Announce {
+            state: None,
+            ready_for: None,
+            wants_to_join: true,
+            bandwidth_bytes_per_s: 1_000_000,
+            samples_per_s: 100,
+            samples_per_step: 8,
+            lock: None,
+            seq: 0,
+        });
+        peer.handle_message(t, joiner, Envelope::new(joiner, RoundId(1), body));
+    }
+    let mut named = None;
+    for _ in 0..20 {
+        t = peer.poll_timeout().expect("a timer");
+        peer.handle_timeout(t);
+        for out in drain(&mut peer) {
+            if let Output::Event(Event::Proposed {
+                contributors,
+                observers,
+                ..
+            }) = out
+            {
+                named = Some((contributors, observers));
+            }
+        }
+        if named.is_some() {
+            break;
+        }
+    }
+    assert_eq!(named, Some((1, leader::OBSERVERS_PER_ROUND_MAX)));
+}
