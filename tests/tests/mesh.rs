@@ -2,7 +2,7 @@
 //! bounded by explicit timeouts. The tests share one lock so that only one mesh runs at a time
 //! (they are timing-sensitive on a 2-core machine).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -471,4 +471,49 @@ fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
         .as_u64()
         .expect("joiner commits");
     assert!(killed >= 15 && joined > killed, "{summary}");
+}
+
+/// Issue 16, rows 1 and 3: a member announces a state 1000 rounds ahead of the mesh and serves
+/// 64 junk bytes, consistent with that state's digest, to whoever fetches it. Before, every node
+/// became a joiner (no round committed for 60 s), then loaded the junk and exited ("training
+/// state: bad magic; stopping"). Now each honest node refuses the junk, keeps its own state and
+/// trains on with the others; none exits.
+#[test]
+fn a_forged_state_served_as_junk_neither_halts_nor_kills_the_mesh() {
+    let _serial = serial();
+    let mut cluster = mesh("forged", 4, |i| {
+        if i == 3 {
+            vec!["--inject-fault".into(), "forged-state".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    let mut refused = BTreeSet::new();
+    while refused.len() < 3 {
+        let (i, _) = cluster
+            .wait_for(WAIT, "every honest node refusing the forged state", |i, r| {
+                i < 3 && matches!(r, Report::Refused { reason, .. } if reason.contains("bad magic"))
+            })
+            .unwrap_or_else(|e| panic!("{e}; logs in {}", cluster.dir().display()));
+        refused.insert(i);
+    }
+    let latest = cluster
+        .history
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Report::Committed { round, .. } => Some(*round),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let (round, digests) = committed(&mut cluster, &[0, 1, 2], latest + 10);
+    println!("refused by all three; committed round {round} after round {latest}");
+    assert!(all_equal(&digests), "{digests:?}");
+    assert!(
+        !cluster
+            .history
+            .iter()
+            .any(|(i, r)| *i < 3 && matches!(r, Report::Synced { round, .. } if *round >= 1000)),
+        "an honest node loaded the forged state"
+    );
 }

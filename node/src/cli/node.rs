@@ -147,6 +147,8 @@ pub(crate) enum LogFormat {
 pub(crate) enum FaultArg {
     Nan,
     Short,
+    /// Announce a state far ahead and serve junk for it.
+    ForgedState,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -281,6 +283,7 @@ fn node_setup(
             fault: args.inject_fault.map(|f| match f {
                 FaultArg::Nan => Fault::NanContributions,
                 FaultArg::Short => Fault::ShortContributions,
+                FaultArg::ForgedState => Fault::ForgedState,
             }),
             progress: progress.clone(),
         },

@@ -15,6 +15,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_protocol::peer::{Event, Output, Peer};
+use gradmesh_protocol::sync::StateSnapshot;
 use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
 use gradmesh_protocol::{Floats, PeerId, RoundId, Timestamp};
 
@@ -29,15 +30,22 @@ use crate::net::{
 /// protocol recovers lost messages by failover and retries).
 const OUTBOX_FRAMES_MAX: usize = 64;
 
-/// A deliberate fault, for tests of the mesh's defences: corrupts this node's outgoing
-/// gradient contributions. Never used in normal operation.
+/// A deliberate fault, for tests of the mesh's defences: corrupts what this node sends. Never
+/// used in normal operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Every contribution carries a NaN.
     NanContributions,
     /// Every contribution is one float short.
     ShortContributions,
+    /// Every announcement claims a state 1000 rounds ahead of ours, and the
+    /// node serves 64 junk bytes, consistent with that state's digest, to whoever fetches it
+    /// (issue 16, rows 1 and 3).
+    ForgedState,
 }
+
+/// How far ahead of its own state a [`Fault::ForgedState`] node claims to be.
+const FORGED_ROUNDS_AHEAD: u64 = 1000;
 
 /// How the actor reports and checkpoints.
 #[derive(Debug, Clone)]
@@ -73,6 +81,8 @@ pub struct PeerActor {
     last_loss: Option<f32>,
     bytes_sent: u64,
     bytes_received: u64,
+    /// The junk state a [`Fault::ForgedState`] node announces and serves, by its round.
+    forged: Option<StateSnapshot>,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +125,7 @@ impl PeerActor {
             last_loss: None,
             bytes_sent: 0,
             bytes_received: 0,
+            forged: None,
         }
     }
 
@@ -143,12 +154,6 @@ impl PeerActor {
                 Output::LoadState(snapshot) => {
                     let summary = snapshot.summary();
                     self.load(summary, Arc::clone(snapshot.bytes()), ctx);
-                    self.metrics.syncs.inc();
-                    tracing::info!(round = summary.round.0, "loaded the mesh's state");
-                    self.report(&Report::Synced {
-                        round: summary.round.0,
-                        digest: summary.digest.to_hex(),
-                    });
                 }
                 Output::ApplyRound(result) => self.apply(result.round, result.data, ctx),
                 Output::Event(event) => self.observe(event),
@@ -192,7 +197,14 @@ impl PeerActor {
     fn load(&mut self, summary: StateSummary, bytes: Arc<[u8]>, ctx: &mut Context<Self>) {
         let request = self.trainer.send(Load(bytes)).into_actor(self);
         ctx.spawn(request.map(move |reply, act, ctx| match reply {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                act.metrics.syncs.inc();
+                tracing::info!(round = summary.round.0, "loaded the mesh's state");
+                act.report(&Report::Synced {
+                    round: summary.round.0,
+                    digest: summary.digest.to_hex(),
+                });
+            }
             Ok(Err(error)) => {
                 act.metrics.states_refused.inc();
                 tracing::warn!(
@@ -200,6 +212,11 @@ impl PeerActor {
                     digest = %summary.digest.to_hex(),
                     "refusing the synced state: {error}; keeping our own and fetching another"
                 );
+                act.report(&Report::Refused {
+                    round: summary.round.0,
+                    digest: summary.digest.to_hex(),
+                    reason: error.to_string(),
+                });
                 let now = act.now();
                 act.peer.handle_state_refused(now, summary);
                 act.drain(ctx);
@@ -374,6 +391,8 @@ impl PeerActor {
     }
 
     fn broadcast(&mut self, envelope: &Envelope) {
+        let forged = self.forge(envelope);
+        let envelope = forged.as_ref().unwrap_or(envelope);
         let Some(network) = &self.network else { return };
         match wire::encode(envelope) {
             Ok(frame) => {
@@ -460,10 +479,18 @@ impl PeerActor {
         }
     }
 
-    fn receive_frame(&mut self, from: PeerId, frame: &Frame) {
+    fn receive_frame(&mut self, from: PeerId, frame: &Frame, ctx: &mut Context<Self>) {
         self.bytes_received += (frame.meta.len() + frame.payload.len()) as u64;
         match wire::decode_parts_shared(&frame.meta, frame.payload.clone()) {
             Ok(envelope) => {
+                if let (Body::StateRequest(request), Some(forged)) = (&envelope.body, &self.forged)
+                    && envelope.round == forged.summary().round
+                {
+                    let reply =
+                        Envelope::new(self.peer.id(), envelope.round, forged.serve(*request));
+                    self.send(from, reply, ctx);
+                    return;
+                }
                 let now = self.now();
                 self.peer.handle_message(now, from, envelope);
             }
@@ -492,7 +519,40 @@ impl PeerActor {
     }
 }
 
+impl PeerActor {
+    /// Under [`Fault::ForgedState`], the announcement `envelope` rewritten to claim the junk
+    /// state; `None` for anything else.
+    fn forge(&mut self, envelope: &Envelope) -> Option<Envelope> {
+        if self.options.fault != Some(Fault::ForgedState) {
+            return None;
+        }
+        let Body::Announce(announce) = &envelope.body else {
+            return None;
+        };
+        let ours = announce.state?;
+        let round = RoundId(ours.round.0 + FORGED_ROUNDS_AHEAD);
+        if self.forged.is_none() {
+            let junk: Arc<[u8]> = Arc::from(vec![0xAB_u8; 64]);
+            self.forged = StateSnapshot::new(round, vec![self.peer.id()], junk, 1 << 20).ok();
+        }
+        let forged = self.forged.as_ref()?;
+        let mut announce = announce.clone();
+        announce.state = Some(forged.summary());
+        announce.ready_for = Some(forged.summary().round.next());
+        announce.wants_to_join = false;
+        announce.lock = None;
+        Some(Envelope::new(
+            envelope.sender,
+            envelope.round,
+            Body::Announce(announce),
+        ))
+    }
+}
+
 fn inject(fault: Fault, contribution: &mut gradmesh_protocol::wire::Contribution) {
+    if fault == Fault::ForgedState {
+        return;
+    }
     let mut data = contribution.data.to_vec();
     match fault {
         Fault::NanContributions => {
@@ -504,6 +564,7 @@ fn inject(fault: Fault, contribution: &mut gradmesh_protocol::wire::Contribution
             data.pop();
             contribution.floats = contribution.floats.saturating_sub(1);
         }
+        Fault::ForgedState => {}
     }
     contribution.data = data.into();
 }
@@ -533,7 +594,7 @@ impl Handler<NetEvent> for PeerActor {
 
     fn handle(&mut self, event: NetEvent, ctx: &mut Self::Context) {
         match event {
-            NetEvent::FrameReceived { from, frame } => self.receive_frame(from, &frame),
+            NetEvent::FrameReceived { from, frame } => self.receive_frame(from, &frame, ctx),
             NetEvent::GossipReceived { from, bytes } => self.receive_gossip(from, &bytes),
             NetEvent::PeerConnected { peer } => {
                 self.metrics.peers.inc();

@@ -177,4 +177,13 @@ pub enum Report {
         /// Its digest.
         digest: String,
     },
+    /// A state fetched from donors did not load; the node kept its own and fetches another.
+    Refused {
+        /// Round of the refused state.
+        round: u64,
+        /// Its digest.
+        digest: String,
+        /// Why it did not load.
+        reason: String,
+    },
 }
