@@ -60,6 +60,19 @@ pub enum ConfigError {
     StatefulCodec(String),
 }
 
+/// Who may fetch the committed states a peer holds (`StateRequest`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServeState {
+    /// Any peer that asks: what an open mesh needs so that new peers can join. Anyone who can
+    /// connect can then read the model and its optimizer state.
+    #[default]
+    Anyone,
+    /// Only peers this peer has seen contribute: contributors of the committees of the states it
+    /// holds and of the round it runs. A member that fell behind or restarted can resync; a peer
+    /// that never contributed cannot join. For meshes whose state is not public.
+    Members,
+}
+
 /// Timeouts, sizes and the aggregation rule of a peer. Build with [`PeerConfig::builder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
@@ -78,6 +91,7 @@ pub struct PeerConfig {
     pub(crate) genesis_quorum: usize,
     pub(crate) aggregation: Aggregation,
     pub(crate) codec: CodecKind,
+    pub(crate) serve_state: ServeState,
 }
 
 impl PeerConfig {
@@ -118,6 +132,12 @@ impl PeerConfig {
     pub const fn codec(&self) -> CodecKind {
         self.codec
     }
+
+    /// Who may fetch the states this peer holds (see [`PeerConfigBuilder::serve_state`]).
+    #[must_use]
+    pub const fn serve_state(&self) -> ServeState {
+        self.serve_state
+    }
 }
 
 impl Default for PeerConfig {
@@ -138,6 +158,7 @@ impl Default for PeerConfig {
             genesis_quorum: 1,
             aggregation: Aggregation::Mean,
             codec: CodecKind::None,
+            serve_state: ServeState::Anyone,
         }
     }
 }
@@ -235,6 +256,11 @@ impl PeerConfigBuilder {
         /// (docs/protocol.md §3.7). Stateful codecs (top-k, PowerSGD) are refused by `build`.
         /// Every peer of a mesh must use the same codec: messages in another encoding are refused.
         codec: CodecKind
+    );
+
+    setter!(
+        /// Who may fetch the states this peer holds (default [`ServeState::Anyone`]).
+        serve_state: ServeState
     );
 
     /// Scales every duration so that the round timeout becomes `round_timeout`, keeping the

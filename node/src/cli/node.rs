@@ -14,7 +14,7 @@ use gradmesh_node::mesh::{
     self, DigitsSpec, Fault, NodeSetup, PeerOptions, Workload, WorkloadSpec,
 };
 use gradmesh_node::net::{Keypair, Multiaddr, NetConfig, load_or_create, read_mesh_key};
-use gradmesh_protocol::config::{Aggregation, CodecKind, PeerConfig};
+use gradmesh_protocol::config::{Aggregation, CodecKind, PeerConfig, ServeState};
 use gradmesh_protocol::peer::Profile;
 
 /// Flags of `gradmesh node`. Each has an environment variable; a `--config` TOML file may set
@@ -98,6 +98,17 @@ pub(crate) struct NodeArgs {
     /// Start without a model state and sync it from the mesh (a node joining a running mesh).
     #[arg(long, env = "GRADMESH_JOIN")]
     pub(crate) join: bool,
+    /// Who may fetch this node's model and optimizer state: `anyone` who connects (an open mesh,
+    /// so that new nodes can join; without --mesh-key that is anyone who can reach the port) or
+    /// only `members`, the nodes this one has seen contribute (they can resync after falling
+    /// behind or restarting; a node that never contributed cannot join).
+    #[arg(
+        long,
+        env = "GRADMESH_SERVE_STATE",
+        value_enum,
+        default_value = "anyone"
+    )]
+    pub(crate) serve_state: ServeStateArg,
     /// Directory for checkpoints (`latest.safetensors`); a node restarted with the same
     /// directory resumes from it.
     #[arg(long, env = "GRADMESH_CHECKPOINT_DIR")]
@@ -129,6 +140,21 @@ pub(crate) struct NodeArgs {
     /// Deliberately corrupt this node's contributions (tests of the mesh's defences only).
     #[arg(long, hide = true, value_enum)]
     pub(crate) inject_fault: Option<FaultArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ServeStateArg {
+    Anyone,
+    Members,
+}
+
+impl From<ServeStateArg> for ServeState {
+    fn from(arg: ServeStateArg) -> Self {
+        match arg {
+            ServeStateArg::Anyone => Self::Anyone,
+            ServeStateArg::Members => Self::Members,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -260,6 +286,7 @@ fn node_setup(
         .scaled_to(round_timeout)
         .aggregation(args.aggregation)
         .codec(args.codec)
+        .serve_state(args.serve_state.into())
         .build()?
         .with_genesis_quorum(args.genesis_quorum);
     let workload = Workload::build(&workload_spec(args)).context("building the workload")?;

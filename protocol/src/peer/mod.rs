@@ -25,7 +25,7 @@ mod output;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::config::PeerConfig;
+use crate::config::{PeerConfig, ServeState};
 use crate::ids::{PeerId, RoundId};
 use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult};
 use crate::roster::{Roster, leader_key};
@@ -50,6 +50,10 @@ const EARLY_BYTES_PER_SENDER_SLACK: usize = 64 << 10;
 /// Bytes of early messages buffered in all, beyond twice the size of our state (a round's worth
 /// of contributions and reduced spans, for the next rounds).
 const EARLY_BYTES_SLACK: usize = 1 << 20;
+
+/// Most peers remembered as members (seen contributing) for [`ServeState::Members`]; the ones
+/// seen longest ago are forgotten first.
+const MEMBERS_SEEN_MAX: usize = 4 * crate::wire::ROSTER_MEMBERS_MAX;
 
 /// Most states remembered as refused (the oldest refusal is forgotten first). Bounded so that a
 /// peer announcing fresh fake states cannot grow it.
@@ -121,6 +125,13 @@ pub struct Peer {
     /// States not to fetch (again) before the given time: their sync failed or the shell could
     /// not load them. At most [`REFUSED_MAX`].
     refused: BTreeMap<StateSummary, Timestamp>,
+    /// Peers seen contributing (in rosters and committees) or founding (announcing our initial
+    /// state before the first commit), oldest first: who may fetch our states under
+    /// [`ServeState::Members`]. At most [`MEMBERS_SEEN_MAX`].
+    members_seen: BTreeMap<PeerId, u64>,
+    /// `members_seen` by when each was last seen (a counter), to forget the oldest first.
+    members_by_age: BTreeMap<u64, PeerId>,
+    members_clock: u64,
     /// Committed results waiting for the state they apply to (observers syncing, or results
     /// that arrive while the shell is still applying the previous one), by round.
     pending: BTreeMap<RoundId, RoundResult>,
@@ -176,6 +187,9 @@ impl Peer {
             sync: None,
             before_sync: None,
             refused: BTreeMap::new(),
+            members_seen: BTreeMap::new(),
+            members_by_age: BTreeMap::new(),
+            members_clock: 0,
             pending: BTreeMap::new(),
             applying: None,
             discovery_until: now + announce_interval,
@@ -314,6 +328,38 @@ impl Peer {
         self.announce(now);
     }
 
+    /// Whether `peer` may fetch our states under [`ServeState`]: anyone, or only members (peers
+    /// seen contributing, or founding: see `members_seen`).
+    fn may_fetch_state(&self, peer: PeerId) -> bool {
+        match self.config.serve_state {
+            ServeState::Anyone => true,
+            ServeState::Members => self.members_seen.contains_key(&peer),
+        }
+    }
+
+    /// Remembers `peers` as members (see `members_seen`); only kept under
+    /// [`ServeState::Members`].
+    fn note_members(&mut self, peers: &[PeerId]) {
+        if self.config.serve_state != ServeState::Members {
+            return;
+        }
+        for &peer in peers {
+            if peer == self.me {
+                continue;
+            }
+            if let Some(age) = self.members_seen.remove(&peer) {
+                self.members_by_age.remove(&age);
+            } else if self.members_seen.len() >= MEMBERS_SEEN_MAX
+                && let Some((_, oldest)) = self.members_by_age.pop_first()
+            {
+                self.members_seen.remove(&oldest);
+            }
+            self.members_clock += 1;
+            self.members_seen.insert(peer, self.members_clock);
+            self.members_by_age.insert(self.members_clock, peer);
+        }
+    }
+
     /// Remembers `state` as not to be fetched for `rounds` round timeouts.
     fn refuse(&mut self, now: Timestamp, state: StateSummary, rounds: u32) {
         if self.refused.len() >= REFUSED_MAX && !self.refused.contains_key(&state) {
@@ -333,6 +379,8 @@ impl Peer {
 
     fn install(&mut self, snapshot: StateSnapshot) {
         let summary = snapshot.summary();
+        let committee = snapshot.committee().to_vec();
+        self.note_members(&committee);
         if self.lock.as_ref().is_some_and(|l| l.base() != summary) {
             self.lock = None;
         }
@@ -382,10 +430,14 @@ impl Peer {
             Body::Announce(a) => self.handle_announce(now, from, round, a),
             Body::Proposal(p) => self.handle_proposal(now, from, round, &p),
             Body::StateRequest(req) => {
-                let body = self
-                    .snapshots
-                    .get(&round)
-                    .map_or(Body::StateUnavailable, |s| s.serve(req));
+                let body = if self.may_fetch_state(from) {
+                    self.snapshots
+                        .get(&round)
+                        .map_or(Body::StateUnavailable, |s| s.serve(req))
+                } else {
+                    self.event(Event::StateWithheld { peer: from });
+                    Body::StateUnavailable
+                };
                 self.send(from, round, body);
             }
             body @ (Body::StateManifest(_) | Body::StateChunk(_) | Body::StateUnavailable) => {
@@ -473,6 +525,11 @@ impl Peer {
         }
         let theirs = a.state;
         let ready_for = a.ready_for;
+        // Before the first commit, a peer announcing our initial state is a founder.
+        if theirs.is_some() && theirs == self.state && theirs.is_some_and(|s| s.round == RoundId(0))
+        {
+            self.note_members(&[from]);
+        }
         self.known.insert(
             from,
             Known {
@@ -723,6 +780,7 @@ impl Peer {
         committee: Option<Vec<PeerId>>,
     ) {
         let round_id = roster.round();
+        self.note_members(roster.contributors());
         let contributors = roster.contributors().len();
         let members = roster.members().len();
         let carry = match role {

@@ -126,6 +126,12 @@ pub enum Event {
     },
     /// A joiner that holds a state found nothing newer to fetch and trains on its own again.
     ResumedOwnState,
+    /// A peer not seen contributing asked for our state and was told it is unavailable
+    /// ([`crate::config::ServeState::Members`]).
+    StateWithheld {
+        /// The peer that asked.
+        peer: PeerId,
+    },
     /// This peer proposed the roster of a round.
     Proposed {
         /// Round.

@@ -567,3 +567,44 @@ fn a_flood_of_joiners_gets_a_few_observer_slots_per_round() {
     }
     assert_eq!(named, Some((1, leader::OBSERVERS_PER_ROUND_MAX)));
 }
+
+/// Issue 16, row 7: a 60-byte request from a stranger got the full model and optimizer state.
+/// With `ServeState::Members` only peers seen contributing get it; `Anyone` stays the default.
+#[test]
+fn members_only_state_is_withheld_from_strangers() {
+    let me = PeerId::from_index(1);
+    let member = PeerId::from_index(2);
+    let stranger = PeerId::from_index(9);
+    let snapshot = StateSnapshot::new(RoundId(5), vec![me, member], Arc::from(vec![3u8; 40]), 16)
+        .expect("fits");
+    let ask = |serve: crate::config::ServeState, from: PeerId| {
+        let config = PeerConfig::builder()
+            .scaled_to(Duration::from_secs(1))
+            .serve_state(serve)
+            .build()
+            .expect("valid");
+        let mut peer = Peer::resume(config, me, profile(), snapshot.clone(), Timestamp::ZERO)
+            .expect("resumes");
+        drain(&mut peer);
+        let request = Envelope::new(from, RoundId(5), Body::StateRequest(StateRequest::Manifest));
+        peer.handle_message(Timestamp::ZERO, from, request);
+        drain(&mut peer)
+    };
+    let served = |outputs: &[Output]| {
+        outputs.iter().any(|o| {
+            matches!(o, Output::Send { envelope, .. } if matches!(envelope.body, Body::StateManifest(_)))
+        })
+    };
+    use crate::config::ServeState::{Anyone, Members};
+    assert!(served(&ask(Anyone, stranger)));
+    assert!(served(&ask(Members, member)));
+    let withheld = ask(Members, stranger);
+    assert!(!served(&withheld));
+    assert!(withheld.iter().any(|o| matches!(o, Output::Send { to, envelope } if *to == stranger && envelope.body == Body::StateUnavailable)));
+    assert!(
+        withheld.iter().any(
+            |o| matches!(o, Output::Event(Event::StateWithheld { peer }) if *peer == stranger)
+        )
+    );
+    assert_eq!(PeerConfig::default().serve_state(), Anyone);
+}
