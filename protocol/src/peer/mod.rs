@@ -140,7 +140,8 @@ pub struct Peer {
     /// No roster is proposed before this: founders first hear each other's announcements.
     discovery_until: Timestamp,
     known: BTreeMap<PeerId, Known>,
-    early: BTreeMap<RoundId, Vec<Envelope>>,
+    /// Messages for rounds not started yet, each with its encoded size (`buffer_early`).
+    early: BTreeMap<RoundId, Vec<(Envelope, usize)>>,
     early_count: usize,
     /// Encoded bytes of the messages in `early`, in all and by sender.
     early_bytes: usize,
@@ -379,8 +380,10 @@ impl Peer {
 
     fn install(&mut self, snapshot: StateSnapshot) {
         let summary = snapshot.summary();
-        let committee = snapshot.committee().to_vec();
-        self.note_members(&committee);
+        if self.config.serve_state == ServeState::Members {
+            let committee = snapshot.committee().to_vec();
+            self.note_members(&committee);
+        }
         if self.lock.as_ref().is_some_and(|l| l.base() != summary) {
             self.lock = None;
         }
@@ -495,7 +498,10 @@ impl Peer {
             .early_bytes_by_sender
             .entry(envelope.sender)
             .or_default() += bytes;
-        self.early.entry(envelope.round).or_default().push(envelope);
+        self.early
+            .entry(envelope.round)
+            .or_default()
+            .push((envelope, bytes));
     }
 
     /// Drops the buffered messages of rounds before `round` and takes those of `round`.
@@ -504,14 +510,14 @@ impl Peer {
         let taken = self.early.remove(&round).unwrap_or_default();
         self.early_count = self.early.values().map(Vec::len).sum();
         self.early_bytes_by_sender.clear();
-        for envelope in self.early.values().flatten() {
+        for (envelope, bytes) in self.early.values().flatten() {
             *self
                 .early_bytes_by_sender
                 .entry(envelope.sender)
-                .or_default() += crate::wire::encoded_len(envelope);
+                .or_default() += bytes;
         }
         self.early_bytes = self.early_bytes_by_sender.values().sum();
-        taken
+        taken.into_iter().map(|(envelope, _)| envelope).collect()
     }
 
     fn handle_announce(&mut self, now: Timestamp, from: PeerId, round: RoundId, a: Announce) {
