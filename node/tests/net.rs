@@ -6,9 +6,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_node::net::{
-    Dial, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, FrameSent, Keypair, Multiaddr,
-    NetConfig, NetConfigBuilder, NetEvent, NetInfo, Network, PreSharedKey, Publish, SendFailure,
-    SendFrame, SendFrameError,
+    Ban, BanReason, Dial, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, FrameSent, Keypair,
+    Multiaddr, NetConfig, NetConfigBuilder, NetEvent, NetInfo, Network, PreSharedKey, Publish,
+    SendFailure, SendFrame, SendFrameError,
 };
 use gradmesh_protocol::PeerId;
 use libp2p::multiaddr::Protocol;
@@ -479,6 +479,47 @@ async fn gossip_reaches_all_three_nodes() {
             .expect("published");
         assert_eq!(wait_gossip(&mut b).await, Some((pa, announcement.clone())));
         assert_eq!(wait_gossip(&mut c).await, Some((pa, announcement)));
+    })
+    .await;
+}
+
+#[actix::test]
+async fn a_banned_peer_is_disconnected_refused_and_counted() {
+    within_deadline(async {
+        let metrics =
+            || NetConfig::builder().metrics_addr(Some("127.0.0.1:0".parse().expect("addr")));
+        let (mut a, mut b) = connected_pair(metrics).await;
+        let banned = b.peer();
+        a.network
+            .send(Ban {
+                peer: banned,
+                reason: BanReason::UndecodableFrame,
+            })
+            .await
+            .expect("mailbox");
+        let gone = a
+            .wait_for(|e| {
+                matches!(e, NetEvent::PeerDisconnected { peer } if *peer == banned).then_some(())
+            })
+            .await;
+        assert!(gone.is_some(), "the banned peer was not disconnected");
+        // Its dials are refused while the ban lasts.
+        b.drain();
+        b.dial(&a).await;
+        let reconnected = tokio::time::timeout(Duration::from_secs(3), async {
+            a.wait_for(|e| {
+                matches!(e, NetEvent::PeerConnected { peer } if *peer == banned).then_some(())
+            })
+            .await
+        })
+        .await;
+        assert!(
+            !matches!(reconnected, Ok(Some(()))),
+            "a banned peer reconnected"
+        );
+        let body = scrape(a.info.metrics_addr.expect("metrics")).await;
+        assert!(body.contains("gradmesh_peer_bans_total 1"), "{body}");
+        assert!(body.contains("gradmesh_peers_banned 1"), "{body}");
     })
     .await;
 }

@@ -112,7 +112,11 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
         options,
     } = setup;
     let metrics = MeshMetrics::default();
-    let net_config = net.extra_metrics(metrics.registrar()).build()?;
+    let payload_cap = frame_payload_cap(workload.state_bytes().len(), &peer_config);
+    let net_config = net
+        .payload_bytes_max(payload_cap)
+        .extra_metrics(metrics.registrar())
+        .build()?;
     let me = protocol_peer_id_of_key(&keypair.public()).ok_or(StartNodeError::NotEd25519)?;
     if let Some(dir) = &checkpoint_dir {
         std::fs::create_dir_all(dir).map_err(|source| StartNodeError::CheckpointDir {
@@ -178,6 +182,20 @@ fn resume(
         return Err(StartNodeError::CheckpointMismatch { path });
     }
     Ok(Some(snapshot))
+}
+
+/// The largest frame payload this node sends or reads: a span is at most the whole gradient and
+/// a state chunk at most the configured chunk size, both no larger than the state or the chunk
+/// (plus slack for a codec's scales). Sized to the workload so a peer cannot make us read
+/// frames far larger than any honest one.
+fn frame_payload_cap(state_bytes: usize, config: &PeerConfig) -> u64 {
+    const SLACK: u64 = 64 << 10;
+    let largest = u64::try_from(state_bytes)
+        .unwrap_or(u64::MAX)
+        .max(u64::from(config.state_chunk_bytes()));
+    largest
+        .saturating_add(SLACK)
+        .min(crate::net::frame::PAYLOAD_BYTES_MAX_LIMIT)
 }
 
 fn report_line(report: &Report) {

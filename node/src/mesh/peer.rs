@@ -23,7 +23,8 @@ use super::checkpointer::{Checkpointer, Save};
 use super::telemetry::{MeshMetrics, Report};
 use super::trainer::{Apply, Compute, Evaluate, Load, TakeCheckpoint, TrainerActor};
 use crate::net::{
-    FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, NetEvent, Network, Publish, SendFrame,
+    Ban, BanReason, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, NetEvent, Network,
+    Publish, SendFrame,
 };
 
 /// Frames queued for one peer beyond those in flight; older ones are dropped first (the
@@ -497,6 +498,7 @@ impl PeerActor {
             Err(error) => {
                 self.metrics.rejected.inc();
                 tracing::warn!(peer = %from, %error, "undecodable frame refused");
+                self.ban(from, &error, BanReason::UndecodableFrame);
             }
         }
     }
@@ -514,12 +516,24 @@ impl PeerActor {
             Err(error) => {
                 self.metrics.rejected.inc();
                 tracing::warn!(peer = %from, %error, "undecodable announcement refused");
+                self.ban(from, &error, BanReason::UndecodableAnnouncement);
             }
         }
     }
 }
 
 impl PeerActor {
+    /// Bans a peer that sent bytes no honest peer sends. A peer of another protocol version is
+    /// misconfigured, not hostile: its messages are refused but it is not banned.
+    fn ban(&self, peer: PeerId, error: &wire::WireError, reason: BanReason) {
+        if matches!(error, wire::WireError::Version { .. }) {
+            return;
+        }
+        if let Some(network) = &self.network {
+            network.do_send(Ban { peer, reason });
+        }
+    }
+
     /// Under [`Fault::ForgedState`], the announcement `envelope` rewritten to claim the junk
     /// state; `None` for anything else.
     fn forge(&mut self, envelope: &Envelope) -> Option<Envelope> {

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::config::NetConfig;
 use super::messages::{
-    Dial, FrameSent, NetError, NetEvent, Publish, SendFailure, SendFrame, SendFrameError,
+    Ban, Dial, FrameSent, NetError, NetEvent, Publish, SendFailure, SendFrame, SendFrameError,
 };
 use super::swarm_loop::{
     COMMAND_QUEUE_CAPACITY, Command, EVENT_QUEUE_CAPACITY, NetInfo, StartError, SwarmLoop,
@@ -150,5 +150,14 @@ impl Handler<Dial> for Network {
             addr: dial.addr,
             reply,
         })
+    }
+}
+
+impl Handler<Ban> for Network {
+    type Result = ();
+
+    /// A full command queue drops the ban: the peer's next offence asks again.
+    fn handle(&mut self, ban: Ban, _: &mut Self::Context) {
+        let _ = self.queue(Command::Ban(ban));
     }
 }

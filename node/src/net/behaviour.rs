@@ -8,7 +8,9 @@ use libp2p::metrics::Registry;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
+use libp2p::{
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping,
+};
 
 use super::config::NetConfig;
 use super::frame::{FRAME_PROTOCOL, FrameCodec};
@@ -24,6 +26,13 @@ pub const FRAME_STREAMS_MAX: usize = 2 * FRAMES_IN_FLIGHT_PER_PEER_MAX;
 /// Frames awaiting acknowledgement per receiving peer; a [`SendFrame`](super::SendFrame) above
 /// it is refused with [`SendFailure::PeerBusy`](super::SendFailure::PeerBusy).
 pub const FRAMES_IN_FLIGHT_PER_PEER_MAX: usize = 8;
+/// Connections to one peer (a dial each way can cross). With [`FRAME_STREAMS_MAX`] streams per
+/// connection and the frame payload cap this bounds what one peer can make us read at once.
+pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Inbound connections still in their handshakes (noise, pnet, yamux), over all addresses.
+pub const PENDING_INBOUND_MAX: u32 = 64;
+/// Established inbound connections, over all peers.
+pub const ESTABLISHED_INBOUND_MAX: u32 = 512;
 /// Kademlia on a protocol name of our own, so a node never joins the public IPFS DHT.
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/gradmesh/kad/1.0.0");
 /// Identify's protocol version string: peers of other applications are told apart by it.
@@ -47,9 +56,12 @@ pub enum BehaviourError {
     Mdns(#[from] std::io::Error),
 }
 
-/// Every protocol a node speaks.
+/// Every protocol a node speaks, behind the connection limits and the ban list (both refuse a
+/// connection before any protocol runs on it, so they come first).
 #[derive(NetworkBehaviour)]
 pub(crate) struct MeshBehaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) bans: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) frames: request_response::Behaviour<FrameCodec>,
     pub(crate) lanes: request_response::Behaviour<OfferCodec>,
     pub(crate) gossipsub: gossipsub::Behaviour,
@@ -74,7 +86,7 @@ impl MeshBehaviour {
     ) -> Result<Self, BehaviourError> {
         let local = keypair.public().to_peer_id();
         let frames = request_response::Behaviour::with_codec(
-            FrameCodec::new(config.frame_caps),
+            FrameCodec::new(config.frame_caps, config.inbound_frame_bytes.clone()),
             [(FRAME_PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(config.frame_timeout)
@@ -108,6 +120,8 @@ impl MeshBehaviour {
             None
         };
         Ok(Self {
+            limits: connection_limits::Behaviour::new(connection_limits()),
+            bans: allow_block_list::Behaviour::default(),
             frames,
             lanes,
             gossipsub,
@@ -117,6 +131,15 @@ impl MeshBehaviour {
             ping: ping::Behaviour::default(),
         })
     }
+}
+
+/// Per peer, pending inbound and established inbound: a stranger opening connections in a loop
+/// is refused at the limit instead of costing a yamux session and its buffers each.
+fn connection_limits() -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+        .with_max_pending_incoming(Some(PENDING_INBOUND_MAX))
+        .with_max_established_incoming(Some(ESTABLISHED_INBOUND_MAX))
 }
 
 /// Kademlia re-bootstraps every few seconds: in a small mesh that is how a peer that joined

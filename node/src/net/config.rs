@@ -8,7 +8,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PreSharedKey;
 use libp2p::{Multiaddr, PeerId};
 
-use super::frame::FrameCaps;
+use super::frame::{FrameCaps, InboundBudget};
 
 /// A configuration rule that was violated; one variant per rule.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,9 @@ pub enum ConfigError {
     },
 }
 
+/// The default inbound frame budget is never below this.
+const INBOUND_FRAME_BYTES_MIN: u64 = 256 << 20;
+
 /// Validated network configuration; build it with [`NetConfig::builder`].
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -54,6 +57,7 @@ pub struct NetConfig {
     pub(crate) mdns: bool,
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) frame_caps: FrameCaps,
+    pub(crate) inbound_frame_bytes: InboundBudget,
     pub(crate) frame_timeout: Duration,
     pub(crate) idle_connection_timeout: Duration,
     pub(crate) lanes: bool,
@@ -110,6 +114,8 @@ pub struct NetConfigBuilder {
     metrics_addr: Option<SocketAddr>,
     /// Default: 256 MiB.
     payload_bytes_max: u64,
+    /// Default: twice the payload cap, at least 256 MiB.
+    inbound_frame_bytes: Option<u64>,
     /// Default: 120 s; bounds one frame's transfer and acknowledgement.
     frame_timeout: Duration,
     /// Default: 1 h; libp2p closes connections without open streams after 10 s otherwise,
@@ -136,6 +142,7 @@ impl Default for NetConfigBuilder {
             mdns: false,
             metrics_addr: None,
             payload_bytes_max: FrameCaps::default().payload_bytes_max(),
+            inbound_frame_bytes: None,
             frame_timeout: Duration::from_secs(120),
             idle_connection_timeout: Duration::from_secs(3600),
             lanes: true,
@@ -185,6 +192,14 @@ impl NetConfigBuilder {
     #[must_use]
     pub const fn payload_bytes_max(mut self, bytes: u64) -> Self {
         self.payload_bytes_max = bytes;
+        self
+    }
+
+    /// The bytes of inbound frames read at once, over all peers (raised to one frame at the
+    /// payload cap when lower).
+    #[must_use]
+    pub const fn inbound_frame_bytes(mut self, bytes: u64) -> Self {
+        self.inbound_frame_bytes = Some(bytes);
         self
     }
 
@@ -250,6 +265,9 @@ impl NetConfigBuilder {
             bytes: self.payload_bytes_max,
             limit: super::frame::PAYLOAD_BYTES_MAX_LIMIT,
         })?;
+        let inbound = self
+            .inbound_frame_bytes
+            .unwrap_or_else(|| (2 * self.payload_bytes_max).max(INBOUND_FRAME_BYTES_MIN));
         for (name, value) in [
             ("frame timeout", self.frame_timeout),
             ("idle connection timeout", self.idle_connection_timeout),
@@ -264,6 +282,7 @@ impl NetConfigBuilder {
             mesh_key: self.mesh_key,
             mdns: self.mdns,
             metrics_addr: self.metrics_addr,
+            inbound_frame_bytes: InboundBudget::new(inbound, &frame_caps),
             frame_caps,
             frame_timeout: self.frame_timeout,
             idle_connection_timeout: self.idle_connection_timeout,

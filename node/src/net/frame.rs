@@ -14,11 +14,13 @@
 //! to the node.
 
 use std::io;
+use std::sync::Arc;
 
 use bincode::{Decode, Encode};
 use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The request-response protocol name of frames.
 pub const FRAME_PROTOCOL: StreamProtocol = StreamProtocol::new("/gradmesh/frame/1.0.0");
@@ -230,12 +232,100 @@ pub async fn read_frame<R: AsyncRead + Unpin + Send>(
     io: &mut R,
     caps: &FrameCaps,
 ) -> Result<Frame, FrameError> {
+    let (meta_len, payload_len) = read_lengths(io, caps).await?;
+    read_parts(io, meta_len, payload_len).await
+}
+
+/// Reads one frame as [`read_frame`] does, and reserves its length from `budget` before
+/// allocating anything for it, waiting while other frames hold the budget.
+pub async fn read_frame_within<R: AsyncRead + Unpin + Send>(
+    io: &mut R,
+    caps: &FrameCaps,
+    budget: &InboundBudget,
+) -> Result<Frame, FrameError> {
+    let (meta_len, payload_len) = read_lengths(io, caps).await?;
+    let _reserved = budget.reserve(meta_len + payload_len).await;
+    read_parts(io, meta_len, payload_len).await
+}
+
+async fn read_lengths<R: AsyncRead + Unpin + Send>(
+    io: &mut R,
+    caps: &FrameCaps,
+) -> Result<(usize, usize), FrameError> {
     let mut prefix = [0u8; PREFIX_BYTES];
     io.read_exact(&mut prefix).await?;
-    let (meta_len, payload_len) = decode_prefix(&prefix, caps)?;
+    decode_prefix(&prefix, caps)
+}
+
+async fn read_parts<R: AsyncRead + Unpin + Send>(
+    io: &mut R,
+    meta_len: usize,
+    payload_len: usize,
+) -> Result<Frame, FrameError> {
     let meta = read_exact_bytes(io, meta_len).await?;
     let payload = read_exact_bytes(io, payload_len).await?;
     Ok(Frame { meta, payload })
+}
+
+/// The bytes of inbound frames being read at once, over every peer and stream: a frame's
+/// declared length is reserved from it before its buffer is allocated and given back once the
+/// frame is read (or its stream fails). A reader waits while the budget is spent; the frame
+/// timeout bounds the wait. Per peer, [`CONNECTIONS_PER_PEER_MAX`] connections ×
+/// [`FRAME_STREAMS_MAX`] streams × the payload cap bound the share one peer can take.
+///
+/// [`CONNECTIONS_PER_PEER_MAX`]: super::behaviour::CONNECTIONS_PER_PEER_MAX
+/// [`FRAME_STREAMS_MAX`]: super::behaviour::FRAME_STREAMS_MAX
+#[derive(Debug, Clone)]
+pub struct InboundBudget {
+    /// One permit per [`BUDGET_UNIT`] bytes.
+    units: Arc<Semaphore>,
+    total: u32,
+}
+
+/// Granularity of the inbound budget, in bytes.
+const BUDGET_UNIT: usize = 1024;
+
+impl InboundBudget {
+    /// A budget of `bytes` (rounded up to a KiB; at least one frame of `caps` always fits).
+    #[must_use]
+    pub fn new(bytes: u64, caps: &FrameCaps) -> Self {
+        let frame_max = caps.payload_bytes_max() + u64::from(META_BYTES_MAX);
+        let units = bytes.max(frame_max).div_ceil(BUDGET_UNIT as u64);
+        let total = u32::try_from(units).unwrap_or(u32::MAX);
+        Self {
+            units: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// The budget in bytes.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.total) * BUDGET_UNIT as u64
+    }
+
+    /// Bytes reserved by frames being read now.
+    #[must_use]
+    pub fn in_use(&self) -> u64 {
+        let free = u64::try_from(self.units.available_permits()).unwrap_or(u64::MAX);
+        (u64::from(self.total).saturating_sub(free)) * BUDGET_UNIT as u64
+    }
+
+    /// Waits until `bytes` fit and reserves them until the returned permit drops.
+    async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.total);
+        // Never closed, so `None` is unreachable; a frame is then read unbudgeted rather than
+        // refused.
+        self.units.clone().acquire_many_owned(units).await.ok()
+    }
+}
+
+impl Default for InboundBudget {
+    fn default() -> Self {
+        Self::new(0, &FrameCaps::default())
+    }
 }
 
 /// Writes one frame: the prefix, then both parts without copying them.
@@ -253,16 +343,18 @@ pub async fn write_frame<W: AsyncWrite + Unpin + Send>(
 }
 
 /// The request-response codec of frames. Requests are [`Frame`]s, responses [`FrameAck`]s.
-#[derive(Debug, Clone, Copy, Default)]
+/// Clones (one per stream) share the inbound budget.
+#[derive(Debug, Clone, Default)]
 pub struct FrameCodec {
     caps: FrameCaps,
+    budget: InboundBudget,
 }
 
 impl FrameCodec {
-    /// A codec enforcing `caps` on reads and writes.
+    /// A codec enforcing `caps` on reads and writes, reading within `budget`.
     #[must_use]
-    pub const fn new(caps: FrameCaps) -> Self {
-        Self { caps }
+    pub const fn new(caps: FrameCaps, budget: InboundBudget) -> Self {
+        Self { caps, budget }
     }
 }
 
@@ -275,7 +367,7 @@ impl libp2p::request_response::Codec for FrameCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(read_frame(io, &self.caps).await?)
+        Ok(read_frame_within(io, &self.caps, &self.budget).await?)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<FrameAck>

@@ -101,6 +101,32 @@ pub struct Dial {
     pub addr: Multiaddr,
 }
 
+/// Disconnect a peer and refuse its connections for [`BAN_DURATION`]: it sent what no honest
+/// peer of this protocol version sends. Shown in the `gradmesh_peer_bans` metrics.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Ban {
+    /// The peer.
+    pub peer: PeerId,
+    /// What it did.
+    pub reason: BanReason,
+}
+
+/// How long a [`Ban`] lasts.
+pub const BAN_DURATION: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What a banned peer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BanReason {
+    /// It sent a frame that does not decode.
+    #[error("sent an undecodable frame")]
+    UndecodableFrame,
+    /// It authored an announcement that does not decode.
+    #[error("authored an undecodable announcement")]
+    UndecodableAnnouncement,
+}
+
 /// Why a [`Publish`] or [`Dial`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use libp2p::metrics::{Metrics, Registry};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,6 +29,9 @@ pub(crate) struct NetMetrics {
     pub(crate) lanes_closed: Counter,
     pub(crate) gossip_received: Counter,
     pub(crate) gossip_dropped: Counter,
+    pub(crate) peer_bans: Counter,
+    pub(crate) peers_banned: Gauge,
+    pub(crate) inbound_frame_bytes: Gauge,
 }
 
 impl NetMetrics {
@@ -38,6 +42,11 @@ impl NetMetrics {
             let c = Counter::default();
             sub.register(name, help, c.clone());
             c
+        };
+        let gauge = |sub: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            sub.register(name, help, g.clone());
+            g
         };
         Self {
             libp2p,
@@ -70,6 +79,17 @@ impl NetMetrics {
                 sub,
                 "gossip_dropped",
                 "Announcements dropped (truncated, or a relayed copy whose signature does not verify)",
+            ),
+            peer_bans: counter(
+                sub,
+                "peer_bans",
+                "Peers banned for sending what no honest peer sends (undecodable frames or announcements)",
+            ),
+            peers_banned: gauge(sub, "peers_banned", "Peers banned now"),
+            inbound_frame_bytes: gauge(
+                sub,
+                "inbound_frame_bytes",
+                "Bytes reserved by inbound frames being read, within the inbound frame budget",
             ),
         }
     }

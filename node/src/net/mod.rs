@@ -26,15 +26,16 @@ mod transport;
 
 pub use actor::Network;
 pub use behaviour::{
-    BehaviourError, FRAME_STREAMS_MAX, FRAMES_IN_FLIGHT_PER_PEER_MAX, GOSSIP_BYTES_MAX,
+    BehaviourError, CONNECTIONS_PER_PEER_MAX, ESTABLISHED_INBOUND_MAX, FRAME_STREAMS_MAX,
+    FRAMES_IN_FLIGHT_PER_PEER_MAX, GOSSIP_BYTES_MAX, PENDING_INBOUND_MAX,
 };
 pub use config::{ConfigError, MetricsRegistrar, NetConfig, NetConfigBuilder};
 pub use frame::{Frame, FrameCaps, FrameError, Oversize};
 pub use identity::{IdentityError, load_or_create, protocol_peer_id, protocol_peer_id_of_key};
 pub use lane::LANE_PAYLOAD_MIN;
 pub use messages::{
-    Dial, DialFailure, FrameRequestId, FrameSent, NetError, NetEvent, Publish, PublishFailure,
-    SendFailure, SendFrame, SendFrameError,
+    BAN_DURATION, Ban, BanReason, Dial, DialFailure, FrameRequestId, FrameSent, NetError, NetEvent,
+    Publish, PublishFailure, SendFailure, SendFrame, SendFrameError,
 };
 pub use swarm_loop::{NetInfo, StartError};
 pub use transport::{MeshKeyError, parse_mesh_key, read_mesh_key};

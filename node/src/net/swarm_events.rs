@@ -58,6 +58,7 @@ impl SwarmLoop {
                 self.metrics.libp2p.record(&event);
                 None
             }
+            MeshBehaviourEvent::Limits(never) | MeshBehaviourEvent::Bans(never) => match never {},
         };
         match out {
             Some(event) => self.emit(event).await,

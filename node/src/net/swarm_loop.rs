@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -24,10 +25,13 @@ use super::behaviour::{
     BehaviourError, FRAMES_IN_FLIGHT_PER_PEER_MAX, MeshBehaviour, MeshBehaviourEvent,
 };
 use super::config::NetConfig;
+use super::frame::InboundBudget;
 use super::frame::{Frame, FrameCaps};
 use super::identity::protocol_peer_id_of_key;
 use super::lane::{LaneEvent, Lanes};
-use super::messages::{FrameSent, NetError, NetEvent, SendFailure, SendFrame, SendFrameError};
+use super::messages::{
+    BAN_DURATION, Ban, FrameSent, NetError, NetEvent, SendFailure, SendFrame, SendFrameError,
+};
 use super::metrics::{NetMetrics, bind_metrics, serve_metrics};
 use super::peers::PeerTable;
 use super::transport::build_transport;
@@ -54,6 +58,7 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
+    Ban(Ban),
 }
 
 /// Why the network layer could not start.
@@ -135,8 +140,14 @@ pub(crate) struct SwarmLoop {
     pub(super) topic: IdentTopic,
     pub(super) sealer: Sealer,
     caps: FrameCaps,
+    inbound: InboundBudget,
+    /// Banned peers and when their bans end.
+    bans: HashMap<libp2p::PeerId, Instant>,
     pub(super) metrics: NetMetrics,
 }
+
+/// How often bans are checked for their end and the inbound budget gauge is updated.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 impl SwarmLoop {
     /// Builds the swarm, starts listening, dials the bootstrap peers and serves metrics. Must
@@ -206,6 +217,8 @@ impl SwarmLoop {
             sealer: Sealer::new(signing_key, &topic),
             topic: IdentTopic::new(topic),
             caps: config.frame_caps,
+            inbound: config.inbound_frame_bytes.clone(),
+            bans: HashMap::new(),
             metrics,
         };
         Ok((swarm_loop, info))
@@ -214,9 +227,14 @@ impl SwarmLoop {
     /// Routes until the actor drops its command sender or stops taking events. Commands go
     /// first: finishing local work before taking new remote work keeps queues short.
     pub(crate) async fn run(mut self) {
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         loop {
             let flow = tokio::select! {
                 biased;
+                _ = housekeeping.tick() => {
+                    self.housekeeping();
+                    ControlFlow::Continue(())
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => {
                         self.handle_command(command);
@@ -243,8 +261,48 @@ impl SwarmLoop {
         }
     }
 
+    /// Lifts bans that ended and updates the gauges.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let bans = &mut self.swarm.behaviour_mut().bans;
+        self.bans.retain(|peer, until| {
+            let on = *until > now;
+            if !on {
+                bans.unblock_peer(*peer);
+            }
+            on
+        });
+        self.metrics
+            .peers_banned
+            .set(i64::try_from(self.bans.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .inbound_frame_bytes
+            .set(i64::try_from(self.inbound.in_use()).unwrap_or(i64::MAX));
+    }
+
+    /// Disconnects a connected peer and refuses it for [`BAN_DURATION`]. One warning per ban.
+    fn ban(&mut self, Ban { peer, reason }: Ban) {
+        let Some(transport) = self.peers.transport_of(&peer) else {
+            return;
+        };
+        if self
+            .bans
+            .insert(transport, Instant::now() + BAN_DURATION)
+            .is_none()
+        {
+            self.swarm.behaviour_mut().bans.block_peer(transport);
+            self.metrics.peer_bans.inc();
+            tracing::warn!(
+                %peer,
+                minutes = BAN_DURATION.as_secs() / 60,
+                "banning a peer that {reason}"
+            );
+        }
+    }
+
     fn handle_command(&mut self, command: Command) {
         match command {
+            Command::Ban(ban) => self.ban(ban),
             Command::SendFrame { request, reply } => self.send_frame(request, reply),
             Command::Publish { bytes, reply } => {
                 let topic = self.topic.clone();

@@ -157,3 +157,42 @@ proptest! {
         }
     }
 }
+
+/// Row 5 of the hostile-peer table: frames announced on many streams were each given their
+/// buffer at once. Now a frame waits for the inbound budget before its buffer is allocated, and
+/// gives it back once read.
+#[test]
+fn frames_wait_for_the_inbound_budget() {
+    use futures::{SinkExt, TryStreamExt, poll};
+
+    let caps = caps(1 << 20);
+    // Room for one frame at the cap, not two.
+    let budget = InboundBudget::new(0, &caps);
+    let big = Frame {
+        meta: Bytes::from_static(b"m"),
+        payload: Bytes::from(vec![3u8; 1 << 20]),
+    };
+    let wire = encode(&big, &caps);
+    block_on(async {
+        // A sender that declared a full-size frame and sends its body only later.
+        let (mut tx, rx) = futures::channel::mpsc::unbounded::<std::io::Result<Vec<u8>>>();
+        let mut slow = rx.into_async_read();
+        tx.send(Ok(wire[..PREFIX_BYTES].to_vec()))
+            .await
+            .expect("send");
+        let mut first = std::pin::pin!(read_frame_within(&mut slow, &caps, &budget));
+        assert!(poll!(first.as_mut()).is_pending());
+        assert!(budget.in_use() > 1 << 20, "{}", budget.in_use());
+        // A second full-size frame, all there, waits for the budget.
+        let mut fast = Cursor::new(wire.clone());
+        let mut second = std::pin::pin!(read_frame_within(&mut fast, &caps, &budget));
+        assert!(poll!(second.as_mut()).is_pending());
+        tx.send(Ok(wire[PREFIX_BYTES..].to_vec()))
+            .await
+            .expect("send");
+        assert_eq!(first.await.expect("first"), big);
+        assert_eq!(second.await.expect("second"), big);
+    });
+    assert_eq!(budget.in_use(), 0);
+    assert!(budget.bytes() >= (1 << 20) + u64::from(META_BYTES_MAX));
+}

@@ -21,8 +21,10 @@ mod offer;
 mod record;
 mod threads;
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use gradmesh_protocol::PeerId;
@@ -31,7 +33,7 @@ use libp2p::multiaddr::Protocol;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, oneshot};
 
 use super::frame::{Frame, FrameCaps};
 
@@ -49,6 +51,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const OFFER_TTL: Duration = Duration::from_secs(60);
 /// Connections to the lane port that may be presenting their token at once.
 const HANDSHAKES_MAX: usize = 64;
+/// Of those, from one IP address.
+const HANDSHAKES_PER_IP_MAX: usize = 16;
 /// Events queued from lane threads to the swarm loop.
 const EVENT_QUEUE_CAPACITY: usize = 64;
 
@@ -269,35 +273,142 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     })
 }
 
-/// Accepts lane connections; each must present a token within [`HANDSHAKE_TIMEOUT`], and at
-/// most [`HANDSHAKES_MAX`] may be trying at once. Runs until the arbiter stops.
+/// Accepts lane connections; each must present a token within [`HANDSHAKE_TIMEOUT`]. At most
+/// [`HANDSHAKES_MAX`] may be presenting at once, and at most [`HANDSHAKES_PER_IP_MAX`] from one
+/// address; above either limit the *oldest* such handshake is dropped for the new one, so idle
+/// connections cannot lock out a peer whose token arrives within moments of its connect.
+/// Runs until the arbiter stops.
 async fn accept(listener: TcpListener, events: mpsc::Sender<LaneEvent>) {
-    let handshakes = std::sync::Arc::new(Semaphore::new(HANDSHAKES_MAX));
+    let pending = Rc::new(RefCell::new(Handshakes::default()));
     loop {
         let Ok((mut stream, from)) = listener.accept().await else {
             // Out of descriptors, typically: wait instead of spinning.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::debug!(%from, "too many lane handshakes; connection dropped");
-            continue;
-        };
+        let (id, mut cancelled) = pending.borrow_mut().admit(from.ip());
         let events = events.clone();
+        let pending = Rc::clone(&pending);
         actix::spawn(async move {
             let mut token = [0u8; offer::TOKEN_BYTES];
             let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut token));
-            if !matches!(read.await, Ok(Ok(_))) {
+            let read = tokio::select! {
+                read = read => matches!(read, Ok(Ok(_))),
+                _ = &mut cancelled => false,
+            };
+            pending.borrow_mut().finish(id);
+            if !read {
                 tracing::debug!(%from, "lane connection without a token; dropped");
                 return;
             }
-            drop(permit);
             let Ok(stream) = stream.into_std() else {
                 return;
             };
             if stream.set_nonblocking(false).is_ok() {
                 let _ = events.send(LaneEvent::Accepted { token, stream }).await;
             }
+        });
+    }
+}
+
+/// Lane connections presenting their token, oldest first.
+#[derive(Debug, Default)]
+struct Handshakes {
+    next: u64,
+    /// `(id, source, cancel)`: dropping `cancel` ends that handshake.
+    open: VecDeque<(u64, IpAddr, oneshot::Sender<()>)>,
+}
+
+impl Handshakes {
+    /// Makes room for a handshake from `ip` (dropping the oldest from `ip`, or the oldest of
+    /// all, when a limit is reached) and returns its id and cancellation.
+    fn admit(&mut self, ip: IpAddr) -> (u64, oneshot::Receiver<()>) {
+        let from_ip = self.open.iter().filter(|(_, at, _)| *at == ip).count();
+        let evict = if from_ip >= HANDSHAKES_PER_IP_MAX {
+            self.open.iter().position(|(_, at, _)| *at == ip)
+        } else if self.open.len() >= HANDSHAKES_MAX {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(oldest) = evict.and_then(|i| self.open.remove(i)) {
+            tracing::debug!(from = %oldest.1, "lane handshakes full; dropping the oldest");
+        }
+        let (cancel, cancelled) = oneshot::channel();
+        self.next += 1;
+        self.open.push_back((self.next, ip, cancel));
+        (self.next, cancelled)
+    }
+
+    fn finish(&mut self, id: u64) {
+        self.open.retain(|(open, _, _)| *open != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[test]
+    fn full_handshakes_drop_the_oldest_per_address_then_overall() {
+        let mut h = Handshakes::default();
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let mut from_a: Vec<_> = (0..HANDSHAKES_PER_IP_MAX).map(|_| h.admit(a)).collect();
+        // One more from `a` cancels a's oldest, not anyone else's.
+        let _newest = h.admit(a);
+        assert!(
+            from_a[0]
+                .1
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+        assert!(
+            from_a[1]
+                .1
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
+        );
+        // Many addresses: the oldest of all goes.
+        let others: Vec<_> = (0..HANDSHAKES_MAX)
+            .map(|i| h.admit(IpAddr::V4(Ipv4Addr::new(10, 1, 0, i as u8))))
+            .collect();
+        assert_eq!(h.open.len(), HANDSHAKES_MAX);
+        assert!(
+            from_a[1]
+                .1
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+        h.finish(others[HANDSHAKES_MAX - 1].0);
+        assert_eq!(h.open.len(), HANDSHAKES_MAX - 1);
+    }
+
+    /// Row 8 of the hostile-peer table: 64 idle connections used to fill every handshake slot
+    /// and a peer presenting its token meanwhile was dropped.
+    #[test]
+    fn idle_connections_do_not_lock_out_a_token() {
+        actix::System::new().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (events, mut accepted) = mpsc::channel(4);
+            actix::spawn(accept(listener, events));
+            let mut idle = Vec::new();
+            for _ in 0..2 * HANDSHAKES_MAX {
+                idle.push(TcpStream::connect(addr).await.expect("idle connect"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut honest = TcpStream::connect(addr).await.expect("connect");
+            honest.write_all(&[9u8; offer::TOKEN_BYTES]).await.expect("token");
+            let event = tokio::time::timeout(Duration::from_secs(2), accepted.recv())
+                .await
+                .expect("the token was taken while idle connections were open")
+                .expect("an event");
+            assert!(matches!(event, LaneEvent::Accepted { token, .. } if token == [9; offer::TOKEN_BYTES]));
+            drop(idle);
         });
     }
 }

@@ -338,11 +338,15 @@ impl Reader {
     /// when the swarm loop is gone.
     fn next_frame(&mut self) -> Result<bool, LaneError> {
         // An idle lane waits for the next frame without limit; once a frame has begun, its
-        // body must arrive within the frame timeout.
+        // whole body must arrive within the frame timeout (not each read: a peer trickling a
+        // byte at a time would hold the lane and the frame's buffer forever).
         self.stream.set_read_timeout(None)?;
         let lens = record::read_prefix(&mut self.stream, &mut self.frames, &self.ctx.caps)?;
-        self.stream.set_read_timeout(Some(self.ctx.frame_timeout))?;
-        let frame = record::read_body(&mut self.stream, &mut self.frames, lens)?;
+        let mut body = Deadline {
+            stream: &self.stream,
+            at: Instant::now() + self.ctx.frame_timeout,
+        };
+        let frame = record::read_body(&mut body, &mut self.frames, lens)?;
         let (taken, has_it) = oneshot::channel();
         let received = LaneEvent::Received {
             from: self.peer,
@@ -354,5 +358,72 @@ impl Reader {
         }
         record::write_ack(&mut self.stream, &mut self.acks)?;
         Ok(true)
+    }
+}
+
+/// Reads from a socket until a deadline: each read waits at most the time left, and reads past
+/// the deadline fail with [`std::io::ErrorKind::TimedOut`].
+pub(super) struct Deadline<'a> {
+    pub(super) stream: &'a TcpStream,
+    pub(super) at: Instant,
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        std::io::Read::read(&mut self.stream, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A sender trickling bytes faster than any one read's timeout still runs into the
+    /// deadline of the whole body.
+    #[test]
+    fn a_trickled_body_ends_at_its_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let writer = thread::spawn(move || {
+            let mut out = TcpStream::connect(addr).expect("connect");
+            for _ in 0..40 {
+                if out.write_all(&[1]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let (stream, _) = listener.accept().expect("accept");
+        let start = Instant::now();
+        let mut body = Deadline {
+            stream: &stream,
+            at: start + Duration::from_millis(400),
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        let error = body
+            .read_exact(&mut buf)
+            .expect_err("a trickle never fills 1 MiB");
+        assert!(
+            matches!(
+                error.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            "{error}"
+        );
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        drop(stream);
+        writer.join().expect("writer");
     }
 }
