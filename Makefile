@@ -57,9 +57,15 @@ CODEC_ACCURACY_STEPS ?= 1500
 bench-codec-accuracy: setup
 	$(CARGO) run --release -p gradmesh-kernels --example codec_accuracy -- $(CODEC_ACCURACY_STEPS)
 
-# Fuzz the wire decoder for 60 s (needs nightly and `cargo install cargo-fuzz`); see docs/fuzzing.md.
-fuzz:
-	cd fuzz && cargo +nightly fuzz run decode -- -max_total_time=60
+# Fuzz every decoder the network reaches for 60 s each (needs nightly and `cargo install
+# cargo-fuzz`): the wire decoder (fuzz/) and the node's frames, lane records, lane offers and
+# sealed announcements (fuzz/node/); see docs/fuzzing.md. FUZZ_SECONDS changes the time.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	cd fuzz && cargo +nightly fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
+	for target in frame lane_records offer announcement; do \
+	  cargo +nightly fuzz run --fuzz-dir fuzz/node $$target -- -max_total_time=$(FUZZ_SECONDS); \
+	done
 
 # Long runs of the protocol's seeded fault schedules (make test runs 2000).
 soak:

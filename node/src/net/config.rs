@@ -46,7 +46,7 @@ pub enum ConfigError {
 }
 
 /// The default inbound frame budget is never below this.
-const INBOUND_FRAME_BYTES_MIN: u64 = 256 << 20;
+const INBOUND_FRAME_BYTES_MIN: u64 = 64 << 20;
 
 /// Validated network configuration; build it with [`NetConfig::builder`].
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ pub struct NetConfigBuilder {
     metrics_addr: Option<SocketAddr>,
     /// Default: 256 MiB.
     payload_bytes_max: u64,
-    /// Default: twice the payload cap, at least 256 MiB.
+    /// Default: twice the payload cap, at least 64 MiB.
     inbound_frame_bytes: Option<u64>,
     /// Default: 120 s; bounds one frame's transfer and acknowledgement.
     frame_timeout: Duration,

@@ -15,6 +15,8 @@ mod announce;
 mod behaviour;
 mod config;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod lane;
 mod messages;

@@ -18,7 +18,7 @@
 //! without a lane, and everything when lanes are off (`--no-lanes`) use libp2p's frame protocol.
 
 mod offer;
-mod record;
+pub(super) mod record;
 mod threads;
 
 use std::cell::RefCell;

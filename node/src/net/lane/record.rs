@@ -122,7 +122,7 @@ impl Cipher {
 }
 
 /// Seals `plain` (at most [`RECORD_BYTES`]) through `scratch` and writes it.
-fn write_record<W: Write>(
+pub(crate) fn write_record<W: Write>(
     w: &mut W,
     cipher: &mut Cipher,
     plain: &[u8],
