@@ -64,7 +64,8 @@ FUZZ_SECONDS ?= 60
 fuzz: setup
 	cd fuzz && cargo +nightly fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
 	for target in frame lane_records offer announcement; do \
-	  cargo +nightly fuzz run --fuzz-dir fuzz/node $$target -- -max_total_time=$(FUZZ_SECONDS); \
+	  LD_LIBRARY_PATH=$(CURDIR)/.venv/lib/python3.11/site-packages/torch/lib \
+	    cargo +nightly fuzz run -O --fuzz-dir fuzz/node $$target -- -max_total_time=$(FUZZ_SECONDS); \
 	done
 
 # Long runs of the protocol's seeded fault schedules (make test runs 2000).

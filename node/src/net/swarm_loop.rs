@@ -146,6 +146,8 @@ pub(crate) struct SwarmLoop {
     pub(super) metrics: NetMetrics,
 }
 
+/// Bans in force at once.
+const BANS_MAX: usize = 4096;
 /// How often bans are checked for their end and the inbound budget gauge is updated.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -285,6 +287,15 @@ impl SwarmLoop {
         let Some(transport) = self.peers.transport_of(&peer) else {
             return;
         };
+        if self.bans.len() >= BANS_MAX && !self.bans.contains_key(&transport) {
+            // Fresh keys cost an attacker nothing: past the cap the ban ending first is lifted
+            // early rather than letting the table grow.
+            if let Some(first) = self.bans.iter().min_by_key(|(_, until)| **until) {
+                let first = *first.0;
+                self.bans.remove(&first);
+                self.swarm.behaviour_mut().bans.unblock_peer(first);
+            }
+        }
         if self
             .bans
             .insert(transport, Instant::now() + BAN_DURATION)

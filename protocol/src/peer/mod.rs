@@ -22,7 +22,7 @@ mod leader;
 mod lock;
 mod output;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::config::{PeerConfig, ServeState};
@@ -588,15 +588,77 @@ impl Peer {
         }
         let mine = self.state.map(|s| s.round);
         let behind = self
-            .known
-            .values()
-            .filter(|k| !k.announce.wants_to_join)
-            .filter_map(|k| k.announce.state)
-            .any(|s| mine.is_none_or(|m| s.round > m) && self.fetchable(now, s));
+            .sync_targets(now)
+            .keys()
+            .any(|s| mine.is_none_or(|m| s.round > m));
         if behind {
             self.become_joiner(now);
         }
         behind
+    }
+
+    /// The states this peer may sync to, each with the live peers announcing it (its donors).
+    ///
+    /// Announcements are authenticated by the shell, but one peer's word is not enough: the
+    /// committee of the state this peer holds (`C`, the contributors of the round that produced
+    /// it) decides, so that a dishonest minority of `C`, or anyone outside it, cannot make this
+    /// peer fetch a state however new it claims to be (docs/protocol.md §3.5, "Sync targets").
+    /// In order:
+    ///
+    /// 1. states that a strict majority of `C` announces (this peer not counted): *vouched*;
+    /// 2. none while this peer and the members of `C` announcing its own state make a strict
+    ///    majority: nothing can have been committed on that state without one of them (a
+    ///    commit needs a majority of `C`, and its voters hold its result or are joining);
+    /// 3. otherwise the newer state that strictly more members of `C` announce than any other
+    ///    (none on a tie: the next announcements settle it);
+    /// 4. when no member of `C` announces a newer state (they crashed) — and always for a peer
+    ///    without a committee (no state yet, or the initial state) — every state any live
+    ///    peer announces: one peer's word, the price of catching up at all.
+    fn sync_targets(&self, now: Timestamp) -> BTreeMap<StateSummary, Vec<PeerId>> {
+        let mut tally: BTreeMap<StateSummary, Vec<PeerId>> = BTreeMap::new();
+        for (peer, k) in &self.known {
+            if let Some(s) = k.announce.state
+                && !k.announce.wants_to_join
+                && self.fetchable(now, s)
+            {
+                tally.entry(s).or_default().push(*peer);
+            }
+        }
+        let full = self.state_committee();
+        if full.is_empty() {
+            return tally;
+        }
+        let majority = full.len() / 2 + 1;
+        let others: BTreeSet<PeerId> = full.iter().copied().filter(|p| *p != self.me).collect();
+        let backing = |peers: &Vec<PeerId>| peers.iter().filter(|p| others.contains(p)).count();
+        let vouched: BTreeMap<StateSummary, Vec<PeerId>> = tally
+            .iter()
+            .filter(|(_, peers)| backing(peers) >= majority)
+            .map(|(s, peers)| (*s, peers.clone()))
+            .collect();
+        if !vouched.is_empty() {
+            return vouched;
+        }
+        let with_me = usize::from(others.len() < full.len())
+            + self.state.and_then(|s| tally.get(&s)).map_or(0, backing);
+        if with_me >= majority {
+            return BTreeMap::new();
+        }
+        let mine = self.state.map(|s| s.round);
+        let newer: Vec<(StateSummary, usize)> = tally
+            .iter()
+            .filter(|(s, _)| mine.is_none_or(|m| s.round > m))
+            .map(|(s, peers)| (*s, backing(peers)))
+            .collect();
+        let top = newer.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        if top == 0 {
+            return tally;
+        }
+        let mut leaders = newer.iter().filter(|(_, n)| *n == top);
+        match (leaders.next(), leaders.next()) {
+            (Some((state, _)), None) => tally.remove_entry(state).into_iter().collect(),
+            _ => BTreeMap::new(),
+        }
     }
 
     fn become_joiner(&mut self, now: Timestamp) {
@@ -615,17 +677,8 @@ impl Peer {
         if self.stage != Stage::Joining || self.sync.is_some() || self.round.is_some() {
             return;
         }
-        let mut tally: BTreeMap<StateSummary, Vec<PeerId>> = BTreeMap::new();
-        for (peer, k) in &self.known {
-            if let Some(s) = k.announce.state
-                && !k.announce.wants_to_join
-                && self.fetchable(now, s)
-            {
-                tally.entry(s).or_default().push(*peer);
-            }
-        }
         // Newest round first; among equals, the state most peers announce.
-        let best = tally.into_iter().max_by(|a, b| {
+        let best = self.sync_targets(now).into_iter().max_by(|a, b| {
             (a.0.round, a.1.len(), std::cmp::Reverse(a.0.digest)).cmp(&(
                 b.0.round,
                 b.1.len(),

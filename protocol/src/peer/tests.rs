@@ -361,7 +361,9 @@ fn asks_for_a_gradient(outputs: &[Output]) -> bool {
 
 /// Issue 16, row 1: one announcement of a state far ahead that nobody serves made every peer a
 /// joiner for good. Now the sync fails within the request timeouts and the peer trains on its
-/// own state again, and the same claim is not fetched again for a round timeout.
+/// own state again, and the same claim is not fetched again for a round timeout. (The other
+/// committee member is silent here, so the peer takes one peer's word: `sync_targets` rule 4;
+/// `a_member_follows_its_committee_not_one_peer` has the committee present.)
 #[test]
 fn a_state_announced_but_never_served_does_not_stop_a_peer() {
     let (mut peer, own) = member_at_round_5();
@@ -398,7 +400,8 @@ fn a_state_announced_but_never_served_does_not_stop_a_peer() {
 
 /// Issue 16, row 3: a donor served bytes that match the announced digest but are no state the
 /// shell can load (junk, or non-finite values). The node process exited; now the shell refuses
-/// the state, the peer goes back to the state it held, and does not fetch that one again.
+/// the state, the peer goes back to the state it held, and does not fetch that one again. (As
+/// above, with the other committee member silent.)
 #[test]
 fn a_synced_state_the_shell_cannot_load_is_refused_and_the_peer_keeps_its_own() {
     let (mut peer, own) = member_at_round_5();
@@ -607,4 +610,77 @@ fn members_only_state_is_withheld_from_strangers() {
         )
     );
     assert_eq!(PeerConfig::default().serve_state(), Anyone);
+}
+
+/// A peer holding the state after round 5 of a committee {1, 2, 3}, computing its next gradient.
+fn member_of_three() -> (Peer, StateSummary) {
+    let me = PeerId::from_index(1);
+    let committee = vec![me, PeerId::from_index(2), PeerId::from_index(3)];
+    let snapshot =
+        StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
+    let own = snapshot.summary();
+    let mut peer =
+        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+    drain(&mut peer);
+    (peer, own)
+}
+
+fn sync_target(outputs: &[Output]) -> Option<StateSummary> {
+    outputs.iter().find_map(|o| match o {
+        Output::Event(Event::SyncStarted { target, .. }) => Some(*target),
+        _ => None,
+    })
+}
+
+/// Issue 16, rows 1–2: a peer synced to the newest state that any one peer announced, so one
+/// forger could pull every member into a sync of its own state. Now a member's committee
+/// decides: liars outside it, or a minority of it, are not followed; a majority is.
+#[test]
+fn a_member_follows_its_committee_not_one_peer() {
+    let (mut peer, own) = member_of_three();
+    let t = Timestamp::ZERO;
+    let (two, three, outsider) = (
+        PeerId::from_index(2),
+        PeerId::from_index(3),
+        PeerId::from_index(9),
+    );
+    let state = |round, tag: &[u8]| StateSummary {
+        round: RoundId(round),
+        digest: Digest::of(tag),
+    };
+    announce_state(&mut peer, t, two, own, 0);
+    announce_state(&mut peer, t, three, own, 0);
+    // Anyone outside the committee, however far ahead.
+    announce_state(&mut peer, t, outsider, state(1000, b"forged"), 0);
+    assert!(!peer.is_joining());
+    // One member of three: it and we are still a majority on our state, so nothing can have
+    // been committed on it without us.
+    announce_state(&mut peer, t, three, state(1000, b"forged by a member"), 1);
+    assert!(!peer.is_joining());
+    assert_eq!(sync_target(&drain(&mut peer)), None);
+    // The other member moved on too, to a different state: a tie between two members' words
+    // is no majority, and the peer waits (a dishonest minority delays, it does not replace).
+    let next = state(6, b"committed");
+    announce_state(&mut peer, t, two, next, 1);
+    assert!(!peer.is_joining());
+    assert_eq!(sync_target(&drain(&mut peer)), None);
+    // Both announce the same newer state: a majority of the committee vouches for it.
+    announce_state(&mut peer, t, three, next, 2);
+    assert!(peer.is_joining());
+    assert_eq!(sync_target(&drain(&mut peer)), Some(next));
+}
+
+/// When the members who could vouch are gone, a peer still catches up: with no member of its
+/// committee announcing a newer state, it takes the newest any live peer announces.
+#[test]
+fn a_member_whose_committee_is_gone_takes_the_newest_state() {
+    let (mut peer, _) = member_of_three();
+    let t = Timestamp::ZERO;
+    let newer = StateSummary {
+        round: RoundId(9),
+        digest: Digest::of(b"held by the mesh that went on"),
+    };
+    announce_state(&mut peer, t, PeerId::from_index(7), newer, 0);
+    assert!(peer.is_joining());
+    assert_eq!(sync_target(&drain(&mut peer)), Some(newer));
 }
