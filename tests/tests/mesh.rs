@@ -473,13 +473,16 @@ fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
     assert!(killed >= 15 && joined > killed, "{summary}");
 }
 
-/// Issue 16, rows 1 and 3: a member announces a state 1000 rounds ahead of the mesh and serves
-/// 64 junk bytes, consistent with that state's digest, to whoever fetches it. Before, every node
+/// Issue 16, rows 1–3: a member announces a state 1000 rounds ahead of the mesh and serves 64
+/// junk bytes, consistent with that state's digest, to whoever fetches it. Before, every node
 /// became a joiner (no round committed for 60 s), then loaded the junk and exited ("training
-/// state: bad magic; stopping"). Now each honest node refuses the junk, keeps its own state and
-/// trains on with the others; none exits.
+/// state: bad magic; stopping"); a forger serving a well-formed state had every node load it.
+/// Now the honest nodes' committee does not vouch for the forged state, so none fetches it
+/// (`Peer::sync_targets`); they train on together and none exits. The fallback path — a state
+/// fetched on one peer's word that does not load is refused, not fatal — is covered by
+/// `a_synced_state_the_shell_cannot_load_is_refused_and_the_peer_keeps_its_own`.
 #[test]
-fn a_forged_state_served_as_junk_neither_halts_nor_kills_the_mesh() {
+fn a_forged_state_is_never_fetched_and_neither_halts_nor_kills_the_mesh() {
     let _serial = serial();
     let mut cluster = mesh("forged", 4, |i| {
         if i == 3 {
@@ -488,32 +491,20 @@ fn a_forged_state_served_as_junk_neither_halts_nor_kills_the_mesh() {
             Vec::new()
         }
     });
-    let mut refused = BTreeSet::new();
-    while refused.len() < 3 {
-        let (i, _) = cluster
-            .wait_for(WAIT, "every honest node refusing the forged state", |i, r| {
-                i < 3 && matches!(r, Report::Refused { reason, .. } if reason.contains("bad magic"))
-            })
-            .unwrap_or_else(|e| panic!("{e}; logs in {}", cluster.dir().display()));
-        refused.insert(i);
-    }
-    let latest = cluster
+    let (round, digests) = committed(&mut cluster, &[0, 1, 2], 60);
+    println!("honest nodes committed round {round}");
+    assert!(all_equal(&digests), "{digests:?}");
+    let fetched: Vec<_> = cluster
         .history
         .iter()
-        .filter_map(|(_, r)| match r {
-            Report::Committed { round, .. } => Some(*round),
-            _ => None,
+        .filter(|(i, r)| {
+            *i < 3
+                && matches!(r, Report::Refused { round, .. } | Report::Synced { round, .. } if *round >= 1000)
         })
-        .max()
-        .unwrap_or(0);
-    let (round, digests) = committed(&mut cluster, &[0, 1, 2], latest + 10);
-    println!("refused by all three; committed round {round} after round {latest}");
-    assert!(all_equal(&digests), "{digests:?}");
+        .collect();
     assert!(
-        !cluster
-            .history
-            .iter()
-            .any(|(i, r)| *i < 3 && matches!(r, Report::Synced { round, .. } if *round >= 1000)),
-        "an honest node loaded the forged state"
+        fetched.is_empty(),
+        "an honest node fetched the forged state: {fetched:?}; logs in {}",
+        cluster.dir().display()
     );
 }

@@ -173,7 +173,7 @@ pub(crate) enum LogFormat {
 pub(crate) enum FaultArg {
     Nan,
     Short,
-    /// Announce a state far ahead and serve junk for it.
+    /// From round 5 on, announce a state far ahead and serve junk for it.
     ForgedState,
 }
 

@@ -39,7 +39,7 @@ pub enum Fault {
     NanContributions,
     /// Every contribution is one float short.
     ShortContributions,
-    /// Every announcement claims a state 1000 rounds ahead of ours, and the
+    /// From round 5 on, every announcement claims a state 1000 rounds ahead of ours, and the
     /// node serves 64 junk bytes, consistent with that state's digest, to whoever fetches it
     /// (issue 16, rows 1 and 3).
     ForgedState,
@@ -47,6 +47,10 @@ pub enum Fault {
 
 /// How far ahead of its own state a [`Fault::ForgedState`] node claims to be.
 const FORGED_ROUNDS_AHEAD: u64 = 1000;
+/// A [`Fault::ForgedState`] node turns dishonest once it holds this round: a member that
+/// contributed honestly, then lies (before the first commit a mesh has no committee to vouch
+/// for states, and every peer takes one peer's word, docs/protocol.md §3.5).
+const FORGE_FROM_ROUND: RoundId = RoundId(5);
 
 /// How the actor reports and checkpoints.
 #[derive(Debug, Clone)]
@@ -544,6 +548,9 @@ impl PeerActor {
             return None;
         };
         let ours = announce.state?;
+        if ours.round < FORGE_FROM_ROUND {
+            return None;
+        }
         let round = RoundId(ours.round.0 + FORGED_ROUNDS_AHEAD);
         if self.forged.is_none() {
             let junk: Arc<[u8]> = Arc::from(vec![0xAB_u8; 64]);

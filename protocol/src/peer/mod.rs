@@ -606,9 +606,10 @@ impl Peer {
     /// In order:
     ///
     /// 1. states that a strict majority of `C` announces (this peer not counted): *vouched*;
-    /// 2. none while this peer and the members of `C` announcing its own state make a strict
-    ///    majority: nothing can have been committed on that state without one of them (a
-    ///    commit needs a majority of `C`, and its voters hold its result or are joining);
+    /// 2. none while this peer and the members of `C` announcing its state or an older one
+    ///    make a strict majority: nothing can have been committed on its state without one of
+    ///    them (a commit needs a majority of `C`, and its voters hold its result or are
+    ///    joining);
     /// 3. otherwise the newer state that strictly more members of `C` announce than any other
     ///    (none on a tie: the next announcements settle it);
     /// 4. when no member of `C` announces a newer state (they crashed) — and always for a peer
@@ -639,12 +640,16 @@ impl Peer {
         if !vouched.is_empty() {
             return vouched;
         }
+        let mine = self.state.map(|s| s.round);
         let with_me = usize::from(others.len() < full.len())
-            + self.state.and_then(|s| tally.get(&s)).map_or(0, backing);
+            + tally
+                .iter()
+                .filter(|(s, _)| mine.is_some_and(|m| s.round <= m))
+                .map(|(_, peers)| backing(peers))
+                .sum::<usize>();
         if with_me >= majority {
             return BTreeMap::new();
         }
-        let mine = self.state.map(|s| s.round);
         let newer: Vec<(StateSummary, usize)> = tally
             .iter()
             .filter(|(s, _)| mine.is_none_or(|m| s.round > m))
@@ -689,13 +694,13 @@ impl Peer {
             self.resume_own_state(now);
             return;
         };
+        if self.state.is_some_and(|s| s.round >= target.round) {
+            self.resume_own_state(now);
+            return;
+        }
         // The initial state is the founders' own: a peer that fetches it would count as a
         // founder in the first round's genesis quorum. Joiners wait for the first commit.
         if target.round == RoundId(0) {
-            return;
-        }
-        if self.state.is_some_and(|s| s.round >= target.round) {
-            self.resume_own_state(now);
             return;
         }
         self.event(Event::SyncStarted {

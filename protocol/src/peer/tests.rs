@@ -658,14 +658,18 @@ fn a_member_follows_its_committee_not_one_peer() {
     announce_state(&mut peer, t, three, state(1000, b"forged by a member"), 1);
     assert!(!peer.is_joining());
     assert_eq!(sync_target(&drain(&mut peer)), None);
+    // A member a round behind us is with us too (it holds nothing newer than we do).
+    announce_state(&mut peer, t, two, state(4, b"one round behind"), 1);
+    assert!(!peer.is_joining());
+    assert_eq!(sync_target(&drain(&mut peer)), None);
     // The other member moved on too, to a different state: a tie between two members' words
     // is no majority, and the peer waits (a dishonest minority delays, it does not replace).
     let next = state(6, b"committed");
-    announce_state(&mut peer, t, two, next, 1);
+    announce_state(&mut peer, t, two, next, 2);
     assert!(!peer.is_joining());
     assert_eq!(sync_target(&drain(&mut peer)), None);
     // Both announce the same newer state: a majority of the committee vouches for it.
-    announce_state(&mut peer, t, three, next, 2);
+    announce_state(&mut peer, t, three, next, 3);
     assert!(peer.is_joining());
     assert_eq!(sync_target(&drain(&mut peer)), Some(next));
 }
