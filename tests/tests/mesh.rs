@@ -2,7 +2,7 @@
 //! bounded by explicit timeouts. The tests share one lock so that only one mesh runs at a time
 //! (they are timing-sensitive on a 2-core machine).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

@@ -326,8 +326,14 @@ fn a_locked_peer_commits_what_a_committee_majority_announces_it_voted() {
 
 /// A peer holding the state after round 5 of a committee {1, 2}, computing its next gradient.
 fn member_at_round_5() -> (Peer, StateSummary) {
+    member_of(2)
+}
+
+/// Peer 1 holding the state after round 5 of the committee {1, …, `size`}, computing its next
+/// gradient.
+fn member_of(size: u64) -> (Peer, StateSummary) {
     let me = PeerId::from_index(1);
-    let committee = vec![me, PeerId::from_index(2)];
+    let committee = (1..=size).map(PeerId::from_index).collect();
     let snapshot =
         StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
     let own = snapshot.summary();
@@ -612,19 +618,6 @@ fn members_only_state_is_withheld_from_strangers() {
     assert_eq!(PeerConfig::default().serve_state(), Anyone);
 }
 
-/// A peer holding the state after round 5 of a committee {1, 2, 3}, computing its next gradient.
-fn member_of_three() -> (Peer, StateSummary) {
-    let me = PeerId::from_index(1);
-    let committee = vec![me, PeerId::from_index(2), PeerId::from_index(3)];
-    let snapshot =
-        StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
-    let own = snapshot.summary();
-    let mut peer =
-        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
-    drain(&mut peer);
-    (peer, own)
-}
-
 fn sync_target(outputs: &[Output]) -> Option<StateSummary> {
     outputs.iter().find_map(|o| match o {
         Output::Event(Event::SyncStarted { target, .. }) => Some(*target),
@@ -637,7 +630,7 @@ fn sync_target(outputs: &[Output]) -> Option<StateSummary> {
 /// decides: liars outside it, or a minority of it, are not followed; a majority is.
 #[test]
 fn a_member_follows_its_committee_not_one_peer() {
-    let (mut peer, own) = member_of_three();
+    let (mut peer, own) = member_of(3);
     let t = Timestamp::ZERO;
     let (two, three, outsider) = (
         PeerId::from_index(2),
@@ -678,7 +671,7 @@ fn a_member_follows_its_committee_not_one_peer() {
 /// committee announcing a newer state, it takes the newest any live peer announces.
 #[test]
 fn a_member_whose_committee_is_gone_takes_the_newest_state() {
-    let (mut peer, _) = member_of_three();
+    let (mut peer, _) = member_of(3);
     let t = Timestamp::ZERO;
     let newer = StateSummary {
         round: RoundId(9),
