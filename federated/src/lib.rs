@@ -14,6 +14,10 @@ pub mod partition;
 pub mod secagg;
 pub mod strategy;
 
+/// The state every peer syncs and digests with the global model; re-exported at the root because
+/// the node's state sync handles it without touching the strategies themselves.
+pub use strategy::ServerState;
+
 /// The robust aggregation rules live in the ground crate (the protocol's span owners apply them);
 /// re-exported so federated users find them beside the strategies.
 pub use gradmesh_math::robust;

@@ -47,6 +47,19 @@ pub struct Checkpoint {
     /// peer needs them to rebuild the exact state digest the mesh committed. Empty for a state
     /// that no mesh round produced.
     pub committee: Vec<[u8; 32]>,
+    /// What stays on this peer and is never synced: DiLoCo's inner optimizer and a federated
+    /// client's own state. `None` for synchronous training, whose whole state is synced.
+    pub local: Option<LocalState>,
+}
+
+/// A peer's own training state under local steps (DiLoCo, federated strategies): restored when
+/// the peer restarts from its checkpoint, never sent to other peers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalState {
+    /// The inner optimizer (AdamW's moments or SGD's momentum) and its step count.
+    pub inner: OptimizerState,
+    /// SCAFFOLD's client control variate (empty for the other strategies).
+    pub client_control: Vec<f32>,
 }
 
 struct Entry {
@@ -109,6 +122,20 @@ fn encode(checkpoint: &Checkpoint, layout: &FlatLayout) -> Result<Vec<u8>> {
         shape: vec![checkpoint.committee.len(), 32],
         bytes: checkpoint.committee.concat(),
     });
+    if let Some(local) = &checkpoint.local {
+        for (name, values) in [
+            ("local.inner.values", &local.inner.values),
+            ("local.client_control", &local.client_control),
+        ] {
+            entries.push(Entry {
+                name: name.into(),
+                dtype: Dtype::F32,
+                shape: vec![values.len()],
+                bytes: f32_bytes(values),
+            });
+        }
+        entries.push(u64_entry("local.inner.step", local.inner.step));
+    }
     let views = entries
         .iter()
         .map(|e| {
@@ -237,11 +264,25 @@ pub fn load_checkpoint(path: &Path, layout: &FlatLayout) -> Result<Checkpoint> {
         .chunks_exact(32)
         .filter_map(|id| <[u8; 32]>::try_from(id).ok())
         .collect();
+    let local = if file.tensor("local.inner.step").is_ok() {
+        let (inner, _) = read_tensor(&file, path, "local.inner.values", Dtype::F32)?;
+        let (control, _) = read_tensor(&file, path, "local.client_control", Dtype::F32)?;
+        Some(LocalState {
+            inner: OptimizerState {
+                step: read_u64(&file, path, "local.inner.step")?,
+                values: decode_f32(inner),
+            },
+            client_control: decode_f32(control),
+        })
+    } else {
+        None
+    };
     Ok(Checkpoint {
         round: read_u64(&file, path, "round")?,
         mesh_digest: MeshDigest(digest),
         state,
         committee,
+        local,
     })
 }
 
@@ -269,6 +310,16 @@ mod tests {
         write_checkpoint(&b, &checkpoint, t.layout()).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert_eq!(load_checkpoint(&a, t.layout()).unwrap(), checkpoint);
+        // A peer's own state under local steps travels with it.
+        checkpoint.local = Some(LocalState {
+            inner: OptimizerState {
+                step: 11,
+                values: vec![0.25, -1.5, 3.0],
+            },
+            client_control: vec![2.0],
+        });
+        write_checkpoint(&b, &checkpoint, t.layout()).unwrap();
+        assert_eq!(load_checkpoint(&b, t.layout()).unwrap(), checkpoint);
         assert!(
             !temp_path(&a).exists(),
             "the temporary file is renamed away"

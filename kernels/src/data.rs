@@ -1,9 +1,10 @@
-//! Data sets: the 8×8 digits exported by `scripts/export_digits.py` and the text corpus exported by
-//! `scripts/export_corpus.py`, both read from `data/` (no downloads at run time), plus seeded
+//! Data sets: the 8×8 digits exported by `scripts/export_digits.py` and byte-level text corpora
+//! (`data/corpus.txt` from `scripts/export_corpus.py`, `data/pycorpus.txt` from `scripts/setup.sh`,
+//! or any UTF-8 file or directory), read from disk (no downloads at run time), plus seeded
 //! batch samplers whose output depends only on `(seed, step)`, so a restored peer resumes the same
 //! sequence without any sampler state of its own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand_chacha::{
     ChaCha8Rng,
@@ -248,28 +249,152 @@ impl BatchSampler {
     }
 }
 
-/// A byte-level text corpus (vocabulary: the 256 byte values) split 90/10 into train/validation.
-#[derive(Debug)]
+/// Cap on a corpus's bytes (4 GiB): the text is held in memory (twice while a shard is cut), and
+/// a directory this large was almost certainly named by mistake. Checked on file sizes before a
+/// byte is read, and again while reading in case a file grows.
+pub(crate) const CORPUS_BYTES_MAX: u64 = 4 << 30;
+
+/// Put between two files of a directory corpus, so that one file's last line and the next file's
+/// first line are not glued into one.
+const FILE_SEPARATOR: u8 = b'\n';
+
+/// The validation split is the last `len / VALID_DIVISOR` bytes (10 %).
+const VALID_DIVISOR: usize = 10;
+
+/// A byte-level text corpus (vocabulary: the 256 byte values).
+///
+/// Rules, so that every node derives the same splits from the same files:
+/// - A file is read whole; a directory contributes every regular file under it (recursively,
+///   symlinks not followed), sorted by path component by component, joined with one `\n` between
+///   files. Files that are not valid UTF-8 are skipped and counted ([`CharCorpus::files_skipped`]).
+///   An empty result and anything above 4 GiB are errors.
+/// - The last 10 % of the bytes (`len / 10`, rounded down) are the validation split, the rest is
+///   the training split.
+/// - [`CharCorpus::shard`] keeps one of `count` contiguous, equal (±1 byte) parts of the training
+///   split; the validation split stays whole, so every node evaluates on the same bytes.
+#[derive(Debug, Clone)]
 pub struct CharCorpus {
     train: Vec<u8>,
     valid: Vec<u8>,
+    files_read: usize,
+    files_skipped: usize,
     device: Device,
 }
 
 impl CharCorpus {
-    /// Loads `data/corpus.txt` (or any file) as bytes.
+    /// Loads a UTF-8 file (e.g. `data/corpus.txt`) or a directory of them, by the rules above.
     pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let mut train = std::fs::read(path).map_err(io_error("read", path))?;
-        let valid = train.split_off(train.len() - train.len() / 10);
-        Ok(Self {
-            train,
+        let files = corpus_files(path)?;
+        let sizes_bytes = files.iter().map(|(_, len)| *len).sum::<u64>();
+        let separators_bytes = u64::try_from(files.len().saturating_sub(1)).unwrap_or(u64::MAX);
+        if sizes_bytes.saturating_add(separators_bytes) > CORPUS_BYTES_MAX {
+            return Err(corpus_too_large(path));
+        }
+        let mut text = Vec::new();
+        let (mut files_read, mut files_skipped) = (0, 0);
+        for (file, _) in &files {
+            let separator = usize::from(files_read > 0);
+            let used = u64::try_from(text.len() + separator).unwrap_or(u64::MAX);
+            let Some(bytes) = read_utf8(file, CORPUS_BYTES_MAX.saturating_sub(used), path)? else {
+                files_skipped += 1;
+                continue;
+            };
+            if files_read > 0 {
+                text.push(FILE_SEPARATOR);
+            }
+            text.extend_from_slice(&bytes);
+            files_read += 1;
+        }
+        if text.is_empty() {
+            return Err(KernelError::Io {
+                op: "read corpus",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "no text in it ({files_skipped} file(s) not UTF-8, {files_read} empty)"
+                    ),
+                ),
+            });
+        }
+        Ok(Self::from_text(text, files_read, files_skipped, device))
+    }
+
+    /// Splits `text` by the validation rule.
+    fn from_text(
+        mut text: Vec<u8>,
+        files_read: usize,
+        files_skipped: usize,
+        device: Device,
+    ) -> Self {
+        let valid = text.split_off(text.len() - text.len() / VALID_DIVISOR);
+        Self {
+            train: text,
             valid,
+            files_read,
+            files_skipped,
             device,
-        })
+        }
+    }
+
+    /// Keeps part `index` of `count` contiguous parts of the training split, bytes
+    /// `len·index/count .. len·(index+1)/count`, so the parts of `0..count` concatenate to the whole
+    /// split. The validation split is kept whole. `context` is the model's window: a shard shorter
+    /// than one window of `context + 1` bytes could not yield a training batch, so it is refused here,
+    /// where the node is configured, rather than at its first step.
+    pub fn shard(mut self, index: usize, count: usize, context: usize) -> Result<Self> {
+        if count == 0 {
+            return Err(KernelError::InvalidConfig("shard count must be positive"));
+        }
+        if index >= count {
+            return Err(KernelError::InvalidConfig(
+                "shard index must be below the shard count",
+            ));
+        }
+        let (start, end) = shard_bounds(self.train.len(), index, count);
+        if end - start < context.saturating_add(1) {
+            return Err(KernelError::DatasetTooSmall(
+                "training shard shorter than one window of context + 1 bytes",
+            ));
+        }
+        self.train.truncate(end);
+        self.train.drain(..start);
+        self.train.shrink_to_fit();
+        Ok(self)
+    }
+
+    /// Bytes in the training split (of this shard, after [`CharCorpus::shard`]).
+    #[must_use]
+    pub fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    /// Bytes in the validation split (the same on every shard).
+    #[must_use]
+    pub fn valid_len(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// Files whose text is in the corpus (1 for a file).
+    #[must_use]
+    pub fn files_read(&self) -> usize {
+        self.files_read
+    }
+
+    /// Files of a directory left out because they are not valid UTF-8.
+    #[must_use]
+    pub fn files_skipped(&self) -> usize {
+        self.files_skipped
+    }
+
+    /// The largest `count` that [`CharCorpus::valid_batch`] accepts for `context`.
+    #[must_use]
+    pub fn valid_windows(&self, context: usize) -> usize {
+        self.valid.len().saturating_sub(1) / context.saturating_add(1)
     }
 
     /// `batch_size` random windows of `context + 1` bytes from the training split: inputs are the
-    /// first `context`, targets the last `context`. Depends only on `(seed, step)`.
+    /// first `context`, targets the last `context`. Depends only on `(seed, step)` (and the split).
     pub fn train_batch(
         &self,
         step: u64,
@@ -277,9 +402,10 @@ impl CharCorpus {
         context: usize,
         seed: u64,
     ) -> Result<Batch> {
-        let span = self.train.len().checked_sub(context + 1).filter(|&s| s > 0);
+        // Window starts 0..=len - context - 1: the last window ends on the last byte.
+        let span = self.train.len().checked_sub(context).filter(|&s| s > 0);
         let span = span.ok_or(KernelError::DatasetTooSmall(
-            "training text shorter than the context",
+            "training text shorter than the context + 1",
         ))?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(step);
@@ -289,7 +415,7 @@ impl CharCorpus {
 
     /// The first `count` non-overlapping windows of the validation split.
     pub fn valid_batch(&self, count: usize, context: usize) -> Result<Batch> {
-        if (count * (context + 1)) >= self.valid.len() {
+        if count.saturating_mul(context.saturating_add(1)) >= self.valid.len() {
             return Err(KernelError::DatasetTooSmall(
                 "validation text shorter than count × context",
             ));
@@ -318,6 +444,70 @@ impl CharCorpus {
     }
 }
 
+/// Bytes `len·index/count .. len·(index+1)/count` (in u128: no overflow for any `usize`s).
+fn shard_bounds(len: usize, index: usize, count: usize) -> (usize, usize) {
+    let at = |i: usize| {
+        let cut = len as u128 * i as u128 / count as u128;
+        usize::try_from(cut).unwrap_or(len)
+    };
+    (at(index), at(index + 1))
+}
+
+/// The files of a corpus with their sizes: `path` itself, or every regular file under the
+/// directory `path`, sorted. Symlinks are not followed, so a link cycle cannot loop.
+fn corpus_files(path: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let meta = std::fs::metadata(path).map_err(io_error("stat", path))?;
+    if !meta.is_dir() {
+        return Ok(vec![(path.to_path_buf(), meta.len())]);
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io_error("list", &dir))? {
+            let entry = entry.map_err(io_error("list", &dir))?;
+            let kind = entry.file_type().map_err(io_error("stat", &entry.path()))?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                let len = entry
+                    .metadata()
+                    .map_err(io_error("stat", &entry.path()))?
+                    .len();
+                files.push((entry.path(), len));
+            }
+        }
+    }
+    files.sort_unstable();
+    Ok(files)
+}
+
+/// The bytes of `file` if they are UTF-8, `None` if not. A file longer than `room` (what is left
+/// under [`CORPUS_BYTES_MAX`]) makes the whole `corpus` too large; only `room + 1` bytes are read.
+fn read_utf8(file: &Path, room: u64, corpus: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let handle = std::fs::File::open(file).map_err(io_error("open", file))?;
+    let mut bytes = Vec::new();
+    handle
+        .take(room.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io_error("read", file))?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > room {
+        return Err(corpus_too_large(corpus));
+    }
+    Ok(std::str::from_utf8(&bytes).is_ok().then_some(bytes))
+}
+
+fn corpus_too_large(path: &Path) -> KernelError {
+    KernelError::Io {
+        op: "read corpus",
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            "more than 4 GiB in its files (the cap on a corpus held in memory)",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +525,141 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), 96);
         assert!(BatchSampler::new(10, 11, 0).is_err());
+    }
+
+    fn corpus(text: &[u8]) -> CharCorpus {
+        CharCorpus::from_text(text.to_vec(), 1, 0, Device::Cpu)
+    }
+
+    /// Deterministic printable text of `len` bytes that repeats nowhere short.
+    fn text(len: usize) -> Vec<u8> {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        (0..len)
+            .map(|_| b'a' + (rng.next_u64() % 26) as u8)
+            .collect()
+    }
+
+    fn rows(tensor: &Tensor) -> Vec<i64> {
+        Vec::<i64>::try_from(&tensor.reshape([-1])).unwrap()
+    }
+
+    #[test]
+    fn directory_corpus_joins_sorted_utf8_files_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("b/deeper")).unwrap();
+        // Written out of order. Sorted by path component they are a.txt, b/deeper/z.py, b/m.txt,
+        // b.txt, c.txt ("b" < "b.txt" as components, though "b." < "b/" as strings).
+        std::fs::write(dir.path().join("c.txt"), "fourth: ünïcode is fine\n").unwrap();
+        std::fs::write(dir.path().join("b.txt"), "third").unwrap();
+        std::fs::write(dir.path().join("b/deeper/z.py"), [0x66, 0x6f, 0xff, 0xfe]).unwrap();
+        std::fs::write(dir.path().join("b/m.txt"), "second\n").unwrap();
+        std::fs::write(dir.path().join("a.txt"), "first file, no trailing newline").unwrap();
+        let corpus = CharCorpus::load(dir.path(), Device::Cpu).unwrap();
+        assert_eq!((corpus.files_read(), corpus.files_skipped()), (4, 1));
+        let all = [corpus.train.as_slice(), corpus.valid.as_slice()].concat();
+        assert_eq!(
+            String::from_utf8(all.clone()).unwrap(),
+            "first file, no trailing newline\nsecond\n\nthird\nfourth: ünïcode is fine\n"
+        );
+        assert_eq!(corpus.valid_len(), all.len() / 10);
+        assert_eq!(corpus.train_len() + corpus.valid_len(), all.len());
+
+        // A file is read whole, as before.
+        let file = CharCorpus::load(&dir.path().join("a.txt"), Device::Cpu).unwrap();
+        assert_eq!(
+            (file.files_read(), file.train_len() + file.valid_len()),
+            (1, 31)
+        );
+    }
+
+    #[test]
+    fn corpus_without_text_or_too_large_is_refused_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("binary"), [0xc3, 0x28]).unwrap();
+        let message = CharCorpus::load(dir.path(), Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("1 file(s) not UTF-8"), "{message}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(CharCorpus::load(empty.path(), Device::Cpu).is_err());
+        assert!(CharCorpus::load(&dir.path().join("absent"), Device::Cpu).is_err());
+
+        // A sparse file one byte over the cap: refused from its size, before any byte is read.
+        std::fs::write(dir.path().join("a.txt"), "some text").unwrap();
+        let big = std::fs::File::create(dir.path().join("huge.txt")).unwrap();
+        big.set_len(CORPUS_BYTES_MAX).unwrap();
+        let message = CharCorpus::load(dir.path(), Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("more than 4 GiB"), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn shards_partition_the_training_split() {
+        let whole = corpus(&text(1000));
+        assert_eq!((whole.train_len(), whole.valid_len()), (900, 100));
+        for count in [1, 2, 3, 7, 64] {
+            let shards: Vec<CharCorpus> = (0..count)
+                .map(|index| whole.clone().shard(index, count, 8).unwrap())
+                .collect();
+            let joined: Vec<u8> = shards.iter().flat_map(|s| s.train.clone()).collect();
+            assert_eq!(joined, whole.train, "{count} shards");
+            let lens: Vec<usize> = shards.iter().map(CharCorpus::train_len).collect();
+            let (min, max) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+            assert!(max - min <= 1, "{count} shards: {lens:?}");
+            assert!(shards.iter().all(|s| s.valid == whole.valid));
+        }
+    }
+
+    #[test]
+    fn invalid_shards_are_refused() {
+        let whole = corpus(&text(1000));
+        assert!(whole.clone().shard(0, 0, 8).is_err());
+        assert!(whole.clone().shard(3, 3, 8).is_err());
+        // 900 training bytes in 100 shards of 9: a window of context + 1 = 9 fits, 10 does not.
+        assert!(whole.clone().shard(99, 100, 9).is_err());
+        let last = whole.clone().shard(99, 100, 8).unwrap();
+        assert_eq!(last.train, whole.train[891..]);
+        // The one window of a minimal shard is the whole shard, at every step.
+        for step in 0..4 {
+            let batch = last.train_batch(step, 2, 8, 1).unwrap();
+            let expected: Vec<i64> = last.train[..8].iter().map(|&b| i64::from(b)).collect();
+            assert_eq!(rows(&batch.x), [expected.clone(), expected].concat());
+            assert_eq!(rows(&batch.y)[7], i64::from(last.train[8]));
+        }
+    }
+
+    #[test]
+    fn corpus_batches_depend_only_on_seed_and_step() {
+        let a = corpus(&text(1000));
+        let b = corpus(&text(1000));
+        let first = rows(&a.train_batch(5, 4, 16, 9).unwrap().x);
+        let _ = b.train_batch(0, 4, 16, 9).unwrap();
+        assert_eq!(rows(&b.train_batch(5, 4, 16, 9).unwrap().x), first);
+        assert_ne!(rows(&a.train_batch(6, 4, 16, 9).unwrap().x), first);
+        assert_ne!(rows(&a.train_batch(5, 4, 16, 10).unwrap().x), first);
+        // Targets are the inputs shifted by one byte.
+        let batch = a.train_batch(5, 4, 16, 9).unwrap();
+        let (x, y) = (rows(&batch.x), rows(&batch.y));
+        assert_eq!(x[1..16], y[..15]);
+    }
+
+    #[test]
+    fn valid_windows_is_the_largest_count_valid_batch_takes() {
+        let c = corpus(&text(1000));
+        for context in [1, 8, 9, 32, 99] {
+            let n = c.valid_windows(context);
+            assert!(c.valid_batch(n, context).is_ok(), "context {context}");
+            assert!(c.valid_batch(n + 1, context).is_err(), "context {context}");
+        }
+        assert_eq!(c.valid_windows(100), 0);
     }
 }

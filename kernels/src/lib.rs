@@ -11,13 +11,13 @@
 pub use gradmesh_math::codec;
 
 pub use crate::{
-    checkpoint::{Checkpoint, MeshDigest, load_checkpoint, write_checkpoint},
+    checkpoint::{Checkpoint, LocalState, MeshDigest, load_checkpoint, write_checkpoint},
     data::{Batch, BatchSampler, CharCorpus, Dataset},
     device::Device,
     error::KernelError,
     flat::{FlatLayout, FlatParams, ParamSpan},
     local_mesh::LocalMesh,
-    model::{ModelKind, TransformerConfig},
+    model::{ModelKind, TransformerConfig, TransformerConfigError},
     state::TrainingState,
     trainer::{Trainer, set_torch_threads},
 };

@@ -226,6 +226,7 @@ impl Trainer {
             mesh_digest,
             state: self.training_state(),
             committee: Vec::new(),
+            local: None,
         }
     }
 }

@@ -37,9 +37,39 @@ fn data() -> String {
 }
 
 fn args(shard: usize, of: usize, founders: usize) -> Vec<String> {
-    [
+    let mut args = vec!["--data".to_owned(), data()];
+    args.extend(mesh_args(shard, of, founders));
+    args
+}
+
+/// The small language model with DiLoCo on the short corpus: ~0.7 s per inner phase here.
+fn lm_args(shard: usize, of: usize, founders: usize) -> Vec<String> {
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/corpus.txt");
+    let mut args: Vec<String> = [
+        "--model",
+        "transformer",
+        "--model-size",
+        "tiny",
+        "--strategy",
+        "diloco",
+        "--inner-steps",
+        "10",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "0.003",
         "--data",
-        &data(),
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    args.push(corpus.to_string_lossy().into_owned());
+    args.extend(mesh_args(shard, of, founders));
+    args
+}
+
+fn mesh_args(shard: usize, of: usize, founders: usize) -> Vec<String> {
+    [
         "--shard",
         &format!("{shard}/{of}"),
         "--round-timeout",
@@ -54,13 +84,23 @@ fn args(shard: usize, of: usize, founders: usize) -> Vec<String> {
 
 /// Starts `n` founders; node 0 is everyone's bootstrap peer. `extra(i)` adds flags.
 fn mesh(name: &str, n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
+    mesh_of(name, n, args, extra)
+}
+
+/// [`mesh`] with `base(shard, of, founders)` as every node's flags.
+fn mesh_of(
+    name: &str,
+    n: usize,
+    base: fn(usize, usize, usize) -> Vec<String>,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Cluster {
     let mut cluster = Cluster::new(&gradmesh_bin(), &workdir(name)).expect("cluster dir");
-    let mut first = args(0, n, n);
+    let mut first = base(0, n, n);
     first.extend(extra(0));
     cluster.spawn(&first).expect("node 0 starts");
     let boot = cluster.address(0).expect("node 0 address");
     for i in 1..n {
-        let mut a = args(i, n, n);
+        let mut a = base(i, n, n);
         a.extend(["--bootstrap".into(), boot.clone()]);
         a.extend(extra(i));
         cluster.spawn(&a).expect("node starts");
@@ -507,4 +547,63 @@ fn a_forged_state_is_never_fetched_and_neither_halts_nor_kills_the_mesh() {
         "an honest node fetched the forged state: {fetched:?}; logs in {}",
         cluster.dir().display()
     );
+}
+
+/// The validation loss node `node` reported with its commit of `round`.
+fn validation_loss_at(cluster: &Cluster, node: usize, round: u64) -> f32 {
+    cluster
+        .history
+        .iter()
+        .find_map(|(i, r)| match r {
+            Report::Committed {
+                round: q,
+                validation_loss: Some(loss),
+                ..
+            } if *i == node && *q == round => Some(*loss),
+            _ => None,
+        })
+        .expect("a validation loss for the round")
+}
+
+#[test]
+fn diloco_nodes_lower_the_validation_loss_and_agree_through_a_join_and_a_kill() {
+    let _serial = serial();
+    let mut cluster = mesh_of("diloco", 3, lm_args, |_| Vec::new());
+    let (first, digests) = committed(&mut cluster, &[0, 1, 2], 1);
+    assert!(all_equal(&digests), "{digests:?}");
+    let (round, digests) = committed(&mut cluster, &[0, 1, 2], first + 15);
+    assert!(all_equal(&digests), "{digests:?}");
+    // The untrained model scores 6.40–6.50 nats per byte on this validation split; one outer
+    // round of 3 × 10 inner steps ~3.0, fifteen more ~2.55 (measured 2026-12-05, 2-core Xeon).
+    let (early, late) = (
+        validation_loss_at(&cluster, 0, first),
+        validation_loss_at(&cluster, 0, round),
+    );
+    assert!(late < 2.8 && late < early - 0.2, "{early} -> {late}");
+
+    // A joiner syncs θ and the outer momentum and commits in step with the founders.
+    let mut a = lm_args(2, 3, 3);
+    a.extend([
+        "--bootstrap".into(),
+        cluster.address(0).expect("address"),
+        "--join".into(),
+    ]);
+    let joiner = cluster.spawn(&a).expect("joiner starts");
+    cluster
+        .wait_for(WAIT, "the joiner's synced state", |i, r| {
+            i == joiner && matches!(r, Report::Synced { .. })
+        })
+        .expect("the joiner syncs");
+    let (joined, digests) = committed(&mut cluster, &[0, 1, 2, joiner], round + 1);
+    assert!(all_equal(&digests), "{digests:?}");
+
+    // A node killed during an outer all-reduce: the survivors go on and agree.
+    cluster
+        .wait_for(WAIT, "a round on node 1", |i, r| {
+            i == 1 && matches!(r, Report::RoundStarted { round, .. } if *round > joined)
+        })
+        .expect("node 1 starts a round");
+    cluster.kill(1).expect("kill");
+    let (_, digests) = committed(&mut cluster, &[0, 2, joiner], joined + 3);
+    assert!(all_equal(&digests), "{digests:?}");
 }

@@ -9,8 +9,10 @@
 //! and `x ← x + η·m/(√v + τ)`. As in the paper, `m` starts at 0, `v` at τ², and there is no bias
 //! correction (Flower's FedAdam adds one; we follow the paper). Every operation is element-wise
 //! `f32` in index order, so every peer applying the same Δ gets bit-identical models.
+//!
+//! Server state (what a joining peer syncs): `[m, v]`, 2·params values, plus the step count.
 
-use super::{Strategy, StrategyError, same_len};
+use super::{ServerState, Strategy, StrategyError, check_server_state, same_len};
 
 /// Which second-moment rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub struct FedOpt {
     tau: f32,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// Server steps since m and v were last sized (no bias correction reads it; synced so a
+    /// joiner reports the same state as the peer it synced from).
+    step: u64,
 }
 
 impl FedOpt {
@@ -65,6 +70,7 @@ impl FedOpt {
             tau,
             m: Vec::new(),
             v: Vec::new(),
+            step: 0,
         })
     }
 
@@ -112,7 +118,9 @@ impl Strategy for FedOpt {
         if self.m.len() != n {
             self.m = vec![0.0; n];
             self.v = vec![self.tau * self.tau; n];
+            self.step = 0;
         }
+        self.step += 1;
         for j in 0..n {
             let d = aggregate[j];
             let m = self.beta1 * self.m[j] + (1.0 - self.beta1) * d;
@@ -121,6 +129,40 @@ impl Strategy for FedOpt {
             self.v[j] = v;
             global[j] += self.server_lr * m / (v.sqrt() + self.tau);
         }
+        Ok(())
+    }
+
+    fn server_state_len(&self, params: usize) -> usize {
+        2 * params
+    }
+
+    /// `[m, v]`; before the first step at this size, the paper's start m = 0, v = τ².
+    fn server_state(&self, params: usize) -> ServerState {
+        if self.m.len() != params {
+            let mut values = vec![0.0; params];
+            values.resize(2 * params, self.tau * self.tau);
+            return ServerState { step: 0, values };
+        }
+        let mut values = Vec::with_capacity(2 * params);
+        values.extend_from_slice(&self.m);
+        values.extend_from_slice(&self.v);
+        ServerState {
+            step: self.step,
+            values,
+        }
+    }
+
+    fn load_server_state(
+        &mut self,
+        global: &[f32],
+        state: ServerState,
+    ) -> Result<(), StrategyError> {
+        let n = global.len();
+        check_server_state(self.server_state_len(n), &state)?;
+        let (m, v) = state.values.split_at(n);
+        self.m = m.to_vec();
+        self.v = v.to_vec();
+        self.step = state.step;
         Ok(())
     }
 }

@@ -61,11 +61,32 @@ pub struct ClientState {
 }
 
 impl ClientState {
+    /// A client holding SCAFFOLD's control variate cᵢ = `control`, as restored from the client's
+    /// checkpoint. Its length must be the model's: SCAFFOLD treats a cᵢ of any other length as
+    /// zero (as for a client that never trained) and replaces it after the next local round.
+    #[must_use]
+    pub fn with_control(control: Vec<f32>) -> Self {
+        Self { control }
+    }
+
     /// SCAFFOLD's client control variate (empty until the client first trains under SCAFFOLD).
     #[must_use]
     pub fn control(&self) -> &[f32] {
         &self.control
     }
+}
+
+/// The part of a strategy's state that every peer applies identically (outer momentum, FedOpt's
+/// moments, SCAFFOLD's global control variate): synced and digested with the global model.
+///
+/// The layout is fixed by the strategy and the model size alone ([`Strategy::server_state_len`]),
+/// so a fresh peer and a trained one encode the same number of values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerState {
+    /// Server steps taken (0 for stateless strategies, which keep no count).
+    pub step: u64,
+    /// Flat values, `server_state_len(params)` of them.
+    pub values: Vec<f32>,
 }
 
 /// One federated strategy. Object safe, so a node or simulator can hold `Box<dyn Strategy>`.
@@ -97,18 +118,19 @@ pub trait Strategy: fmt::Debug + Send {
         Ok(())
     }
 
-    /// Client hook after `local_steps` local SGD steps of rate `local_lr` from `global` to
-    /// `local`: the message to aggregate. Updates the client's own state.
+    /// Client hook after `local_steps` local SGD steps of rate `local_lr` moved the model by
+    /// `delta` (= local − global, see [`delta`]): the message to aggregate. Updates the client's
+    /// own state. It takes Δ rather than both models so that a client that tracks Δ itself (the
+    /// node's inner loop) sends exactly what its optimizer moved, without a subtraction's rounding.
     fn client_message(
         &self,
-        global: &[f32],
         client: &mut ClientState,
-        local: &[f32],
+        delta: &[f32],
         local_steps: u32,
         local_lr: f32,
     ) -> Result<Vec<f32>, StrategyError> {
         let _ = (client, local_steps, local_lr);
-        delta(global, local)
+        Ok(delta.to_vec())
     }
 
     /// The aggregate step: applies the aggregated message to `global` in place.
@@ -119,10 +141,50 @@ pub trait Strategy: fmt::Debug + Send {
         aggregate: &[f32],
         sampled_fraction: f64,
     ) -> Result<(), StrategyError>;
+
+    /// Length of [`Strategy::server_state`] for a model of `params` values (0 for stateless
+    /// strategies).
+    fn server_state_len(&self, params: usize) -> usize {
+        let _ = params;
+        0
+    }
+
+    /// The server state for a model of `params` values: always exactly
+    /// `server_state_len(params)` values, so a fresh peer and a trained one encode the same
+    /// layout. Before the first server step at this size it is the state that step starts from:
+    /// zeros, except FedOpt's second moment v, which starts at τ² as in the paper.
+    fn server_state(&self, params: usize) -> ServerState {
+        let _ = params;
+        ServerState::default()
+    }
+
+    /// Replaces the server state with a synced one, `global` being the synced global model it
+    /// goes with (DiLoCo's outer optimizer keeps its own copy of the start parameters and is
+    /// reset to it). Errors with [`StrategyError::LengthMismatch`] if `state.values.len() !=
+    /// server_state_len(global.len())`; nothing changes on error. Default (stateless
+    /// strategies): accepts only empty values, and keeps no step count.
+    fn load_server_state(
+        &mut self,
+        global: &[f32],
+        state: ServerState,
+    ) -> Result<(), StrategyError> {
+        check_server_state(self.server_state_len(global.len()), &state)
+    }
 }
 
-/// `local − global`.
-pub(crate) fn delta(global: &[f32], local: &[f32]) -> Result<Vec<f32>, StrategyError> {
+/// Refuses a synced server state whose length is not `expected`.
+pub(crate) fn check_server_state(
+    expected: usize,
+    state: &ServerState,
+) -> Result<(), StrategyError> {
+    same_len("server state", expected, state.values.len())
+}
+
+/// `local − global`: a client's Δ, for [`Strategy::client_message`].
+///
+/// # Errors
+/// [`StrategyError::LengthMismatch`] if the models differ in length.
+pub fn delta(global: &[f32], local: &[f32]) -> Result<Vec<f32>, StrategyError> {
     same_len("local model", global.len(), local.len())?;
     Ok(local.iter().zip(global).map(|(&y, &x)| y - x).collect())
 }

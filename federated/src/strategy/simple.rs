@@ -1,13 +1,39 @@
 //! FedAvg, FedAvgM, FedProx, SCAFFOLD and DiLoCo.
+//!
+//! Server state (what a joining peer syncs): FedAvg and FedProx have none; FedAvgM and DiLoCo
+//! ship their ground-crate optimizer's state (momentum buffer, `params` values with momentum,
+//! none without); SCAFFOLD ships its control variate c (`params` values).
 
-use super::{ClientState, Strategy, StrategyError, delta, same_len};
-use gradmesh_math::{DilocoConfig, Optimizer, OptimizerConfig, OuterOptimizer};
+use super::{ClientState, ServerState, Strategy, StrategyError, check_server_state, same_len};
+use gradmesh_math::{DilocoConfig, Optimizer, OptimizerConfig, OptimizerState, OuterOptimizer};
 
 fn positive(x: f32, reason: &'static str) -> Result<f32, StrategyError> {
     if x > 0.0 && x.is_finite() {
         Ok(x)
     } else {
         Err(StrategyError::InvalidConfig(reason))
+    }
+}
+
+/// The state before any server step: `len` zeros.
+fn fresh_state(len: usize) -> ServerState {
+    ServerState {
+        step: 0,
+        values: vec![0.0; len],
+    }
+}
+
+fn from_optimizer(state: &OptimizerState) -> ServerState {
+    ServerState {
+        step: state.step,
+        values: state.values.clone(),
+    }
+}
+
+fn to_optimizer(state: ServerState) -> OptimizerState {
+    OptimizerState {
+        step: state.step,
+        values: state.values,
     }
 }
 
@@ -91,6 +117,33 @@ impl Strategy for FedAvgM {
         optimizer.step(global, &self.pseudo_gradient)?;
         Ok(())
     }
+
+    fn server_state_len(&self, params: usize) -> usize {
+        self.config.state_len(params)
+    }
+
+    fn server_state(&self, params: usize) -> ServerState {
+        let len = self.server_state_len(params);
+        match &self.optimizer {
+            Some(optimizer) if optimizer.state().values.len() == len => {
+                from_optimizer(optimizer.state())
+            }
+            _ => fresh_state(len),
+        }
+    }
+
+    fn load_server_state(
+        &mut self,
+        global: &[f32],
+        state: ServerState,
+    ) -> Result<(), StrategyError> {
+        let n = global.len();
+        check_server_state(self.server_state_len(n), &state)?;
+        let mut optimizer = Optimizer::new(self.config, n);
+        optimizer.set_state(to_optimizer(state), n)?;
+        self.optimizer = Some(optimizer);
+        Ok(())
+    }
 }
 
 /// FedProx (Li et al. 2020): every local gradient gets `μ·(w − w_global)`, which keeps local
@@ -151,6 +204,8 @@ impl Strategy for FedProx {
 pub struct Scaffold {
     server_lr: f32,
     control: Vec<f32>,
+    /// Server steps since c was last sized (synced with c; no update reads it).
+    step: u64,
 }
 
 impl Scaffold {
@@ -159,6 +214,7 @@ impl Scaffold {
         Ok(Self {
             server_lr: positive(server_lr, "scaffold: server_lr must be > 0")?,
             control: Vec::new(),
+            step: 0,
         })
     }
 
@@ -212,14 +268,13 @@ impl Strategy for Scaffold {
 
     fn client_message(
         &self,
-        global: &[f32],
         client: &mut ClientState,
-        local: &[f32],
+        delta: &[f32],
         local_steps: u32,
         local_lr: f32,
     ) -> Result<Vec<f32>, StrategyError> {
-        let n = global.len();
-        let dy = delta(global, local)?;
+        let n = delta.len();
+        let dy = delta.to_vec();
         if local_steps == 0 || local_lr.is_nan() || local_lr <= 0.0 {
             return Err(StrategyError::InvalidConfig(
                 "scaffold: needs >= 1 local step with lr > 0",
@@ -254,11 +309,39 @@ impl Strategy for Scaffold {
         apply_scaled(global, dy, self.server_lr)?;
         if self.control.len() != n {
             self.control = vec![0.0; n];
+            self.step = 0;
         }
+        self.step += 1;
         let share = sampled_fraction as f32;
         for (c, &d) in self.control.iter_mut().zip(dc) {
             *c += share * d;
         }
+        Ok(())
+    }
+
+    fn server_state_len(&self, params: usize) -> usize {
+        params
+    }
+
+    /// The control variate c (zeros before the first step at this size, as the clients read it).
+    fn server_state(&self, params: usize) -> ServerState {
+        if self.control.len() != params {
+            return fresh_state(params);
+        }
+        ServerState {
+            step: self.step,
+            values: self.control.clone(),
+        }
+    }
+
+    fn load_server_state(
+        &mut self,
+        global: &[f32],
+        state: ServerState,
+    ) -> Result<(), StrategyError> {
+        check_server_state(self.server_state_len(global.len()), &state)?;
+        self.control = state.values;
+        self.step = state.step;
         Ok(())
     }
 }
@@ -270,15 +353,21 @@ impl Strategy for Scaffold {
 pub struct Diloco {
     config: DilocoConfig,
     outer: Option<OuterOptimizer>,
+    /// Outer-optimizer state values per parameter (1 with momentum, 0 without), read off a
+    /// one-parameter `OuterOptimizer` because `DilocoConfig` keeps its optimizer config private;
+    /// it lets `server_state_len` answer before the lazy optimizer exists.
+    state_per_param: usize,
 }
 
 impl Diloco {
     /// Outer learning rate and Nesterov momentum (the paper: 0.7 and 0.9).
     pub fn new(outer_lr: f32, outer_momentum: f32) -> Result<Self, StrategyError> {
         // `inner_steps` is the clients' business here; the outer optimizer never reads it.
+        let config = DilocoConfig::new(1, outer_lr, outer_momentum)?;
         Ok(Self {
-            config: DilocoConfig::new(1, outer_lr, outer_momentum)?,
+            config,
             outer: None,
+            state_per_param: OuterOptimizer::new(config, &[0.0]).state().values.len(),
         })
     }
 }
@@ -307,6 +396,31 @@ impl Strategy for Diloco {
             *p = -d;
         }
         global.copy_from_slice(outer.apply()?);
+        Ok(())
+    }
+
+    fn server_state_len(&self, params: usize) -> usize {
+        self.state_per_param * params
+    }
+
+    /// The outer momentum; the start parameters are not in it: after every step they equal the
+    /// global model, which is synced beside this state.
+    fn server_state(&self, params: usize) -> ServerState {
+        match &self.outer {
+            Some(outer) if outer.start().len() == params => from_optimizer(outer.state()),
+            _ => fresh_state(self.server_state_len(params)),
+        }
+    }
+
+    fn load_server_state(
+        &mut self,
+        global: &[f32],
+        state: ServerState,
+    ) -> Result<(), StrategyError> {
+        check_server_state(self.server_state_len(global.len()), &state)?;
+        let mut outer = OuterOptimizer::new(self.config, global);
+        outer.restore(global, to_optimizer(state))?;
+        self.outer = Some(outer);
         Ok(())
     }
 }

@@ -67,7 +67,7 @@ impl Quadratic {
             for (i, client) in clients.iter_mut().enumerate() {
                 let local = self.train(s, i, &global, client, steps, lr);
                 let m = s
-                    .client_message(&global, client, &local, steps, lr)
+                    .client_message(client, &delta(&global, &local).unwrap(), steps, lr)
                     .unwrap();
                 assert_eq!(m.len(), s.message_len(3));
                 messages.push((m, s.aggregation_weight(10)));
@@ -78,6 +78,18 @@ impl Quadratic {
         global
     }
 }
+
+/// Every name `StrategyConfig::from_str` accepts.
+const NAMES: [&str; 8] = [
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "scaffold",
+    "diloco",
+];
 
 fn distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
@@ -149,7 +161,7 @@ fn scaffold_control_variates_follow_option_two() {
     // Round 1: c = cᵢ = 0. Two local steps of lr 0.5 ended at y = [0, 1].
     let mut client = ClientState::default();
     let m = s
-        .client_message(&global, &mut client, &[0.0, 1.0], 2, 0.5)
+        .client_message(&mut client, &delta(&global, &[0.0, 1.0]).unwrap(), 2, 0.5)
         .unwrap();
     // Δy = y − x = [−1, 1]; cᵢ⁺ = 0 − 0 + (x − y)/(K·η) = [1, −1]/1; Δc = cᵢ⁺ − 0.
     assert_eq!(m, vec![-1.0, 1.0, 1.0, -1.0]);
@@ -165,7 +177,7 @@ fn scaffold_control_variates_follow_option_two() {
     assert_eq!(g, vec![0.25 - 1.0, -0.25 + 1.0]);
     // cᵢ⁺ = cᵢ − c + (x − y)/(Kη) with y = x + [0.5, 0] after K = 1, η = 0.5: [1 − 0.25 − 1, −1 + 0.25].
     let m2 = s
-        .client_message(&x, &mut client, &[0.5, 1.0], 1, 0.5)
+        .client_message(&mut client, &delta(&x, &[0.5, 1.0]).unwrap(), 1, 0.5)
         .unwrap();
     assert_eq!(client.control(), &[-0.25, -0.75]);
     assert_eq!(&m2[2..], &[-1.25, 0.25]);
@@ -224,16 +236,7 @@ fn fedyogi_and_fedadagrad_second_moments_by_hand() {
 #[test]
 fn server_optimizers_are_deterministic_across_instances() {
     let q = Quadratic::new();
-    for name in [
-        "fedavg",
-        "fedavgm",
-        "fedprox",
-        "fedadam",
-        "fedyogi",
-        "fedadagrad",
-        "scaffold",
-        "diloco",
-    ] {
+    for name in NAMES {
         let config: StrategyConfig = name.parse().unwrap();
         let a = q.run(config.build().unwrap().as_mut(), 30, 5, 0.1);
         let b = q.run(config.build().unwrap().as_mut(), 30, 5, 0.1);
@@ -273,4 +276,195 @@ fn diloco_is_the_ground_crates_outer_nesterov_step() {
     // Clients moved to [0, 2]: Δ = [−1, 0], pseudo-gradient [1, 0] (the ground crate's hand-computed case).
     s.server_step(&mut x, &[-1.0, 0.0], 1.0).unwrap();
     assert!((x[0] - 0.05).abs() < 1e-6 && x[1] == 2.0, "{x:?}");
+}
+
+#[test]
+fn a_restored_client_control_is_the_one_scaffold_reads() {
+    let s = Scaffold::new(1.0).unwrap();
+    let client = ClientState::with_control(vec![1.0, -1.0]);
+    assert_eq!(client.control(), &[1.0, -1.0]);
+    // c = 0 before the first server step, so the correction is −cᵢ.
+    let mut g = vec![0.0_f32, 0.5];
+    s.correct_gradient(&[0.0, 0.0], &client, &[0.0, 0.0], &mut g)
+        .unwrap();
+    assert_eq!(g, vec![-1.0, 1.5]);
+}
+
+/// Model size of the server-state tests.
+const PARAMS: usize = 7;
+
+fn build(name: &str) -> Box<dyn Strategy> {
+    name.parse::<StrategyConfig>().unwrap().build().unwrap()
+}
+
+fn initial_global() -> Vec<f32> {
+    (0..PARAMS).map(|j| 0.25 * j as f32 - 1.0).collect()
+}
+
+/// Server step `k` with an aggregate of mixed signs and magnitudes (zeros included), sized by the
+/// strategy's message layout, and |S|/N = 0.5.
+fn step(s: &mut dyn Strategy, global: &mut [f32], k: usize) {
+    let aggregate: Vec<f32> = (0..s.message_len(PARAMS))
+        .map(|j| ((j * 7 + k * 5 + 3) % 13) as f32 / 8.0 - 0.75)
+        .collect();
+    s.server_step(global, &aggregate, 0.5).unwrap();
+}
+
+/// The global model and server state, as bits: what peers digest.
+fn fingerprint(s: &dyn Strategy, global: &[f32]) -> (Vec<u32>, u64, Vec<u32>) {
+    let state = s.server_state(PARAMS);
+    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    (bits(global), state.step, bits(&state.values))
+}
+
+#[test]
+fn a_synced_server_state_continues_bit_identically() {
+    for name in NAMES {
+        let mut a = build(name);
+        let mut global = initial_global();
+        for k in 0..3 {
+            step(a.as_mut(), &mut global, k);
+        }
+        let snapshot = a.server_state(PARAMS);
+        let stateful = a.server_state_len(PARAMS) > 0;
+        assert_eq!(snapshot.step, if stateful { 3 } else { 0 }, "{name}");
+        assert!(
+            !stateful || snapshot.values.iter().any(|&v| v != 0.0),
+            "{name}: trained state is all zero"
+        );
+        // A fresh peer, and one whose own history differs (DiLoCo's start must be reset too).
+        let mut fresh = build(name);
+        fresh.load_server_state(&global, snapshot.clone()).unwrap();
+        let mut diverged = build(name);
+        let mut other = initial_global();
+        for k in 5..9 {
+            step(diverged.as_mut(), &mut other, k);
+        }
+        diverged
+            .load_server_state(&global, snapshot.clone())
+            .unwrap();
+        // Without the state, the same global model steps elsewhere.
+        let mut unsynced = build(name);
+        let mut unsynced_global = global.clone();
+        step(unsynced.as_mut(), &mut unsynced_global, 3);
+
+        let mut a_global = global.clone();
+        step(a.as_mut(), &mut a_global, 3);
+        let expected = fingerprint(a.as_ref(), &a_global);
+        for synced in [&mut fresh, &mut diverged] {
+            assert_eq!(synced.server_state(PARAMS), snapshot, "{name}");
+            let mut g = global.clone();
+            step(synced.as_mut(), &mut g, 3);
+            assert_eq!(fingerprint(synced.as_ref(), &g), expected, "{name}");
+        }
+        let without = fingerprint(unsynced.as_ref(), &unsynced_global);
+        assert_eq!(
+            without == expected,
+            !stateful,
+            "{name}: state should matter"
+        );
+    }
+}
+
+#[test]
+fn a_fresh_server_state_is_the_starting_state() {
+    for name in NAMES {
+        let fresh = build(name);
+        let len = fresh.server_state_len(PARAMS);
+        let expected_len = match name {
+            "fedavg" | "fedprox" => 0,
+            "fedadam" | "fedyogi" | "fedadagrad" => 2 * PARAMS,
+            _ => PARAMS,
+        };
+        assert_eq!(len, expected_len, "{name}");
+        let state = fresh.server_state(PARAMS);
+        assert_eq!((state.step, state.values.len()), (0, len), "{name}");
+        // Zeros, except FedOpt's v, which starts at τ² (default τ = 1e-3) as in the paper.
+        let v0 = if len == 2 * PARAMS {
+            1e-3_f32 * 1e-3
+        } else {
+            0.0
+        };
+        let (m, v) = state.values.split_at(len.min(PARAMS));
+        assert!(m.iter().all(|&x| x.to_bits() == 0), "{name}: {m:?}");
+        assert!(v.iter().all(|&x| x == v0), "{name}: {v:?}");
+
+        let (mut plain, mut loaded) = (build(name), build(name));
+        loaded.load_server_state(&initial_global(), state).unwrap();
+        let (mut g_plain, mut g_loaded) = (initial_global(), initial_global());
+        for k in 0..2 {
+            step(plain.as_mut(), &mut g_plain, k);
+            step(loaded.as_mut(), &mut g_loaded, k);
+        }
+        assert_eq!(
+            fingerprint(plain.as_ref(), &g_plain),
+            fingerprint(loaded.as_ref(), &g_loaded),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_server_state_of_the_wrong_length_is_refused_without_change() {
+    for name in NAMES {
+        let (mut s, mut twin) = (build(name), build(name));
+        let (mut g, mut g_twin) = (initial_global(), initial_global());
+        for k in 0..2 {
+            step(s.as_mut(), &mut g, k);
+            step(twin.as_mut(), &mut g_twin, k);
+        }
+        let len = s.server_state_len(PARAMS);
+        // A different global model too, so a DiLoCo start reset before the check would show.
+        let moved: Vec<f32> = g.iter().map(|x| x + 1.0).collect();
+        for bad in [len + 1, len.saturating_sub(1), 3 * len + 2] {
+            if bad == len {
+                continue;
+            }
+            let state = ServerState {
+                step: 9,
+                values: vec![0.5; bad],
+            };
+            let err = s.load_server_state(&moved, state).unwrap_err();
+            assert!(
+                matches!(err, StrategyError::LengthMismatch { expected, found, .. }
+                    if expected == len && found == bad),
+                "{name}: {err}"
+            );
+        }
+        // A state sized for another model.
+        if len > 0 {
+            let state = s.server_state(PARAMS);
+            assert!(s.load_server_state(&moved[..PARAMS - 1], state).is_err());
+        }
+        assert_eq!(
+            fingerprint(s.as_ref(), &g),
+            fingerprint(twin.as_ref(), &g_twin)
+        );
+        step(s.as_mut(), &mut g, 2);
+        step(twin.as_mut(), &mut g_twin, 2);
+        assert_eq!(
+            fingerprint(s.as_ref(), &g),
+            fingerprint(twin.as_ref(), &g_twin),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn optimizer_backed_state_matches_the_ground_crate() {
+    for momentum in [0.0, 0.9] {
+        let strategies: [Box<dyn Strategy>; 2] = [
+            Box::new(FedAvgM::new(0.5, momentum).unwrap()),
+            Box::new(Diloco::new(0.5, momentum).unwrap()),
+        ];
+        let expected = if momentum > 0.0 { PARAMS } else { 0 };
+        for mut s in strategies {
+            assert_eq!(s.server_state_len(PARAMS), expected, "{s:?}");
+            let mut g = initial_global();
+            step(s.as_mut(), &mut g, 0);
+            // Step 1 read from the optimizer itself, whose state has the length announced.
+            let state = s.server_state(PARAMS);
+            assert_eq!((state.step, state.values.len()), (1, expected), "{s:?}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ mod transformer;
 
 use tch::{Tensor, nn};
 
-pub use self::transformer::TransformerConfig;
+pub use self::transformer::{TransformerConfig, TransformerConfigError};
 
 /// Which network to build. Every kind is constructed under a fixed seed by [`crate::Trainer::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +17,8 @@ pub enum ModelKind {
     Mlp,
     /// Two 3×3 convolutions (16, 32 channels), 2×2 max-pool, linear 512→10, for the digits.
     Cnn,
-    /// Byte-level causal transformer for a text corpus.
+    /// Byte-level causal transformer for a text corpus; sizes by name (`tiny`, `small`, `base`) or
+    /// shape through [`TransformerConfig`]'s `FromStr`.
     Transformer(TransformerConfig),
 }
 

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, ValueEnum};
-use gradmesh_kernels::{Device, ModelKind};
+use gradmesh_federated::strategy::StrategyConfig;
+use gradmesh_kernels::{Device, ModelKind, TransformerConfig};
 use gradmesh_node::mesh::{
-    self, DigitsSpec, Fault, NodeSetup, PeerOptions, Workload, WorkloadSpec,
+    self, Fault, InnerOptimizer, ModelSpec, NodeSetup, OuterSpec, PeerOptions, Training, Workload,
+    WorkloadSpec,
 };
 use gradmesh_node::net::{Keypair, Multiaddr, NetConfig, load_or_create, read_mesh_key};
 use gradmesh_protocol::config::{Aggregation, CodecKind, PeerConfig, ServeState};
@@ -56,21 +58,56 @@ pub(crate) struct NodeArgs {
     /// node gets a throwaway identity.
     #[arg(long, env = "GRADMESH_IDENTITY")]
     pub(crate) identity: Option<PathBuf>,
-    /// The training data (safetensors with train_x/train_y/test_x/test_y).
-    #[arg(long, env = "GRADMESH_DATA", default_value = "data/digits.safetensors")]
-    pub(crate) data: PathBuf,
+    /// The training data: for the digits models a safetensors file with
+    /// train_x/train_y/test_x/test_y (default data/digits.safetensors); for the transformer a
+    /// UTF-8 text file or a directory of them, whose last 10 % is validation (default
+    /// data/pycorpus.txt, built by `make setup`).
+    #[arg(long, env = "GRADMESH_DATA")]
+    pub(crate) data: Option<PathBuf>,
     /// Model to train: every node of a mesh must use the same.
     #[arg(long, env = "GRADMESH_MODEL", value_enum, default_value_t = ModelArg::Mlp)]
     pub(crate) model: ModelArg,
+    /// The transformer's size: `tiny`, `small` (trains in minutes on 2 CPU cores), `base`
+    /// (≥100 M parameters, for a GPU), or `layers=L,width=W,heads=H,context=C`.
+    #[arg(long, env = "GRADMESH_MODEL_SIZE", default_value = "small")]
+    pub(crate) model_size: TransformerConfig,
     /// Device for LibTorch: `cpu` or `cuda`.
     #[arg(long, env = "GRADMESH_DEVICE", default_value = "cpu")]
     pub(crate) device: Device,
-    /// Examples per local gradient (the gradient's weight in the average).
+    /// Examples (or text windows) per local step.
     #[arg(long, env = "GRADMESH_BATCH_SIZE", default_value_t = 32)]
     pub(crate) batch_size: usize,
-    /// SGD learning rate (momentum 0.9): every node of a mesh must use the same.
-    #[arg(long, env = "GRADMESH_LEARNING_RATE", default_value_t = 0.1)]
-    pub(crate) learning_rate: f32,
+    /// How the mesh trains: `sync` (one all-reduce of gradients per step; the default for the
+    /// digits models) or local steps between synchronisations with an outer step: `diloco` (the
+    /// default for the transformer), `fedavg`, `fedavgm`, `fedprox`, `fedadam`, `fedyogi`,
+    /// `fedadagrad`, `scaffold`. Every node of a mesh must use the same.
+    #[arg(long, env = "GRADMESH_STRATEGY", value_enum)]
+    pub(crate) strategy: Option<StrategyArg>,
+    /// Local steps per round under a strategy other than `sync` (DiLoCo's H).
+    #[arg(long, env = "GRADMESH_INNER_STEPS", default_value_t = 50)]
+    pub(crate) inner_steps: u32,
+    /// Wall-clock budget of an inner phase in seconds: a node stops its local steps early when
+    /// it is spent (after at least one), so a slow node does fewer and weighs less.
+    #[arg(long, env = "GRADMESH_INNER_TIME")]
+    pub(crate) inner_time: Option<f64>,
+    /// The local optimizer under a strategy other than `sync`: `adamw` (β 0.9/0.95) or `sgd`.
+    #[arg(long, env = "GRADMESH_INNER_OPTIMIZER", value_enum, default_value_t = InnerArg::Adamw)]
+    pub(crate) inner_optimizer: InnerArg,
+    /// Learning rate of the step each node takes: synchronous SGD's (momentum 0.9; default
+    /// 0.1), or the inner optimizer's (default 0.001 for AdamW, 0.1 for SGD). Every node of a
+    /// mesh must use the same.
+    #[arg(long, env = "GRADMESH_LEARNING_RATE")]
+    pub(crate) learning_rate: Option<f32>,
+    /// The inner AdamW's decoupled weight decay.
+    #[arg(long, env = "GRADMESH_WEIGHT_DECAY", default_value_t = 0.1)]
+    pub(crate) weight_decay: f32,
+    /// The outer step's learning rate (by default DiLoCo 0.7; FedAvg, FedAvgM and SCAFFOLD 1;
+    /// FedAdam, FedYogi and FedAdagrad 0.01).
+    #[arg(long, env = "GRADMESH_OUTER_LR")]
+    pub(crate) outer_lr: Option<f32>,
+    /// The outer step's momentum, for `diloco` (Nesterov) and `fedavgm` (default 0.9 for both).
+    #[arg(long, env = "GRADMESH_OUTER_MOMENTUM")]
+    pub(crate) outer_momentum: Option<f32>,
     /// This node's shard of the training set, `INDEX/COUNT` (examples INDEX, INDEX+COUNT, …).
     #[arg(long, env = "GRADMESH_SHARD", default_value = "0/1", value_parser = parse_shard)]
     pub(crate) shard: (usize, usize),
@@ -157,10 +194,31 @@ impl From<ServeStateArg> for ServeState {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ModelArg {
     Mlp,
     Cnn,
+    /// The byte-level causal transformer (size: --model-size) on a text corpus.
+    Transformer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StrategyArg {
+    Sync,
+    Diloco,
+    Fedavg,
+    Fedavgm,
+    Fedprox,
+    Fedadam,
+    Fedyogi,
+    Fedadagrad,
+    Scaffold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InnerArg {
+    Adamw,
+    Sgd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -289,7 +347,7 @@ fn node_setup(
         .serve_state(args.serve_state.into())
         .build()?
         .with_genesis_quorum(args.genesis_quorum);
-    let workload = Workload::build(&workload_spec(args)).context("building the workload")?;
+    let workload = Workload::build(&workload_spec(args)?).context("building the workload")?;
     let profile = Profile {
         bandwidth_bytes_per_s: args.bandwidth_mbit.saturating_mul(125_000),
         samples_per_s: 1000,
@@ -317,23 +375,101 @@ fn node_setup(
     })
 }
 
-fn workload_spec(args: &NodeArgs) -> WorkloadSpec {
-    match args.synthetic_floats {
-        Some(floats) => WorkloadSpec::Synthetic { floats },
-        None => WorkloadSpec::Digits(DigitsSpec {
-            data: args.data.clone(),
-            model: match args.model {
-                ModelArg::Mlp => ModelKind::Mlp,
-                ModelArg::Cnn => ModelKind::Cnn,
-            },
-            device: args.device,
-            batch_size: args.batch_size,
-            shard: args.shard,
-            learning_rate: args.learning_rate,
-            model_seed: args.seed,
-            data_seed: args.seed ^ (args.shard.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        }),
+fn workload_spec(args: &NodeArgs) -> anyhow::Result<WorkloadSpec> {
+    if let Some(floats) = args.synthetic_floats {
+        return Ok(WorkloadSpec::Synthetic { floats });
     }
+    let (model, default_data) = match args.model {
+        ModelArg::Mlp => (ModelKind::Mlp, "data/digits.safetensors"),
+        ModelArg::Cnn => (ModelKind::Cnn, "data/digits.safetensors"),
+        ModelArg::Transformer => (ModelKind::Transformer(args.model_size), "data/pycorpus.txt"),
+    };
+    Ok(WorkloadSpec::Model(ModelSpec {
+        model,
+        data: args.data.clone().unwrap_or_else(|| default_data.into()),
+        device: args.device,
+        batch_size: args.batch_size,
+        shard: args.shard,
+        model_seed: args.seed,
+        data_seed: args.seed ^ (args.shard.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        training: training(args)?,
+    }))
+}
+
+/// `--strategy` and the flags that go with it.
+fn training(args: &NodeArgs) -> anyhow::Result<Training> {
+    let default = match args.model {
+        ModelArg::Transformer => StrategyArg::Diloco,
+        ModelArg::Mlp | ModelArg::Cnn => StrategyArg::Sync,
+    };
+    let strategy = args.strategy.unwrap_or(default);
+    if strategy == StrategyArg::Sync {
+        return Ok(Training::Sync {
+            learning_rate: args.learning_rate.unwrap_or(0.1),
+        });
+    }
+    let name = strategy
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default();
+    let mut config: StrategyConfig = name.parse()?;
+    override_outer(&mut config, args.outer_lr, args.outer_momentum)?;
+    let inner = match args.inner_optimizer {
+        InnerArg::Adamw => InnerOptimizer::AdamW {
+            lr: args.learning_rate.unwrap_or(1e-3),
+            weight_decay: args.weight_decay,
+        },
+        InnerArg::Sgd => InnerOptimizer::Sgd {
+            lr: args.learning_rate.unwrap_or(0.1),
+        },
+    };
+    let inner_time = args
+        .inner_time
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .context("--inner-time must be a positive number of seconds")?;
+    Ok(Training::Outer(OuterSpec {
+        inner_steps: args.inner_steps,
+        inner_time,
+        inner,
+        strategy: config,
+    }))
+}
+
+/// `--outer-lr` and `--outer-momentum` on the strategy's defaults.
+fn override_outer(
+    config: &mut StrategyConfig,
+    lr: Option<f32>,
+    momentum: Option<f32>,
+) -> anyhow::Result<()> {
+    match config {
+        StrategyConfig::Diloco {
+            outer_lr: rate,
+            outer_momentum: m,
+        }
+        | StrategyConfig::FedAvgM {
+            server_lr: rate,
+            momentum: m,
+        } => {
+            *rate = lr.unwrap_or(*rate);
+            *m = momentum.unwrap_or(*m);
+            return Ok(());
+        }
+        StrategyConfig::FedAvg { server_lr: rate }
+        | StrategyConfig::Scaffold { server_lr: rate }
+        | StrategyConfig::FedOpt {
+            server_lr: rate, ..
+        } => *rate = lr.unwrap_or(*rate),
+        _ => anyhow::ensure!(
+            lr.is_none(),
+            "--outer-lr does not apply to --strategy fedprox"
+        ),
+    }
+    anyhow::ensure!(
+        momentum.is_none(),
+        "--outer-momentum applies to --strategy diloco and fedavgm only"
+    );
+    Ok(())
 }
 
 pub(crate) fn init_tracing(format: LogFormat, progress: Option<indicatif::ProgressBar>) {

@@ -31,7 +31,10 @@ pub use checkpointer::{CHECKPOINT_FILE, Checkpointer, Save};
 pub use peer::{Attach, Fault, PeerActor, PeerOptions};
 pub use telemetry::{MeshMetrics, Report};
 pub use trainer::TrainerActor;
-pub use workload::{Computed, DigitsSpec, Evaluation, Workload, WorkloadError, WorkloadSpec};
+pub use workload::{
+    Computed, Evaluation, InnerOptimizer, ModelSpec, OuterSpec, Training, Workload, WorkloadError,
+    WorkloadSpec,
+};
 
 use crate::net::{
     ConfigError, Keypair, NetConfigBuilder, NetInfo, Network, StartError, protocol_peer_id_of_key,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use gradmesh_protocol::peer::{Event, Output, Peer};
 use gradmesh_protocol::sync::StateSnapshot;
 use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
-use gradmesh_protocol::{Floats, PeerId, RoundId, Timestamp};
+use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
 
 use super::checkpointer::{Checkpointer, Save};
 use super::telemetry::{MeshMetrics, Report};
@@ -84,6 +84,7 @@ pub struct PeerActor {
     /// Seconds from roster to commit of the last committed round.
     last_allreduce: Option<(RoundId, f64)>,
     last_loss: Option<f32>,
+    last_inner_steps: u32,
     bytes_sent: u64,
     bytes_received: u64,
     /// The junk state a [`Fault::ForgedState`] node announces and serves, by its round.
@@ -128,6 +129,7 @@ impl PeerActor {
             round_started: None,
             last_allreduce: None,
             last_loss: None,
+            last_inner_steps: 0,
             bytes_sent: 0,
             bytes_received: 0,
             forged: None,
@@ -187,6 +189,7 @@ impl PeerActor {
         ctx.spawn(request.map(|reply, act, ctx| match reply {
             Ok(Ok(computed)) => {
                 act.last_loss = Some(computed.loss);
+                act.last_inner_steps = computed.inner_steps;
                 let now = act.now();
                 act.peer
                     .handle_gradient(now, computed.weight, computed.gradient);
@@ -267,31 +270,17 @@ impl PeerActor {
             contributors,
             loss: self.last_loss,
             accuracy: None,
+            validation_loss: None,
+            inner_steps: self.last_inner_steps,
             seconds,
             bytes_sent: std::mem::take(&mut self.bytes_sent),
             bytes_received: std::mem::take(&mut self.bytes_received),
             digest: state.digest.to_hex(),
         };
-        if let Some(dir) = &self.checkpointer
-            && self.options.checkpoint_every > 0
+        if self.options.checkpoint_every > 0
             && round.0.is_multiple_of(self.options.checkpoint_every)
         {
-            let take = TakeCheckpoint {
-                round: round.0,
-                digest: state.digest.0,
-                committee: self.peer.state_committee().iter().map(|p| p.0).collect(),
-            };
-            let dir = dir.clone();
-            ctx.spawn(
-                self.trainer
-                    .send(take)
-                    .into_actor(self)
-                    .map(move |reply, _, _| {
-                        if let Ok(Some((checkpoint, layout))) = reply {
-                            dir.do_send(Save { checkpoint, layout });
-                        }
-                    }),
-            );
+            self.checkpoint(round, state.digest, ctx);
         }
         if !self.options.evaluate {
             self.show_progress(&report);
@@ -303,14 +292,44 @@ impl PeerActor {
                 .send(Evaluate)
                 .into_actor(self)
                 .map(move |reply, act, _| {
-                    if let (Ok(Ok(Some(eval))), Report::Committed { accuracy, .. }) =
-                        (reply, &mut report)
+                    if let (
+                        Ok(Ok(Some(eval))),
+                        Report::Committed {
+                            accuracy,
+                            validation_loss,
+                            ..
+                        },
+                    ) = (reply, &mut report)
                     {
                         *accuracy = Some(eval.accuracy);
+                        *validation_loss = Some(eval.loss);
                         act.metrics.accuracy.set(eval.accuracy);
                     }
                     act.show_progress(&report);
                     act.report(&report);
+                }),
+        );
+    }
+
+    /// Asks the trainer for a checkpoint of the state committed in `round` and hands it to the
+    /// checkpointer.
+    fn checkpoint(&self, round: RoundId, digest: Digest, ctx: &mut Context<Self>) {
+        let Some(dir) = self.checkpointer.clone() else {
+            return;
+        };
+        let take = TakeCheckpoint {
+            round: round.0,
+            digest: digest.0,
+            committee: self.peer.state_committee().iter().map(|p| p.0).collect(),
+        };
+        ctx.spawn(
+            self.trainer
+                .send(take)
+                .into_actor(self)
+                .map(move |reply, _, _| {
+                    if let Ok(Some((checkpoint, layout))) = reply {
+                        dir.do_send(Save { checkpoint, layout });
+                    }
                 }),
         );
     }
@@ -323,6 +342,8 @@ impl PeerActor {
                 contributors,
                 loss,
                 accuracy,
+                validation_loss,
+                inner_steps,
                 seconds,
                 ..
             },
@@ -332,9 +353,15 @@ impl PeerActor {
         };
         let loss = loss.map_or_else(|| "-".into(), |l| format!("{l:.4}"));
         let accuracy = accuracy.map_or_else(|| "-".into(), |a| format!("{:.2}%", 100.0 * a));
+        let held_out = validation_loss.map_or_else(|| "-".into(), |l| format!("{l:.4}"));
+        let steps = if *inner_steps > 0 {
+            format!("{inner_steps} inner steps, ")
+        } else {
+            String::new()
+        };
         bar.set_message(format!(
-            "round {round}: {contributors} peers, loss {loss}, test accuracy {accuracy}, \
-             all-reduce {seconds:.3} s"
+            "round {round}: {contributors} peers, {steps}loss {loss}, held-out loss {held_out}, \
+             accuracy {accuracy}, all-reduce {seconds:.3} s"
         ));
         bar.tick();
     }

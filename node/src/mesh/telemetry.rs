@@ -143,8 +143,12 @@ pub enum Report {
         contributors: usize,
         /// Local training loss of the gradient this node contributed (if it did).
         loss: Option<f32>,
-        /// Test accuracy after applying.
+        /// Test accuracy (next-token accuracy for a language model) after applying.
         accuracy: Option<f64>,
+        /// Held-out cross-entropy after applying (nats per example or token).
+        validation_loss: Option<f32>,
+        /// Local optimizer steps behind this node's contribution (0 when synchronous).
+        inner_steps: u32,
         /// Seconds from roster to commit.
         seconds: f64,
         /// Frame bytes this node sent since its previous commit.

@@ -91,7 +91,8 @@ impl LocalTrainer {
             strategy.correct_gradient(global, state, &local, self.trainer.gradients_mut())?;
             self.trainer.apply_gradients()?;
         }
-        Ok(strategy.client_message(global, state, self.trainer.parameters(), steps, self.lr)?)
+        let delta = gradmesh_federated::strategy::delta(global, self.trainer.parameters())?;
+        Ok(strategy.client_message(state, &delta, steps, self.lr)?)
     }
 
     /// Test accuracy and mean loss of `params`.
