@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo test fmt-check clippy unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce soak fuzz chaos-soak fl-table
+.PHONY: setup demo demo-lm test fmt-check clippy unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce bench-diloco soak fuzz chaos-soak fl-table
 
 setup:
 	bash scripts/setup.sh
@@ -12,6 +12,12 @@ setup:
 # fresh one joins (docs/operator.md).
 demo: setup
 	$(CARGO) run --release -p gradmesh-node --bin gradmesh -- demo
+
+# Four node processes on loopback train the small byte-level language model with DiLoCo on
+# data/pycorpus.txt; one is SIGKILLed during an outer all-reduce and a fresh one joins (~4 min on
+# 2 cores; docs/operator.md).
+demo-lm: setup
+	$(CARGO) run --release -p gradmesh-node --bin gradmesh -- demo --model transformer
 
 test: setup fmt-check clippy protocol-deps unit
 
@@ -56,6 +62,11 @@ bench-allreduce: setup
 CODEC_ACCURACY_STEPS ?= 1500
 bench-codec-accuracy: setup
 	$(CARGO) run --release -p gradmesh-kernels --example codec_accuracy -- $(CODEC_ACCURACY_STEPS)
+
+# Transformer validation loss vs bytes per token at an equal token budget: 4 in-process peers,
+# sync SGD, DiLoCo H=10/50 (fp32, int8, fp16), one process with the 4× batch; 3 seeds (~15 min).
+bench-diloco: setup
+	$(CARGO) run --release -p gradmesh-node --example diloco_table
 
 # Fuzz every decoder the network reaches for 60 s each (needs nightly and `cargo install
 # cargo-fuzz`): the wire decoder (fuzz/) and the node's frames, lane records, lane offers and

@@ -117,6 +117,13 @@ pub(crate) struct NodeArgs {
     /// Hard bound on one round, in seconds; every other protocol timeout scales with it.
     #[arg(long, env = "GRADMESH_ROUND_TIMEOUT", default_value_t = 12.0)]
     pub(crate) round_timeout: f64,
+    /// How long a round's leader waits, once ready, for the other nodes to be ready before it
+    /// proposes a roster without them, in seconds (it proposes at once when all are). Default:
+    /// 1/40 of the round timeout when training synchronously; under local steps half the
+    /// inner-phase budget (--inner-time) or half the round timeout, so that nodes whose inner
+    /// phases end a little apart still share a round.
+    #[arg(long, env = "GRADMESH_COLLECT_WINDOW")]
+    pub(crate) collect_window: Option<f64>,
     /// Votes the first round needs: set it to a majority of the founders, so that two halves
     /// of a mesh that start apart cannot both commit a first round.
     #[arg(long, env = "GRADMESH_GENESIS_QUORUM", default_value_t = 1)]
@@ -340,8 +347,11 @@ fn node_setup(
         .metrics_addr(args.metrics_addr);
     let round_timeout = Duration::try_from_secs_f64(args.round_timeout)
         .context("--round-timeout must be a positive number of seconds")?;
-    let peer_config = PeerConfig::builder()
-        .scaled_to(round_timeout)
+    let mut builder = PeerConfig::builder().scaled_to(round_timeout);
+    if let Some(window) = collect_window(args, round_timeout)? {
+        builder = builder.collect_window(window);
+    }
+    let peer_config = builder
         .aggregation(args.aggregation)
         .codec(args.codec)
         .serve_state(args.serve_state.into())
@@ -393,6 +403,26 @@ fn workload_spec(args: &NodeArgs) -> anyhow::Result<WorkloadSpec> {
         model_seed: args.seed,
         data_seed: args.seed ^ (args.shard.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         training: training(args)?,
+    }))
+}
+
+/// `--collect-window`, or its default under local steps (see the flag); `None` keeps the
+/// protocol's.
+fn collect_window(args: &NodeArgs, round_timeout: Duration) -> anyhow::Result<Option<Duration>> {
+    if let Some(seconds) = args.collect_window {
+        let window = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|w| !w.is_zero() && *w < round_timeout)
+            .context("--collect-window must be positive and shorter than --round-timeout")?;
+        return Ok(Some(window));
+    }
+    let local_steps =
+        args.synthetic_floats.is_none() && matches!(training(args)?, Training::Outer(_));
+    Ok(local_steps.then(|| {
+        let inner = args
+            .inner_time
+            .and_then(|t| Duration::try_from_secs_f64(t).ok());
+        inner.unwrap_or(round_timeout).min(round_timeout) / 2
     }))
 }
 

@@ -129,6 +129,16 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
     }
     let resumed = resume(&mut workload, checkpoint_dir.as_ref(), &peer_config)?;
     let initial = (!join).then(|| workload.state_bytes());
+    if options.report && options.evaluate && !join {
+        let round = resumed.as_ref().map_or(0, |s| s.summary().round.0);
+        if let Ok(Some(eval)) = workload.evaluate() {
+            report_line(&Report::Evaluated {
+                round,
+                validation_loss: eval.loss,
+                accuracy: eval.accuracy,
+            });
+        }
+    }
     let peer = match resumed {
         Some(snapshot) => {
             let summary = snapshot.summary();

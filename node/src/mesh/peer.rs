@@ -85,6 +85,7 @@ pub struct PeerActor {
     last_allreduce: Option<(RoundId, f64)>,
     last_loss: Option<f32>,
     last_inner_steps: u32,
+    last_compute_seconds: f64,
     bytes_sent: u64,
     bytes_received: u64,
     /// The junk state a [`Fault::ForgedState`] node announces and serves, by its round.
@@ -130,6 +131,7 @@ impl PeerActor {
             last_allreduce: None,
             last_loss: None,
             last_inner_steps: 0,
+            last_compute_seconds: 0.0,
             bytes_sent: 0,
             bytes_received: 0,
             forged: None,
@@ -190,6 +192,7 @@ impl PeerActor {
             Ok(Ok(computed)) => {
                 act.last_loss = Some(computed.loss);
                 act.last_inner_steps = computed.inner_steps;
+                act.last_compute_seconds = computed.seconds;
                 let now = act.now();
                 act.peer
                     .handle_gradient(now, computed.weight, computed.gradient);
@@ -272,6 +275,7 @@ impl PeerActor {
             accuracy: None,
             validation_loss: None,
             inner_steps: self.last_inner_steps,
+            compute_seconds: self.last_compute_seconds,
             seconds,
             bytes_sent: std::mem::take(&mut self.bytes_sent),
             bytes_received: std::mem::take(&mut self.bytes_received),

@@ -104,6 +104,15 @@ pub enum Report {
         /// Where `/metrics` is served.
         metrics: Option<String>,
     },
+    /// The model's held-out figures before any round (a founder's or resumed node's state).
+    Evaluated {
+        /// The round of the state evaluated (0: the seeded initial weights).
+        round: u64,
+        /// Held-out cross-entropy (nats per example or token).
+        validation_loss: f32,
+        /// Held-out accuracy (next-token accuracy for a language model).
+        accuracy: f64,
+    },
     /// A listen address (dial it with `/p2p/<transport_peer>` appended).
     Listening {
         /// The address.
@@ -149,6 +158,8 @@ pub enum Report {
         validation_loss: Option<f32>,
         /// Local optimizer steps behind this node's contribution (0 when synchronous).
         inner_steps: u32,
+        /// Seconds this node spent computing its contribution (the inner phase).
+        compute_seconds: f64,
         /// Seconds from roster to commit.
         seconds: f64,
         /// Frame bytes this node sent since its previous commit.

@@ -118,6 +118,8 @@ pub struct Computed {
     pub loss: f32,
     /// Local optimizer steps behind it (0 when synchronous: the mesh takes the step).
     pub inner_steps: u32,
+    /// Seconds it took to compute.
+    pub seconds: f64,
 }
 
 /// Held-out figures.
@@ -303,6 +305,7 @@ impl ModelWorkload {
         if let Some(outer) = &mut self.outer {
             return outer.compute(&mut self.trainer, &mut self.source, &mut self.step);
         }
+        let started = std::time::Instant::now();
         let batch = self.source.batch(self.step)?;
         self.step += 1;
         let loss = self.trainer.compute_gradients(&batch)?;
@@ -311,6 +314,7 @@ impl ModelWorkload {
             gradient: Arc::from(self.trainer.gradients()),
             loss,
             inner_steps: 0,
+            seconds: started.elapsed().as_secs_f64(),
         })
     }
 

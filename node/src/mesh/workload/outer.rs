@@ -182,6 +182,7 @@ impl Outer {
             gradient: message.into(),
             loss,
             inner_steps: steps,
+            seconds: started.elapsed().as_secs_f64(),
         })
     }
 

@@ -42,6 +42,7 @@ impl Synthetic {
             gradient: Arc::clone(&self.direction),
             loss: 0.0,
             inner_steps: 0,
+            seconds: 0.0,
         }
     }
 
