@@ -63,8 +63,7 @@ CODEC_ACCURACY_STEPS ?= 1500
 bench-codec-accuracy: setup
 	$(CARGO) run --release -p gradmesh-kernels --example codec_accuracy -- $(CODEC_ACCURACY_STEPS)
 
-# Transformer validation loss vs bytes per token at an equal token budget: 4 in-process peers,
-# sync SGD, DiLoCo H=10/50 (fp32, int8, fp16), one process with the 4× batch; 3 seeds (~15 min).
+# Transformer loss vs bytes/token, equal tokens: sync, DiLoCo H=10/50 (+int8/fp16), 1 process (~15 min).
 bench-diloco: setup
 	$(CARGO) run --release -p gradmesh-node --example diloco_table
 

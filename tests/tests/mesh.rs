@@ -571,6 +571,57 @@ fn the_language_model_demo_lowers_the_held_out_loss_through_a_kill_and_a_join() 
     assert!(initial > 5.5 && last < 3.3, "{initial} -> {last}");
 }
 
+#[test]
+fn nodes_with_different_model_shapes_refuse_each_other_naming_the_difference() {
+    let _serial = serial();
+    // Node 1 trains the tiny model with one layer more.
+    let mut cluster = mesh_of(
+        "shapes",
+        2,
+        |shard, of, founders| {
+            let mut args = lm_args(shard, of, founders);
+            if shard == 1 {
+                for arg in &mut args {
+                    if arg == "tiny" {
+                        "layers=3,width=64,heads=4,context=64".clone_into(arg);
+                    }
+                }
+            }
+            args
+        },
+        |_| Vec::new(),
+    );
+    // The node that first reads the other's identify logs one line naming the setting that
+    // differs and refuses it (the other then only sees it go); neither trains with the other.
+    let named = |cluster: &Cluster, node: usize| {
+        std::fs::read_to_string(&cluster.nodes()[node].log).is_ok_and(|log| {
+            log.lines().any(|l| {
+                l.contains("ERROR")
+                    && l.contains("peer trains something else (model: theirs transformer:layers=")
+                    && l.contains("ours transformer:layers=")
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(named(&cluster, 0) || named(&cluster, 1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged; logs in {}",
+            cluster.dir().display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let together = cluster.wait_for(
+        Duration::from_secs(5),
+        "a shared round",
+        |_, r| matches!(r, Report::RoundStarted { contributors, .. } if *contributors > 1),
+    );
+    assert!(
+        together.is_err(),
+        "nodes with different models shared a round"
+    );
+}
+
 /// Issue 16, rows 1–3: a member announces a state 1000 rounds ahead of the mesh and serves 64
 /// junk bytes, consistent with that state's digest, to whoever fetches it. Before, every node
 /// became a joiner (no round committed for 60 s), then loaded the junk and exited ("training

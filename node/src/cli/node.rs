@@ -9,13 +9,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, ValueEnum};
-use gradmesh_federated::strategy::StrategyConfig;
+use gradmesh_federated::strategy::{FedOptRule, StrategyConfig};
 use gradmesh_kernels::{Device, ModelKind, TransformerConfig};
 use gradmesh_node::mesh::{
     self, Fault, InnerOptimizer, ModelSpec, NodeSetup, OuterSpec, PeerOptions, Training, Workload,
     WorkloadSpec,
 };
-use gradmesh_node::net::{Keypair, Multiaddr, NetConfig, load_or_create, read_mesh_key};
+use gradmesh_node::net::{
+    Keypair, Multiaddr, NetConfig, TrainingDescriptor, load_or_create, read_mesh_key,
+};
 use gradmesh_protocol::config::{Aggregation, CodecKind, PeerConfig, ServeState};
 use gradmesh_protocol::peer::Profile;
 
@@ -344,7 +346,8 @@ fn node_setup(
         .mdns(args.mdns)
         .lanes(!args.no_lanes)
         .lane_port(args.lane_port)
-        .metrics_addr(args.metrics_addr);
+        .metrics_addr(args.metrics_addr)
+        .training(training_descriptor(args)?);
     let round_timeout = Duration::try_from_secs_f64(args.round_timeout)
         .context("--round-timeout must be a positive number of seconds")?;
     let mut builder = PeerConfig::builder().scaled_to(round_timeout);
@@ -404,6 +407,68 @@ fn workload_spec(args: &NodeArgs) -> anyhow::Result<WorkloadSpec> {
         data_seed: args.seed ^ (args.shard.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         training: training(args)?,
     }))
+}
+
+/// What every node of a mesh must set alike, told to peers so that one that differs is named.
+fn training_descriptor(args: &NodeArgs) -> anyhow::Result<TrainingDescriptor> {
+    let mut words: Vec<(&str, String)> = Vec::new();
+    match workload_spec(args)? {
+        WorkloadSpec::Synthetic { floats } => words.push(("synthetic-floats", floats.to_string())),
+        WorkloadSpec::Model(spec) => {
+            let model = match spec.model {
+                ModelKind::Transformer(shape) => format!("transformer:{shape}"),
+                ModelKind::Cnn => "cnn".to_owned(),
+                _ => "mlp".to_owned(),
+            };
+            words.extend([("model", model), ("seed", spec.model_seed.to_string())]);
+            match spec.training {
+                Training::Sync { learning_rate } => words.extend([
+                    ("strategy", "sync".to_owned()),
+                    ("learning-rate", learning_rate.to_string()),
+                ]),
+                Training::Outer(outer) => {
+                    words.push(("strategy", strategy_words(&outer.strategy)));
+                }
+            }
+        }
+    }
+    words.extend([
+        ("codec", args.codec.to_string()),
+        ("aggregation", args.aggregation.to_string()),
+    ]);
+    Ok(TrainingDescriptor::new(words))
+}
+
+/// A strategy and the hyper-parameters of its server step, as one word.
+fn strategy_words(config: &StrategyConfig) -> String {
+    match config {
+        StrategyConfig::Diloco {
+            outer_lr,
+            outer_momentum,
+        } => format!("diloco:lr={outer_lr},momentum={outer_momentum}"),
+        StrategyConfig::FedAvgM {
+            server_lr,
+            momentum,
+        } => format!("fedavgm:lr={server_lr},momentum={momentum}"),
+        StrategyConfig::FedAvg { server_lr } => format!("fedavg:lr={server_lr}"),
+        StrategyConfig::Scaffold { server_lr } => format!("scaffold:lr={server_lr}"),
+        StrategyConfig::FedProx { mu } => format!("fedprox:mu={mu}"),
+        StrategyConfig::FedOpt {
+            rule,
+            server_lr,
+            beta1,
+            beta2,
+            tau,
+        } => {
+            let name = match rule {
+                FedOptRule::Adam => "fedadam",
+                FedOptRule::Yogi => "fedyogi",
+                _ => "fedadagrad",
+            };
+            format!("{name}:lr={server_lr},beta1={beta1},beta2={beta2},tau={tau}")
+        }
+        _ => "other".to_owned(),
+    }
 }
 
 /// `--collect-window`, or its default under local steps (see the flag); `None` keeps the

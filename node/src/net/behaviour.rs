@@ -107,7 +107,10 @@ impl MeshBehaviour {
         gossipsub.subscribe(&gossipsub::IdentTopic::new(config.topic_name()))?;
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
-                .with_agent_version(format!("gradmesh/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(config.training.as_ref().map_or_else(
+                    || super::config::AGENT.to_owned(),
+                    super::config::TrainingDescriptor::agent_version,
+                )),
         );
         let mut kad =
             kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config());

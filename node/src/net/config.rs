@@ -63,7 +63,81 @@ pub struct NetConfig {
     pub(crate) lanes: bool,
     pub(crate) lane_port: u16,
     pub(crate) extra_metrics: Option<MetricsRegistrar>,
+    pub(crate) training: Option<TrainingDescriptor>,
 }
+
+/// What every node of a mesh must train alike (model and shape, seed, strategy, codec, …), as
+/// `key=value` words. Nodes tell each other theirs in libp2p's identify exchange; a peer whose
+/// descriptor differs is named in a one-line error (the first key that differs, both values)
+/// and refused, instead of its rounds failing silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingDescriptor(String);
+
+impl TrainingDescriptor {
+    /// The words `key=value`, in the order given.
+    #[must_use]
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+        let words: Vec<String> = pairs
+            .into_iter()
+            .map(|(key, value)| format!("{key}={}", value.replace(char::is_whitespace, "_")))
+            .collect();
+        Self(words.join(" "))
+    }
+
+    /// The descriptor as words.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The identify agent version that carries it.
+    pub(crate) fn agent_version(&self) -> String {
+        format!("{AGENT}; trains {}", self.0)
+    }
+
+    /// The descriptor in a peer's identify agent version, if it sent one.
+    pub(crate) fn of_agent(agent_version: &str) -> Option<&str> {
+        agent_version
+            .split_once("; trains ")
+            .map(|(_, words)| words)
+    }
+
+    /// How `theirs` differs from this one: the first key with another value (or missing on one
+    /// side), as `key: theirs X, ours Y`. `None` when they agree.
+    #[must_use]
+    pub fn difference(&self, theirs: &str) -> Option<String> {
+        if self.0 == theirs {
+            return None;
+        }
+        let pairs = |s: &str| -> Vec<(String, String)> {
+            s.split_whitespace()
+                .map(|w| match w.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (w.to_owned(), String::new()),
+                })
+                .collect()
+        };
+        let (ours, theirs) = (pairs(&self.0), pairs(theirs));
+        let value = |list: &[(String, String)], key: &str| {
+            list.iter()
+                .find(|(k, _)| k == key)
+                .map_or_else(|| "(none)".to_owned(), |(_, v)| v.clone())
+        };
+        let keys = ours.iter().chain(&theirs).map(|(k, _)| k.as_str());
+        let differing = keys
+            .into_iter()
+            .find(|k| value(&ours, k) != value(&theirs, k))
+            .unwrap_or("training");
+        Some(format!(
+            "{differing}: theirs {}, ours {}",
+            value(&theirs, differing),
+            value(&ours, differing)
+        ))
+    }
+}
+
+/// The identify agent version's prefix.
+pub(crate) const AGENT: &str = concat!("gradmesh/", env!("CARGO_PKG_VERSION"));
 
 /// Registers metrics of other node components in the network layer's registry, so one
 /// `/metrics` endpoint serves them all (under the `gradmesh_` prefix).
@@ -127,6 +201,8 @@ pub struct NetConfigBuilder {
     lane_port: u16,
     /// Default: none.
     extra_metrics: Option<MetricsRegistrar>,
+    /// Default: none (peers are not checked).
+    training: Option<TrainingDescriptor>,
 }
 
 impl Default for NetConfigBuilder {
@@ -148,6 +224,7 @@ impl Default for NetConfigBuilder {
             lanes: true,
             lane_port: 0,
             extra_metrics: None,
+            training: None,
         }
     }
 }
@@ -231,6 +308,13 @@ impl NetConfigBuilder {
         self
     }
 
+    /// What this node trains: peers that train something else are named and refused.
+    #[must_use]
+    pub fn training(mut self, descriptor: TrainingDescriptor) -> Self {
+        self.training = Some(descriptor);
+        self
+    }
+
     /// Metrics of other components to serve next to the network's.
     #[must_use]
     pub fn extra_metrics(mut self, registrar: MetricsRegistrar) -> Self {
@@ -289,6 +373,7 @@ impl NetConfigBuilder {
             lanes: self.lanes,
             lane_port: self.lane_port,
             extra_metrics: self.extra_metrics,
+            training: self.training,
         })
     }
 }
@@ -301,6 +386,34 @@ fn is_quic(addr: &Multiaddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_training_descriptor_names_the_first_setting_that_differs() {
+        let ours = TrainingDescriptor::new([
+            ("model", "transformer:layers=2,width=64".to_owned()),
+            ("seed", "1".to_owned()),
+            ("codec", "none".to_owned()),
+        ]);
+        let agent = ours.agent_version();
+        assert!(agent.starts_with(AGENT));
+        assert_eq!(TrainingDescriptor::of_agent(&agent), Some(ours.as_str()));
+        assert_eq!(TrainingDescriptor::of_agent("gradmesh/0.0.1"), None);
+        assert_eq!(ours.difference(ours.as_str()), None);
+        assert_eq!(
+            ours.difference("model=transformer:layers=2,width=64 seed=2 codec=int8")
+                .as_deref(),
+            Some("seed: theirs 2, ours 1")
+        );
+        assert_eq!(
+            ours.difference("model=mlp").as_deref(),
+            Some("model: theirs mlp, ours transformer:layers=2,width=64")
+        );
+        assert_eq!(
+            ours.difference("model=transformer:layers=2,width=64 seed=1")
+                .as_deref(),
+            Some("codec: theirs (none), ours none")
+        );
+    }
 
     fn key() -> PreSharedKey {
         PreSharedKey::new([7; 32])

@@ -125,6 +125,9 @@ pub enum BanReason {
     /// It authored an announcement that does not decode.
     #[error("authored an undecodable announcement")]
     UndecodableAnnouncement,
+    /// It trains another model, strategy or setting than this node.
+    #[error("trains something else than this node")]
+    DifferentTraining,
 }
 
 /// Why a [`Publish`] or [`Dial`] was refused.

@@ -31,7 +31,7 @@ pub use behaviour::{
     BehaviourError, CONNECTIONS_PER_PEER_MAX, ESTABLISHED_INBOUND_MAX, FRAME_STREAMS_MAX,
     FRAMES_IN_FLIGHT_PER_PEER_MAX, GOSSIP_BYTES_MAX, PENDING_INBOUND_MAX,
 };
-pub use config::{ConfigError, MetricsRegistrar, NetConfig, NetConfigBuilder};
+pub use config::{ConfigError, MetricsRegistrar, NetConfig, NetConfigBuilder, TrainingDescriptor};
 pub use frame::{Frame, FrameCaps, FrameError, Oversize};
 pub use identity::{IdentityError, load_or_create, protocol_peer_id, protocol_peer_id_of_key};
 pub use lane::LANE_PAYLOAD_MIN;

@@ -11,10 +11,11 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{gossipsub, identify, kad, mdns};
 
 use super::behaviour::MeshBehaviourEvent;
+use super::config::TrainingDescriptor;
 use super::frame::{Frame, FrameAck};
 use super::identity::protocol_peer_id;
 use super::lane::{LaneOffer, OfferAck};
-use super::messages::{DialFailure, NetEvent, SendFailure};
+use super::messages::{BanReason, DialFailure, NetEvent, SendFailure};
 use super::swarm_loop::{PendingKey, SwarmLoop, frame_bytes};
 
 /// Addresses taken from one identify message; the rest are ignored.
@@ -223,9 +224,23 @@ impl SwarmLoop {
         }
     }
 
-    /// Listen addresses a peer reports go to Kademlia, so others can find it through us.
+    /// Listen addresses a peer reports go to Kademlia, so others can find it through us; a peer
+    /// that trains something else is named and refused.
     fn handle_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
+            let difference = self.training.as_ref().and_then(|ours| {
+                TrainingDescriptor::of_agent(&info.agent_version)
+                    .and_then(|theirs| ours.difference(theirs))
+            });
+            if let Some(difference) = difference {
+                tracing::error!(
+                    peer = %peer_id,
+                    "peer trains something else ({difference}); every node of a mesh must \
+                     use the same settings: refusing it"
+                );
+                self.ban_transport(peer_id, BanReason::DifferentTraining);
+                return;
+            }
             let kad = &mut self.swarm.behaviour_mut().kad;
             for addr in info.listen_addrs.into_iter().take(IDENTIFY_ADDRS_MAX) {
                 kad.add_address(&peer_id, addr);

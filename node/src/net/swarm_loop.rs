@@ -24,13 +24,14 @@ use super::announce::Sealer;
 use super::behaviour::{
     BehaviourError, FRAMES_IN_FLIGHT_PER_PEER_MAX, MeshBehaviour, MeshBehaviourEvent,
 };
-use super::config::NetConfig;
+use super::config::{NetConfig, TrainingDescriptor};
 use super::frame::InboundBudget;
 use super::frame::{Frame, FrameCaps};
 use super::identity::protocol_peer_id_of_key;
 use super::lane::{LaneEvent, Lanes};
 use super::messages::{
-    BAN_DURATION, Ban, FrameSent, NetError, NetEvent, SendFailure, SendFrame, SendFrameError,
+    BAN_DURATION, Ban, BanReason, FrameSent, NetError, NetEvent, SendFailure, SendFrame,
+    SendFrameError,
 };
 use super::metrics::{NetMetrics, bind_metrics, serve_metrics};
 use super::peers::PeerTable;
@@ -143,6 +144,8 @@ pub(crate) struct SwarmLoop {
     inbound: InboundBudget,
     /// Banned peers and when their bans end.
     bans: HashMap<libp2p::PeerId, Instant>,
+    /// What this node trains, checked against every peer's identify.
+    pub(super) training: Option<TrainingDescriptor>,
     pub(super) metrics: NetMetrics,
 }
 
@@ -221,6 +224,7 @@ impl SwarmLoop {
             caps: config.frame_caps,
             inbound: config.inbound_frame_bytes.clone(),
             bans: HashMap::new(),
+            training: config.training.clone(),
             metrics,
         };
         Ok((swarm_loop, info))
@@ -284,9 +288,14 @@ impl SwarmLoop {
 
     /// Disconnects a connected peer and refuses it for [`BAN_DURATION`]. One warning per ban.
     fn ban(&mut self, Ban { peer, reason }: Ban) {
-        let Some(transport) = self.peers.transport_of(&peer) else {
-            return;
-        };
+        if let Some(transport) = self.peers.transport_of(&peer) {
+            self.ban_transport(transport, reason);
+        }
+    }
+
+    /// Disconnects `transport` and refuses it for [`BAN_DURATION`].
+    pub(super) fn ban_transport(&mut self, transport: libp2p::PeerId, reason: BanReason) {
+        let peer = transport;
         if self.bans.len() >= BANS_MAX && !self.bans.contains_key(&transport) {
             // Fresh keys cost an attacker nothing: past the cap the ban ending first is lifted
             // early rather than letting the table grow.
