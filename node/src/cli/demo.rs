@@ -82,6 +82,8 @@ struct Summary {
     initial_validation_loss: Option<f32>,
     final_validation_loss: Option<f32>,
     final_accuracy: Option<f64>,
+    /// The survivors' mean share of wall time spent computing (inner steps).
+    compute_utilisation: Option<f64>,
     rounds: u64,
     outer_rounds: u64,
     kills: usize,
@@ -235,6 +237,8 @@ struct Observed {
     first_commit: Option<u64>,
     /// The founders' held-out loss before training.
     initial_validation_loss: Option<f32>,
+    /// Each node's compute utilisation at its last commit.
+    utilisation: BTreeMap<usize, f64>,
 }
 
 fn observe(cluster: &Cluster, joiner: usize, per_step: usize) -> Observed {
@@ -258,10 +262,14 @@ fn observe(cluster: &Cluster, joiner: usize, per_step: usize) -> Observed {
                 validation_loss,
                 inner_steps,
                 compute_seconds,
+                utilisation,
                 seconds,
                 bytes_sent,
                 ..
             } => {
+                if let Some(u) = utilisation {
+                    seen.utilisation.insert(*i, *u);
+                }
                 let row = seen.rows.entry(*round).or_default();
                 row.round = *round;
                 row.peers = row.peers.max(*contributors);
@@ -355,6 +363,7 @@ fn summarize(
         initial_validation_loss: seen.initial_validation_loss,
         final_validation_loss: final_row.and_then(|r| r.validation_loss),
         final_accuracy: final_row.and_then(|r| r.accuracy),
+        compute_utilisation: mean(survivors.iter().filter_map(|i| seen.utilisation.get(i))),
         rounds: final_round.unwrap_or(last),
         outer_rounds: final_round.unwrap_or(last),
         kills: 1,
@@ -432,6 +441,13 @@ fn render_summary(out: &mut String, summary: &Summary) {
     );
     let _ = writeln!(
         *out,
+        "compute utilisation (time computing ÷ wall time, mean over survivors): {}",
+        summary
+            .compute_utilisation
+            .map_or("-".into(), |u| format!("{:.1}%", 100.0 * u))
+    );
+    let _ = writeln!(
+        *out,
         "killed during round {}; joiner synced round {}, first committed round {}",
         summary.killed_in_round,
         round_or_none(summary.joiner_synced_round),
@@ -475,6 +491,12 @@ fn common_final_round(cluster: &Cluster, survivors: &[usize], last: u64) -> Opti
     held.into_iter()
         .find(|(_, nodes)| survivors.iter().all(|s| nodes.contains(s)))
         .map(|(round, _)| round)
+}
+
+/// The mean of `values`, `None` when there are none.
+fn mean<'a>(values: impl Iterator<Item = &'a f64>) -> Option<f64> {
+    let (sum, count) = values.fold((0.0, 0_u32), |(s, n), v| (s + v, n + 1));
+    (count > 0).then(|| sum / f64::from(count))
 }
 
 /// Training tokens (or examples) per second of a contribution of `inner_steps` steps (1 when

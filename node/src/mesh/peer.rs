@@ -86,6 +86,8 @@ pub struct PeerActor {
     last_loss: Option<f32>,
     last_inner_steps: u32,
     last_compute_seconds: f64,
+    /// Seconds spent computing since the first compute began, and when that was.
+    computing: (f64, Option<Instant>),
     bytes_sent: u64,
     bytes_received: u64,
     /// The junk state a [`Fault::ForgedState`] node announces and serves, by its round.
@@ -132,6 +134,7 @@ impl PeerActor {
             last_loss: None,
             last_inner_steps: 0,
             last_compute_seconds: 0.0,
+            computing: (0.0, None),
             bytes_sent: 0,
             bytes_received: 0,
             forged: None,
@@ -187,12 +190,14 @@ impl PeerActor {
     }
 
     fn compute(&mut self, ctx: &mut Context<Self>) {
+        self.computing.1.get_or_insert_with(Instant::now);
         let request = self.trainer.send(Compute).into_actor(self);
         ctx.spawn(request.map(|reply, act, ctx| match reply {
             Ok(Ok(computed)) => {
                 act.last_loss = Some(computed.loss);
                 act.last_inner_steps = computed.inner_steps;
                 act.last_compute_seconds = computed.seconds;
+                act.computing.0 += computed.seconds;
                 let now = act.now();
                 act.peer
                     .handle_gradient(now, computed.weight, computed.gradient);
@@ -276,6 +281,10 @@ impl PeerActor {
             validation_loss: None,
             inner_steps: self.last_inner_steps,
             compute_seconds: self.last_compute_seconds,
+            utilisation: self
+                .computing
+                .1
+                .map(|since| self.computing.0 / since.elapsed().as_secs_f64().max(1e-9)),
             seconds,
             bytes_sent: std::mem::take(&mut self.bytes_sent),
             bytes_received: std::mem::take(&mut self.bytes_received),

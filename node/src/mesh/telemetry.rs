@@ -160,6 +160,9 @@ pub enum Report {
         inner_steps: u32,
         /// Seconds this node spent computing its contribution (the inner phase).
         compute_seconds: f64,
+        /// Share of wall time this node spent computing since its first computation began
+        /// (compute utilisation: under DiLoCo, time in inner steps ÷ wall time).
+        utilisation: Option<f64>,
         /// Seconds from roster to commit.
         seconds: f64,
         /// Frame bytes this node sent since its previous commit.
