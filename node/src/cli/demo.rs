@@ -27,6 +27,10 @@ pub(crate) struct DemoArgs {
     /// The transformer's inner steps per outer round.
     #[arg(long, default_value_t = 20)]
     inner_steps: u32,
+    /// The transformer's nodes run their next inner phase while the mesh reduces
+    /// (`gradmesh node --overlap`).
+    #[arg(long)]
+    overlap: bool,
     /// Founding node processes.
     #[arg(long, default_value_t = 4)]
     nodes: usize,
@@ -156,6 +160,9 @@ impl Plan {
                 "--inner-steps".into(),
                 args.inner_steps.to_string(),
             ]);
+            if args.overlap {
+                flags.push("--overlap".into());
+            }
         }
         flags
     }

@@ -92,6 +92,12 @@ pub(crate) struct NodeArgs {
     /// it is spent (after at least one), so a slow node does fewer and weighs less.
     #[arg(long, env = "GRADMESH_INNER_TIME")]
     pub(crate) inner_time: Option<f64>,
+    /// Start the next inner phase as soon as this node's message is handed to the mesh, while
+    /// the mesh reduces it (Streaming DiLoCo's one-step-delayed outer update): the inner steps
+    /// taken meanwhile carry over to the new global model when it arrives, so compute waits for
+    /// the network only when the network is slower than an inner phase.
+    #[arg(long, env = "GRADMESH_OVERLAP")]
+    pub(crate) overlap: bool,
     /// The local optimizer under a strategy other than `sync`: `adamw` (β 0.9/0.95) or `sgd`.
     #[arg(long, env = "GRADMESH_INNER_OPTIMIZER", value_enum, default_value_t = InnerArg::Adamw)]
     pub(crate) inner_optimizer: InnerArg,
@@ -384,6 +390,7 @@ fn node_setup(
                 FaultArg::ForgedState => Fault::ForgedState,
             }),
             progress: progress.clone(),
+            overlap: args.overlap,
         },
     })
 }
@@ -498,6 +505,10 @@ fn training(args: &NodeArgs) -> anyhow::Result<Training> {
         ModelArg::Mlp | ModelArg::Cnn => StrategyArg::Sync,
     };
     let strategy = args.strategy.unwrap_or(default);
+    anyhow::ensure!(
+        !(args.overlap && strategy == StrategyArg::Sync),
+        "--overlap needs local steps: give a --strategy other than sync (e.g. diloco)"
+    );
     if strategy == StrategyArg::Sync {
         return Ok(Training::Sync {
             learning_rate: args.learning_rate.unwrap_or(0.1),

@@ -21,7 +21,7 @@ use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
 
 use super::checkpointer::{Checkpointer, Save};
 use super::telemetry::{MeshMetrics, Report};
-use super::trainer::{Apply, Compute, Evaluate, Load, TakeCheckpoint, TrainerActor};
+use super::trainer::{Apply, Compute, Evaluate, InnerStep, Load, TakeCheckpoint, TrainerActor};
 use crate::net::{
     Ban, BanReason, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, NetEvent, Network,
     Publish, SendFrame,
@@ -65,6 +65,9 @@ pub struct PeerOptions {
     pub fault: Option<Fault>,
     /// A terminal status line, updated at every commit.
     pub progress: Option<indicatif::ProgressBar>,
+    /// Start the next inner phase as soon as a message is handed over, while the mesh reduces
+    /// it (one-step-delayed outer update).
+    pub overlap: bool,
 }
 
 /// The adapter actor.
@@ -202,8 +205,23 @@ impl PeerActor {
                 act.peer
                     .handle_gradient(now, computed.weight, computed.gradient);
                 act.drain(ctx);
+                if act.options.overlap {
+                    act.step_ahead(ctx);
+                }
             }
             Ok(Err(error)) => fatal(&format!("computing a gradient failed: {error}")),
+            Err(error) => fatal(&format!("trainer is gone: {error}")),
+        }));
+    }
+
+    /// Overlap: inner steps of the next phase, one message at a time (so the round's apply and
+    /// loads go between them), until the phase is complete or the protocol asks for it.
+    fn step_ahead(&mut self, ctx: &mut Context<Self>) {
+        let request = self.trainer.send(InnerStep).into_actor(self);
+        ctx.spawn(request.map(|reply, act, ctx| match reply {
+            Ok(Ok(true)) => act.step_ahead(ctx),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => fatal(&format!("an inner step failed: {error}")),
             Err(error) => fatal(&format!("trainer is gone: {error}")),
         }));
     }

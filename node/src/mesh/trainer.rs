@@ -43,6 +43,12 @@ impl Actor for TrainerActor {
 #[rtype(result = "Result<Computed, WorkloadError>")]
 pub struct Compute;
 
+/// One inner step of the next phase while the mesh reduces the last message; answers whether
+/// one was taken.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, WorkloadError>")]
+pub struct InnerStep;
+
 /// Apply a committed average; answers the new serialized state.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Arc<[u8]>, WorkloadError>")]
@@ -85,6 +91,14 @@ impl Handler<Compute> for TrainerActor {
 
     fn handle(&mut self, _: Compute, _: &mut Self::Context) -> Self::Result {
         self.workload.compute()
+    }
+}
+
+impl Handler<InnerStep> for TrainerActor {
+    type Result = Result<bool, WorkloadError>;
+
+    fn handle(&mut self, _: InnerStep, _: &mut Self::Context) -> Self::Result {
+        self.workload.inner_step()
     }
 }
 

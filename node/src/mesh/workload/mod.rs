@@ -173,6 +173,22 @@ impl Workload {
         }
     }
 
+    /// One inner step of the next phase while the mesh reduces the last message (overlap):
+    /// whether one was taken. `false` once the phase is complete, and always for synchronous
+    /// and synthetic workloads, which have no inner phase.
+    ///
+    /// # Errors
+    /// LibTorch failures.
+    pub fn inner_step(&mut self) -> Result<bool, WorkloadError> {
+        match self {
+            Self::Model(m) => match &mut m.outer {
+                Some(outer) => outer.inner_step(&mut m.trainer, &mut m.source, &mut m.step),
+                None => Ok(false),
+            },
+            Self::Synthetic(_) => Ok(false),
+        }
+    }
+
     /// Applies a committed average (an optimizer or outer step) and returns the new serialized
     /// state.
     ///
@@ -215,9 +231,19 @@ impl Workload {
     ///
     /// # Errors
     /// LibTorch failures.
-    pub fn evaluate(&self) -> Result<Option<Evaluation>, WorkloadError> {
+    pub fn evaluate(&mut self) -> Result<Option<Evaluation>, WorkloadError> {
         match self {
-            Self::Model(m) => Ok(Some(m.source.evaluate(&m.trainer)?)),
+            Self::Model(m) => match &mut m.outer {
+                // The global model, not this node's local one (they differ while an inner
+                // phase runs ahead).
+                Some(outer) => {
+                    outer.show_global(&mut m.trainer)?;
+                    let evaluation = m.source.evaluate(&m.trainer);
+                    outer.show_local(&mut m.trainer)?;
+                    Ok(Some(evaluation?))
+                }
+                None => Ok(Some(m.source.evaluate(&m.trainer)?)),
+            },
             Self::Synthetic(_) => Ok(None),
         }
     }

@@ -100,6 +100,19 @@ pub(super) struct Outer {
     grad: Vec<f32>,
     /// Outer steps applied to θ.
     rounds: u64,
+    /// The inner phase under way, if one has begun.
+    phase: Option<Phase>,
+}
+
+/// What an inner phase has done so far.
+#[derive(Debug, Default)]
+struct Phase {
+    started: Option<Instant>,
+    steps: u32,
+    samples: usize,
+    loss_sum: f64,
+    /// Seconds inside inner steps (not waiting between them).
+    seconds: f64,
 }
 
 impl Outer {
@@ -124,66 +137,106 @@ impl Outer {
             grad: vec![0.0; n],
             global,
             rounds: 0,
+            phase: None,
         })
     }
 
-    /// One inner phase from θ; its message, weighted by the samples behind it.
+    /// Finishes the inner phase (H steps, or fewer when the time budget is spent) from θ + Δ and
+    /// hands its message over, weighted by the samples behind it; Δ starts again from 0.
     pub(super) fn compute(
         &mut self,
         trainer: &mut Trainer,
         source: &mut Source,
         step: &mut u64,
     ) -> Result<Computed, WorkloadError> {
-        self.delta.fill(0.0);
-        self.local.copy_from_slice(&self.global);
-        trainer.set_parameters(&self.local)?;
-        let started = Instant::now();
-        let (mut steps, mut samples, mut loss_sum) = (0_u32, 0_usize, 0.0_f64);
-        while steps < self.inner_steps
-            && !(steps > 0 && self.inner_time.is_some_and(|t| started.elapsed() >= t))
-        {
-            let batch = source.batch(*step)?;
-            *step += 1;
-            loss_sum += f64::from(trainer.compute_gradients(&batch)?);
-            self.grad.copy_from_slice(trainer.gradients());
-            self.strategy.correct_gradient(
-                &self.global,
-                &self.client,
-                &self.local,
-                &mut self.grad,
-            )?;
-            if self.inner_decay > 0.0 {
-                // AdamW's decoupled decay of the local parameters θ + Δ, written on Δ.
-                let rate = self.inner_lr * self.inner_decay;
-                for (d, &g) in self.delta.iter_mut().zip(&self.global) {
-                    *d -= rate * (g + *d);
-                }
-            }
-            self.inner
-                .step(&mut self.delta, &self.grad)
-                .map_err(KernelError::from)?;
-            for ((l, &g), &d) in self.local.iter_mut().zip(&self.global).zip(&self.delta) {
-                *l = g + d;
-            }
-            trainer.set_parameters(&self.local)?;
-            steps += 1;
-            samples += batch.len();
+        while self.inner_step(trainer, source, step)? {}
+        self.take_message(trainer)
+    }
+
+    /// One inner step, unless the phase is complete; whether one was taken. Between a message
+    /// handed over and the round's outer step, steps taken here (overlap) move Δ from the old
+    /// θ, and [`Outer::apply`] carries them over to the new θ: the one-step-delayed outer update
+    /// of Streaming DiLoCo.
+    pub(super) fn inner_step(
+        &mut self,
+        trainer: &mut Trainer,
+        source: &mut Source,
+        step: &mut u64,
+    ) -> Result<bool, WorkloadError> {
+        let phase = self.phase.get_or_insert_with(Phase::default);
+        let started = *phase.started.get_or_insert_with(Instant::now);
+        let spent = self.inner_time.is_some_and(|t| started.elapsed() >= t);
+        if phase.steps >= self.inner_steps || (phase.steps > 0 && spent) {
+            return Ok(false);
         }
-        let message =
-            self.strategy
-                .client_message(&mut self.client, &self.delta, steps, self.inner_lr)?;
-        let weight = self.strategy.aggregation_weight(samples).round();
+        let steps = phase.steps;
+        let clock = Instant::now();
+        let batch = source.batch(*step)?;
+        *step += 1;
+        let loss = trainer.compute_gradients(&batch)?;
+        self.grad.copy_from_slice(trainer.gradients());
+        self.strategy
+            .correct_gradient(&self.global, &self.client, &self.local, &mut self.grad)?;
+        if self.inner_decay > 0.0 {
+            // AdamW's decoupled decay of the local parameters θ + Δ, written on Δ.
+            let rate = self.inner_lr * self.inner_decay;
+            for (d, &g) in self.delta.iter_mut().zip(&self.global) {
+                *d -= rate * (g + *d);
+            }
+        }
+        self.inner
+            .step(&mut self.delta, &self.grad)
+            .map_err(KernelError::from)?;
+        self.refresh_local(trainer)?;
+        let phase = self.phase.get_or_insert_with(Phase::default);
+        phase.steps = steps + 1;
+        phase.samples += batch.len();
+        phase.loss_sum += f64::from(loss);
+        phase.seconds += clock.elapsed().as_secs_f64();
+        Ok(true)
+    }
+
+    /// The message of the phase so far; Δ and the phase start again from θ.
+    fn take_message(&mut self, trainer: &mut Trainer) -> Result<Computed, WorkloadError> {
+        let phase = self.phase.take().unwrap_or_default();
+        let message = self.strategy.client_message(
+            &mut self.client,
+            &self.delta,
+            phase.steps,
+            self.inner_lr,
+        )?;
+        let weight = self.strategy.aggregation_weight(phase.samples).round();
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // Clamped first.
         let weight = weight.clamp(1.0, f64::from(u32::MAX)) as u32;
         #[allow(clippy::cast_possible_truncation)] // A mean of f32 losses.
-        let loss = (loss_sum / f64::from(steps.max(1))) as f32;
+        let loss = (phase.loss_sum / f64::from(phase.steps.max(1))) as f32;
+        self.delta.fill(0.0);
+        self.refresh_local(trainer)?;
         Ok(Computed {
             weight,
             gradient: message.into(),
             loss,
-            inner_steps: steps,
-            seconds: started.elapsed().as_secs_f64(),
+            inner_steps: phase.steps,
+            seconds: phase.seconds,
         })
+    }
+
+    /// The model runs with θ (to evaluate the global model).
+    pub(super) fn show_global(&self, trainer: &mut Trainer) -> Result<(), WorkloadError> {
+        Ok(trainer.set_parameters(&self.global)?)
+    }
+
+    /// The model runs with θ + Δ again.
+    pub(super) fn show_local(&self, trainer: &mut Trainer) -> Result<(), WorkloadError> {
+        Ok(trainer.set_parameters(&self.local)?)
+    }
+
+    /// The model runs with θ + Δ.
+    fn refresh_local(&mut self, trainer: &mut Trainer) -> Result<(), WorkloadError> {
+        for ((l, &g), &d) in self.local.iter_mut().zip(&self.global).zip(&self.delta) {
+            *l = g + d;
+        }
+        Ok(trainer.set_parameters(&self.local)?)
     }
 
     /// The outer step with the mesh's mean message; the model runs with the new θ.
@@ -204,9 +257,8 @@ impl Outer {
         // were not sampled, so SCAFFOLD's |S|/N is 1.
         self.strategy.server_step(&mut self.global, average, 1.0)?;
         self.rounds += 1;
-        self.delta.fill(0.0);
-        self.local.copy_from_slice(&self.global);
-        Ok(trainer.set_parameters(&self.global)?)
+        // Inner steps taken since the message was handed over (overlap) carry over to the new θ.
+        self.refresh_local(trainer)
     }
 
     /// θ and the strategy's server state: what the mesh syncs and digests.
@@ -296,11 +348,10 @@ impl Outer {
                 values: optimizer.values,
             },
         )?;
-        trainer.set_parameters(&params)?;
         self.global = params;
-        self.local.copy_from_slice(&self.global);
         self.delta.fill(0.0);
+        self.phase = None;
         self.rounds = step;
-        Ok(())
+        self.refresh_local(trainer)
     }
 }
