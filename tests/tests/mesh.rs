@@ -511,20 +511,14 @@ fn a_config_file_sets_flags_and_unknown_keys_are_refused() {
     assert!(stderr.contains("shard 5 of 2"), "{stderr}");
 }
 
-#[test]
-fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
-    let _serial = serial();
-    let dir = workdir("demo");
+/// Runs `gradmesh demo` with `flags` from the repository root (so `data/` is found), checks it
+/// succeeded and returns its `--json` summary.
+fn demo_summary(name: &str, flags: &[&str]) -> serde_json::Value {
+    let dir = workdir(name);
     let out = std::process::Command::new(gradmesh_bin())
-        .args([
-            "demo",
-            "--rounds",
-            "40",
-            "--kill-at",
-            "15",
-            "--json",
-            "--dir",
-        ])
+        .arg("demo")
+        .args(flags)
+        .args(["--json", "--dir"])
         .arg(&dir)
         .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
         .output()
@@ -535,8 +529,13 @@ fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("json");
+    serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("json")
+}
+
+#[test]
+fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
+    let _serial = serial();
+    let summary = demo_summary("demo", &["--rounds", "40", "--kill-at", "15"]);
     assert_eq!(summary["digests_equal"], true, "{summary}");
     assert_eq!(summary["kills"], 1);
     assert_eq!(summary["joins"], 1);
@@ -551,10 +550,9 @@ fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
 #[test]
 fn the_language_model_demo_lowers_the_held_out_loss_through_a_kill_and_a_join() {
     let _serial = serial();
-    let dir = workdir("demo-lm");
-    let out = std::process::Command::new(gradmesh_bin())
-        .args([
-            "demo",
+    let summary = demo_summary(
+        "demo-lm",
+        &[
             "--model",
             "transformer",
             "--model-size",
@@ -569,21 +567,8 @@ fn the_language_model_demo_lowers_the_held_out_loss_through_a_kill_and_a_join() 
             "10",
             "--kill-at",
             "3",
-            "--json",
-            "--dir",
-        ])
-        .arg(&dir)
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("the demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("json");
     assert_eq!(summary["digests_equal"], true, "{summary}");
     assert_eq!(
         (summary["kills"].as_u64(), summary["joins"].as_u64()),
