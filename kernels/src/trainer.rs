@@ -179,6 +179,19 @@ impl Trainer {
         self.flat.scatter_params(&self.params)
     }
 
+    /// Rewrites the parameters in place with `fill` (which sees the current ones), then refreshes
+    /// the model's tensors: no second parameter buffer for callers that derive them (DiLoCo's
+    /// θ + Δ).
+    pub fn set_parameters_with(&mut self, fill: impl FnOnce(&mut [f32])) -> Result<()> {
+        fill(&mut self.params);
+        self.flat.scatter_params(&self.params)
+    }
+
+    /// The parameters and, to correct in place, the last gradient.
+    pub fn parameters_and_gradients_mut(&mut self) -> (&[f32], &mut [f32]) {
+        (&self.params, &mut self.grads)
+    }
+
     /// The optimizer (its config and flat state).
     #[must_use]
     pub fn optimizer(&self) -> &Optimizer {

@@ -93,11 +93,9 @@ pub(super) struct Outer {
     client: ClientState,
     /// θ: the global parameters every peer holds.
     global: Vec<f32>,
-    /// Δ: what the inner phase moved the local parameters by.
+    /// Δ: what the inner phase moved the local parameters by. The model runs with θ + Δ,
+    /// held only in the trainer's own parameter buffer.
     delta: Vec<f32>,
-    /// θ + Δ, the parameters the model runs with.
-    local: Vec<f32>,
-    grad: Vec<f32>,
     /// Outer steps applied to θ.
     rounds: u64,
     /// The inner phase under way, if one has begun.
@@ -133,8 +131,6 @@ impl Outer {
             strategy: spec.strategy.build()?,
             client: ClientState::default(),
             delta: vec![0.0; n],
-            local: global.clone(),
-            grad: vec![0.0; n],
             global,
             rounds: 0,
             phase: None,
@@ -174,9 +170,9 @@ impl Outer {
         let batch = source.batch(*step)?;
         *step += 1;
         let loss = trainer.compute_gradients(&batch)?;
-        self.grad.copy_from_slice(trainer.gradients());
+        let (local, grad) = trainer.parameters_and_gradients_mut();
         self.strategy
-            .correct_gradient(&self.global, &self.client, &self.local, &mut self.grad)?;
+            .correct_gradient(&self.global, &self.client, local, grad)?;
         if self.inner_decay > 0.0 {
             // AdamW's decoupled decay of the local parameters θ + Δ, written on Δ.
             let rate = self.inner_lr * self.inner_decay;
@@ -185,7 +181,7 @@ impl Outer {
             }
         }
         self.inner
-            .step(&mut self.delta, &self.grad)
+            .step(&mut self.delta, trainer.gradients())
             .map_err(KernelError::from)?;
         self.refresh_local(trainer)?;
         let phase = self.phase.get_or_insert_with(Phase::default);
@@ -228,15 +224,16 @@ impl Outer {
 
     /// The model runs with θ + Δ again.
     pub(super) fn show_local(&self, trainer: &mut Trainer) -> Result<(), WorkloadError> {
-        Ok(trainer.set_parameters(&self.local)?)
+        self.refresh_local(trainer)
     }
 
     /// The model runs with θ + Δ.
-    fn refresh_local(&mut self, trainer: &mut Trainer) -> Result<(), WorkloadError> {
-        for ((l, &g), &d) in self.local.iter_mut().zip(&self.global).zip(&self.delta) {
-            *l = g + d;
-        }
-        Ok(trainer.set_parameters(&self.local)?)
+    fn refresh_local(&self, trainer: &mut Trainer) -> Result<(), WorkloadError> {
+        Ok(trainer.set_parameters_with(|local| {
+            for ((l, &g), &d) in local.iter_mut().zip(&self.global).zip(&self.delta) {
+                *l = g + d;
+            }
+        })?)
     }
 
     /// The outer step with the mesh's mean message; the model runs with the new θ.
