@@ -7,9 +7,14 @@ use gradmesh_kernels::{Batch, BatchSampler, CharCorpus, Dataset, Device, Trainer
 
 use super::{Evaluation, WorkloadError};
 
-/// Validation windows a text evaluation reads (or fewer when the split is short): the same
-/// windows on every node, so their losses compare.
+/// Validation windows a text evaluation reads at most (fewer when the split is short, or when
+/// they would hold more than [`VALID_TOKENS`]): the same windows on every node, so their losses
+/// compare.
 const VALID_WINDOWS: usize = 64;
+
+/// Validation tokens an evaluation reads at most, so a long context does not make every
+/// commit's evaluation a long pass (the `base` model's context of 512 reads 16 windows).
+const VALID_TOKENS: usize = 8192;
 
 /// A node's training shard and the held-out data it evaluates on.
 #[derive(Debug)]
@@ -109,8 +114,11 @@ impl Source {
             Self::Text {
                 corpus, context, ..
             } => {
-                let windows = (corpus.valid_len() / (context + 1)).saturating_sub(1);
-                corpus.valid_batch(windows.clamp(1, VALID_WINDOWS), *context)?
+                let windows = (corpus.valid_len() / (context + 1))
+                    .saturating_sub(1)
+                    .min(VALID_TOKENS / context)
+                    .min(VALID_WINDOWS);
+                corpus.valid_batch(windows.max(1), *context)?
             }
         };
         Ok(Evaluation {
