@@ -15,6 +15,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_protocol::peer::{Event, Output, Peer};
+use gradmesh_protocol::roster::RosterError;
 use gradmesh_protocol::sync::StateSnapshot;
 use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
 use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
@@ -448,6 +449,20 @@ impl PeerActor {
                     round: round.0,
                     reason: reason.to_string(),
                 });
+            }
+            Event::BadProposal {
+                peer,
+                round,
+                error: RosterError::BadVectorLength { vector_len },
+            } if peer == self.peer.id() => {
+                let span_max = u64::from(wire::SPAN_FLOATS_MAX);
+                tracing::warn!(
+                    round = round.0,
+                    "this node's model has {vector_len} parameters and one node's share of a \
+                     round holds at most {span_max}: the round needs at least {} nodes with \
+                     equal --bandwidth-mbit; start more nodes",
+                    vector_len.div_ceil(span_max)
+                );
             }
             other => tracing::info!(event = ?other, "protocol event"),
         }
