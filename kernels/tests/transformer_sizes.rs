@@ -43,3 +43,13 @@ fn a_shard_of_the_corpus_trains_the_small_model() {
     println!("small model on shard 2/4: loss {first:.3} -> {last:.3} on one batch");
     assert!(last < first - 2.5, "loss {first} -> {last}");
 }
+
+#[test]
+fn a_model_kind_displays_its_name_and_shape() {
+    assert_eq!(ModelKind::Mlp.to_string(), "mlp");
+    assert_eq!(ModelKind::Cnn.to_string(), "cnn");
+    assert_eq!(
+        ModelKind::Transformer(TransformerConfig::tiny()).to_string(),
+        "transformer:layers=2,width=64,heads=4,context=64"
+    );
+}

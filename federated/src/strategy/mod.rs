@@ -302,6 +302,43 @@ impl StrategyConfig {
     }
 }
 
+/// The name `FromStr` takes and every hyper-parameter of the server step, e.g.
+/// `diloco:lr=0.7,momentum=0.9` (what nodes of a mesh compare to find a peer that differs).
+impl fmt::Display for StrategyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FedAvg { server_lr } => write!(f, "fedavg:lr={server_lr}"),
+            Self::FedAvgM {
+                server_lr,
+                momentum,
+            } => write!(f, "fedavgm:lr={server_lr},momentum={momentum}"),
+            Self::FedProx { mu } => write!(f, "fedprox:mu={mu}"),
+            Self::FedOpt {
+                rule,
+                server_lr,
+                beta1,
+                beta2,
+                tau,
+            } => {
+                let name = match rule {
+                    FedOptRule::Adam => "fedadam",
+                    FedOptRule::Yogi => "fedyogi",
+                    FedOptRule::Adagrad => "fedadagrad",
+                };
+                write!(
+                    f,
+                    "{name}:lr={server_lr},beta1={beta1},beta2={beta2},tau={tau}"
+                )
+            }
+            Self::Scaffold { server_lr } => write!(f, "scaffold:lr={server_lr}"),
+            Self::Diloco {
+                outer_lr,
+                outer_momentum,
+            } => write!(f, "diloco:lr={outer_lr},momentum={outer_momentum}"),
+        }
+    }
+}
+
 impl FromStr for StrategyConfig {
     type Err = StrategyError;
 

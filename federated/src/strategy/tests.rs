@@ -468,3 +468,38 @@ fn optimizer_backed_state_matches_the_ground_crate() {
         }
     }
 }
+
+#[test]
+fn a_strategy_displays_its_name_and_every_server_hyper_parameter() {
+    let shown: Vec<String> = [
+        "fedavg",
+        "fedavgm",
+        "fedprox",
+        "fedadam",
+        "fedyogi",
+        "fedadagrad",
+        "scaffold",
+        "diloco",
+    ]
+    .iter()
+    .map(|name| name.parse::<StrategyConfig>().unwrap().to_string())
+    .collect();
+    assert_eq!(
+        shown,
+        [
+            "fedavg:lr=1",
+            "fedavgm:lr=1,momentum=0.9",
+            "fedprox:mu=0.01",
+            "fedadam:lr=0.01,beta1=0.9,beta2=0.99,tau=0.001",
+            "fedyogi:lr=0.01,beta1=0.9,beta2=0.99,tau=0.001",
+            "fedadagrad:lr=0.01,beta1=0.9,beta2=0.99,tau=0.001",
+            "scaffold:lr=1",
+            "diloco:lr=0.7,momentum=0.9",
+        ]
+    );
+    // Each shown form starts with the name it parses from.
+    for s in &shown {
+        let name = s.split(':').next().unwrap();
+        assert!(name.parse::<StrategyConfig>().is_ok(), "{s}");
+    }
+}

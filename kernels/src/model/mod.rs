@@ -27,6 +27,17 @@ pub(crate) trait Network: std::fmt::Debug + Send {
     fn forward(&self, xs: &Tensor) -> Tensor;
 }
 
+/// `mlp`, `cnn`, or `transformer:` and the shape (`layers=…,width=…,heads=…,context=…`).
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mlp => f.write_str("mlp"),
+            Self::Cnn => f.write_str("cnn"),
+            Self::Transformer(shape) => write!(f, "transformer:{shape}"),
+        }
+    }
+}
+
 impl ModelKind {
     pub(crate) fn build(self, root: &nn::Path<'_>) -> Box<dyn Network> {
         match self {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, ValueEnum};
-use gradmesh_federated::strategy::{FedOptRule, StrategyConfig};
+use gradmesh_federated::strategy::StrategyConfig;
 use gradmesh_kernels::{Device, ModelKind, TransformerConfig};
 use gradmesh_node::mesh::{
     self, Fault, InnerOptimizer, ModelSpec, NodeSetup, OuterSpec, PeerOptions, Training, Workload,
@@ -345,6 +345,7 @@ fn node_setup(
         }
     };
     let mesh_key = args.mesh_key.as_deref().map(read_mesh_key).transpose()?;
+    let spec = workload_spec(args)?;
     let net = NetConfig::builder()
         .listen(args.listen.clone())
         .bootstrap(args.bootstrap.clone())
@@ -353,11 +354,11 @@ fn node_setup(
         .lanes(!args.no_lanes)
         .lane_port(args.lane_port)
         .metrics_addr(args.metrics_addr)
-        .training(training_descriptor(args)?);
+        .training(training_descriptor(args, &spec));
     let round_timeout = Duration::try_from_secs_f64(args.round_timeout)
         .context("--round-timeout must be a positive number of seconds")?;
     let mut builder = PeerConfig::builder().scaled_to(round_timeout);
-    if let Some(window) = collect_window(args, round_timeout)? {
+    if let Some(window) = collect_window(args, &spec, round_timeout)? {
         builder = builder.collect_window(window);
     }
     let peer_config = builder
@@ -366,7 +367,7 @@ fn node_setup(
         .serve_state(args.serve_state.into())
         .build()?
         .with_genesis_quorum(args.genesis_quorum);
-    let workload = Workload::build(&workload_spec(args)?).context("building the workload")?;
+    let workload = Workload::build(&spec).context("building the workload")?;
     let profile = Profile {
         bandwidth_bytes_per_s: args.bandwidth_mbit.saturating_mul(125_000),
         samples_per_s: 1000,
@@ -417,25 +418,21 @@ fn workload_spec(args: &NodeArgs) -> anyhow::Result<WorkloadSpec> {
 }
 
 /// What every node of a mesh must set alike, told to peers so that one that differs is named.
-fn training_descriptor(args: &NodeArgs) -> anyhow::Result<TrainingDescriptor> {
+fn training_descriptor(args: &NodeArgs, spec: &WorkloadSpec) -> TrainingDescriptor {
     let mut words: Vec<(&str, String)> = Vec::new();
-    match workload_spec(args)? {
+    match spec {
         WorkloadSpec::Synthetic { floats } => words.push(("synthetic-floats", floats.to_string())),
         WorkloadSpec::Model(spec) => {
-            let model = match spec.model {
-                ModelKind::Transformer(shape) => format!("transformer:{shape}"),
-                ModelKind::Cnn => "cnn".to_owned(),
-                _ => "mlp".to_owned(),
-            };
-            words.extend([("model", model), ("seed", spec.model_seed.to_string())]);
-            match spec.training {
+            words.extend([
+                ("model", spec.model.to_string()),
+                ("seed", spec.model_seed.to_string()),
+            ]);
+            match &spec.training {
                 Training::Sync { learning_rate } => words.extend([
                     ("strategy", "sync".to_owned()),
                     ("learning-rate", learning_rate.to_string()),
                 ]),
-                Training::Outer(outer) => {
-                    words.push(("strategy", strategy_words(&outer.strategy)));
-                }
+                Training::Outer(outer) => words.push(("strategy", outer.strategy.to_string())),
             }
         }
     }
@@ -443,44 +440,16 @@ fn training_descriptor(args: &NodeArgs) -> anyhow::Result<TrainingDescriptor> {
         ("codec", args.codec.to_string()),
         ("aggregation", args.aggregation.to_string()),
     ]);
-    Ok(TrainingDescriptor::new(words))
-}
-
-/// A strategy and the hyper-parameters of its server step, as one word.
-fn strategy_words(config: &StrategyConfig) -> String {
-    match config {
-        StrategyConfig::Diloco {
-            outer_lr,
-            outer_momentum,
-        } => format!("diloco:lr={outer_lr},momentum={outer_momentum}"),
-        StrategyConfig::FedAvgM {
-            server_lr,
-            momentum,
-        } => format!("fedavgm:lr={server_lr},momentum={momentum}"),
-        StrategyConfig::FedAvg { server_lr } => format!("fedavg:lr={server_lr}"),
-        StrategyConfig::Scaffold { server_lr } => format!("scaffold:lr={server_lr}"),
-        StrategyConfig::FedProx { mu } => format!("fedprox:mu={mu}"),
-        StrategyConfig::FedOpt {
-            rule,
-            server_lr,
-            beta1,
-            beta2,
-            tau,
-        } => {
-            let name = match rule {
-                FedOptRule::Adam => "fedadam",
-                FedOptRule::Yogi => "fedyogi",
-                _ => "fedadagrad",
-            };
-            format!("{name}:lr={server_lr},beta1={beta1},beta2={beta2},tau={tau}")
-        }
-        _ => "other".to_owned(),
-    }
+    TrainingDescriptor::new(words)
 }
 
 /// `--collect-window`, or its default under local steps (see the flag); `None` keeps the
 /// protocol's.
-fn collect_window(args: &NodeArgs, round_timeout: Duration) -> anyhow::Result<Option<Duration>> {
+fn collect_window(
+    args: &NodeArgs,
+    spec: &WorkloadSpec,
+    round_timeout: Duration,
+) -> anyhow::Result<Option<Duration>> {
     if let Some(seconds) = args.collect_window {
         let window = Duration::try_from_secs_f64(seconds)
             .ok()
@@ -488,14 +457,13 @@ fn collect_window(args: &NodeArgs, round_timeout: Duration) -> anyhow::Result<Op
             .context("--collect-window must be positive and shorter than --round-timeout")?;
         return Ok(Some(window));
     }
-    let local_steps =
-        args.synthetic_floats.is_none() && matches!(training(args)?, Training::Outer(_));
-    Ok(local_steps.then(|| {
-        let inner = args
-            .inner_time
-            .and_then(|t| Duration::try_from_secs_f64(t).ok());
-        inner.unwrap_or(round_timeout).min(round_timeout) / 2
-    }))
+    Ok(match spec {
+        WorkloadSpec::Model(ModelSpec {
+            training: Training::Outer(outer),
+            ..
+        }) => Some(outer.inner_time.unwrap_or(round_timeout).min(round_timeout) / 2),
+        _ => None,
+    })
 }
 
 /// `--strategy` and the flags that go with it.
