@@ -6,7 +6,7 @@
 //! median of STEPS timed `Trainer::train_step`s (batches drawn outside the timing), and the
 //! validation loss on up to 64 windows before and after.
 
-use std::{error::Error, path::Path, time::Instant};
+use std::{error::Error, path::Path, process::ExitCode, time::Instant};
 
 use gradmesh_kernels::{
     CharCorpus, Device, ModelKind, OptimizerConfig, Trainer, TransformerConfig, set_torch_threads,
@@ -22,7 +22,17 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T,
         .ok_or_else(|| format!("argument {i} ({what}) missing or invalid; usage: bench_lm SIZE BATCH STEPS THREADS CORPUS [DEVICE]"))
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench_lm: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
     let config: TransformerConfig = arg(&args, 1, "size")?;
     let batch: usize = arg(&args, 2, "batch")?;
