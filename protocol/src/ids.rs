@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A peer's identity: 32 bytes (the node uses a hash of its libp2p public key; the simulator a
-/// hash of the peer's index). Ordered bytewise, which fixes roster ranks and reduction order.
+/// A peer's identity: blake3 of its ed25519 public key (the node's libp2p identity key; in the
+/// simulator and tests a key derived from the peer's index, [`crate::keys::PeerKey::from_index`]). Ordered bytewise, which fixes roster ranks and reduction order.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerId(pub [u8; 32]);
 
@@ -14,10 +14,11 @@ impl PeerId {
         Self(*blake3::hash(bytes).as_bytes())
     }
 
-    /// The deterministic id of simulated or test peer number `index`.
+    /// The id of simulated or test peer number `index`: that of
+    /// [`crate::keys::PeerKey::from_index`].
     #[must_use]
     pub fn from_index(index: u64) -> Self {
-        Self::from_key_bytes(&index.to_le_bytes())
+        crate::keys::PeerKey::from_index(index).id()
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod floats;
 pub mod ids;
+pub mod keys;
 pub mod peer;
 pub mod reduce;
 pub mod roster;
@@ -20,4 +21,5 @@ pub mod wire;
 pub use floats::Floats;
 
 pub use ids::{Digest, PeerId, RoundId};
+pub use keys::PeerKey;
 pub use time::Timestamp;

@@ -409,6 +409,12 @@ impl StateSync {
         }
     }
 
+    /// The target state's committee, once a manifest verified against the target digest.
+    #[must_use]
+    pub fn committee(&self) -> Option<&[PeerId]> {
+        self.manifest.as_ref().map(|m| m.committee.as_slice())
+    }
+
     /// Drops donors whose requests are overdue at `now`.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         let overdue: BTreeSet<PeerId> = self

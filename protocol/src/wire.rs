@@ -22,11 +22,13 @@ use thiserror::Error;
 use crate::config::CodecKind;
 use crate::floats::Floats;
 use crate::ids::{Digest, PeerId, RoundId};
+use crate::keys::Seal;
 
 /// Version of the wire format; a frame of another version is refused. Version 2 added the span
 /// codec to `Contribution` and `Reduced` headers and the vote lock and sequence number to
-/// `Announce`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// `Announce`; version 3 signs votes: `Commit` names the voters and a receiver missing some of
+/// their votes fetches the seals (`SealRequest`, `Seals`).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest bincode header. Every header kind fits: a proposal for [`ROSTER_MEMBERS_MAX`] members
 /// is ~200 KiB and a manifest of [`STATE_CHUNKS_MAX`] digests 512 KiB.
 pub const HEADER_BYTES_MAX: usize = 1 << 20;
@@ -85,10 +87,16 @@ pub enum Body {
     /// The sender still lacks this reduced span at the failover deadline; a member holding it
     /// answers with [`Body::Reduced`].
     SpanRequest(SpanRequest),
-    /// The sender's digest of the full reduced vector.
+    /// The sender's digest of the full reduced vector, signed.
     Vote(Vote),
-    /// The sender saw a quorum of votes for this digest and committed it.
-    Commit(Vote),
+    /// The sender saw this digest decided and committed it, by the votes it names. It commits
+    /// nothing by itself: a receiver that lacks some of those votes asks for their seals.
+    Commit(CommitNotice),
+    /// The sender lacks these votes for a committed digest and asks for their seals.
+    SealRequest(SealRequest),
+    /// Sealed votes for a digest, answering a [`Body::SealRequest`]; a receiver counts each one
+    /// whose seal verifies as if it had heard the voter.
+    Seals(Certificate),
     /// A joiner asks a donor for part of a committed state.
     StateRequest(StateRequest),
     /// A donor's list of chunk digests for a committed state.
@@ -238,11 +246,46 @@ pub struct SpanRequest {
     pub span: u32,
 }
 
-/// A digest of a round's full result.
+/// A digest of a round's full result, sealed by the voter
+/// ([`crate::keys::PeerKey::seal_vote`] over the roster's digest and `result`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
     /// [`crate::reduce::ReduceRound`]'s result digest.
     pub result: Digest,
+    /// The voter's key and signature.
+    pub seal: Seal,
+}
+
+/// A commit notice: the sender committed `result`. `voters` is a bitmap over the roster's
+/// contributor ranks (bit `i` of byte `i / 8`) of the votes for it the sender holds; at most
+/// [`ROSTER_MEMBERS_MAX`]` / 8` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitNotice {
+    /// The committed result digest.
+    pub result: Digest,
+    /// Who voted for it, as far as the sender knows.
+    pub voters: Vec<u8>,
+}
+
+/// Asks for the seals of the votes for `result` by the contributors in `voters` (a bitmap over
+/// contributor ranks, at most [`ROSTER_MEMBERS_MAX`]` / 8` bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealRequest {
+    /// The digest.
+    pub result: Digest,
+    /// The voters whose seals are wanted.
+    pub voters: Vec<u8>,
+}
+
+/// Votes for `result` in a round, each sealed by its voter: whoever holds enough of them can check
+/// that the result was decided (a roster quorum and a strict majority of the base state's
+/// committee) without trusting the sender. At most [`ROSTER_MEMBERS_MAX`] seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The committed result digest.
+    pub result: Digest,
+    /// One seal per vote for `result`, in the voters' rank order.
+    pub seals: Vec<Seal>,
 }
 
 /// What a joiner asks a donor for.
@@ -583,11 +626,16 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
             a.lock.as_ref().map_or(0, |l| l.backers.len()),
             ROSTER_MEMBERS_MAX / 8,
         ),
-        Body::SpanRequest(_)
-        | Body::Vote(_)
-        | Body::Commit(_)
-        | Body::StateRequest(_)
-        | Body::StateUnavailable => Ok(()),
+        Body::Commit(c) => bound("commit.voters", c.voters.len(), ROSTER_MEMBERS_MAX / 8),
+        Body::SealRequest(r) => bound(
+            "seal_request.voters",
+            r.voters.len(),
+            ROSTER_MEMBERS_MAX / 8,
+        ),
+        Body::Seals(c) => bound("seals.seals", c.seals.len(), ROSTER_MEMBERS_MAX),
+        Body::SpanRequest(_) | Body::Vote(_) | Body::StateRequest(_) | Body::StateUnavailable => {
+            Ok(())
+        }
     }
 }
 
@@ -699,6 +747,7 @@ pub fn f32_bytes(data: &[f32]) -> std::borrow::Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::PeerKey;
 
     fn peer(i: u64) -> PeerId {
         PeerId::from_index(i)
@@ -747,9 +796,21 @@ mod tests {
             }),
             Body::Vote(Vote {
                 result: Digest::of(b"v"),
+                seal: PeerKey::from_index(1).seal_vote(Digest::of(b"r"), Digest::of(b"v")),
             }),
-            Body::Commit(Vote {
+            Body::Commit(CommitNotice {
                 result: Digest::of(b"c"),
+                voters: vec![0b1011],
+            }),
+            Body::SealRequest(SealRequest {
+                result: Digest::of(b"c"),
+                voters: vec![0b1],
+            }),
+            Body::Seals(Certificate {
+                result: Digest::of(b"c"),
+                seals: (1..=3)
+                    .map(|i| PeerKey::from_index(i).seal_vote(Digest::of(b"r"), Digest::of(b"c")))
+                    .collect(),
             }),
             Body::StateRequest(StateRequest::Chunk(9)),
             Body::StateManifest(StateManifest {
@@ -944,6 +1005,30 @@ mod tests {
             members: vec![member; ROSTER_MEMBERS_MAX + 1],
         };
         let envelope = Envelope::new(peer(0), RoundId(1), Body::Proposal(proposal));
+        assert!(matches!(
+            encode(&envelope),
+            Err(WireError::OutOfBounds { .. })
+        ));
+        let header = bincode::serde::encode_to_vec(&envelope, HEADER_CONFIG).expect("encodes");
+        let mut frame = (header.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&header);
+        assert!(matches!(
+            decode(&frame, usize::MAX),
+            Err(WireError::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_a_certificate_above_the_roster_bound_on_both_sides() {
+        let seal = PeerKey::from_index(1).seal_vote(Digest::of(b"r"), Digest::of(b"c"));
+        let envelope = Envelope::new(
+            peer(0),
+            RoundId(1),
+            Body::Seals(Certificate {
+                result: Digest::of(b"c"),
+                seals: vec![seal; ROSTER_MEMBERS_MAX + 1],
+            }),
+        );
         assert!(matches!(
             encode(&envelope),
             Err(WireError::OutOfBounds { .. })

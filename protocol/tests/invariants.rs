@@ -16,13 +16,16 @@
 //! because an unreachable committee member could have completed either of two earlier results
 //! (docs/protocol.md §5.2); such runs are counted and printed.
 //!
+//! One schedule in four (from 3 peers on) also has a Byzantine founder forging commit notices
+//! (`forger`).
+//!
 //! `GRADMESH_SCHEDULES` sets the number of schedules (default 2000; `make soak` runs more) and
 //! `GRADMESH_SEED` the seed of the schedule generator, so any failure replays exactly.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gradmesh_protocol::driver::{Driver, Schedule, test_config};
+use gradmesh_protocol::driver::{Attack, Driver, Schedule, test_config};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
@@ -67,10 +70,22 @@ fn schedule() -> impl Strategy<Value = Schedule> {
                     run_for: FAULTS_END + Duration::from_secs(8),
                     through_wire: seed % 4 == 0,
                     config: test_config(),
-                    attack: None,
+                    attack: forger(seed, peers),
                 }
             },
         )
+}
+
+/// One schedule in four (from 3 peers) has a Byzantine founder that turns every vote it hears
+/// into a commit notice to everyone ([`Attack::forges_commits`]); a notice commits only what the
+/// seals it carries decide, so the invariants must hold regardless.
+fn forger(seed: u64, peers: usize) -> Option<Attack> {
+    (seed % 4 == 1 && peers >= 3).then(|| Attack {
+        peers: vec![usize::try_from(seed >> 8).unwrap_or(0) % peers],
+        scale: 1.0,
+        equivocates_spans: false,
+        forges_commits: true,
+    })
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -96,6 +111,7 @@ fn run_schedules(cases: u64, seed: u64) {
     let joins = AtomicU64::new(0);
     let halted = AtomicU64::new(0);
     let undecided = AtomicU64::new(0);
+    let forged = AtomicU64::new(0);
     let result = runner.run(&schedule(), |schedule| {
         ran.fetch_add(1, Ordering::Relaxed);
         let mut driver = Driver::new(schedule.clone());
@@ -103,6 +119,7 @@ fn run_schedules(cases: u64, seed: u64) {
         commits.fetch_add(driver.checker().commits, Ordering::Relaxed);
         kills.fetch_add(driver.stats().kills, Ordering::Relaxed);
         joins.fetch_add(driver.stats().joins, Ordering::Relaxed);
+        forged.fetch_add(driver.stats().forged_commits, Ordering::Relaxed);
         halted.fetch_add(
             u64::from(driver.checker().halted_by_design),
             Ordering::Relaxed,
@@ -117,13 +134,14 @@ fn run_schedules(cases: u64, seed: u64) {
     println!(
         "fault schedules: {} run (generator seed {seed}), {} peer commits, {} kills, {} joins, \
          {} halted with a majority of the last committee dead, {} halted undecided (liveness \
-         not required)",
+         not required), {} forged commit notices",
         ran.load(Ordering::Relaxed),
         commits.load(Ordering::Relaxed),
         kills.load(Ordering::Relaxed),
         joins.load(Ordering::Relaxed),
         halted.load(Ordering::Relaxed),
         undecided.load(Ordering::Relaxed),
+        forged.load(Ordering::Relaxed),
     );
     if let Err(e) = result {
         panic!("{e}");

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gradmesh_protocol::config::CodecKind;
+use gradmesh_protocol::keys::Seal;
 use gradmesh_protocol::wire::{
-    Announce, Body, Contribution, Envelope, HEADER_BYTES_MAX, Member, PROTOCOL_VERSION, Proposal,
-    Reduced, Role, SpanRequest, StateChunk, StateManifest, StateRequest, StateSummary, Vote,
-    VoteLock, WireError, decode, encode, encoded_len,
+    Announce, Body, Certificate, CommitNotice, Contribution, Envelope, HEADER_BYTES_MAX, Member,
+    PROTOCOL_VERSION, Proposal, Reduced, Role, SealRequest, SpanRequest, StateChunk, StateManifest,
+    StateRequest, StateSummary, Vote, VoteLock, WireError, decode, encode, encoded_len,
 };
 use gradmesh_protocol::{Digest, PeerId, RoundId};
 use proptest::collection::vec;
@@ -99,6 +100,11 @@ fn check_decode_total(frame: &[u8], inputs: &Cell<u64>, peak_max: &Cell<usize>) 
 
 fn peer() -> impl Strategy<Value = PeerId> {
     any::<[u8; 32]>().prop_map(PeerId)
+}
+
+/// Any 96 bytes as a seal: the wire does not verify signatures (the round does).
+fn seal() -> impl Strategy<Value = Seal> {
+    any::<([u8; 32], [u8; 32], [u8; 32])>().prop_map(|(key, r, s)| Seal { key, r, s })
 }
 
 fn digest() -> impl Strategy<Value = Digest> {
@@ -272,8 +278,13 @@ fn body() -> impl Strategy<Value = Body> {
         reduced(),
         (digest(), any::<u32>())
             .prop_map(|(roster, span)| Body::SpanRequest(SpanRequest { roster, span })),
-        digest().prop_map(|result| Body::Vote(Vote { result })),
-        digest().prop_map(|result| Body::Commit(Vote { result })),
+        (digest(), seal()).prop_map(|(result, seal)| Body::Vote(Vote { result, seal })),
+        (digest(), vec(any::<u8>(), 0..4))
+            .prop_map(|(result, voters)| Body::Commit(CommitNotice { result, voters })),
+        (digest(), vec(any::<u8>(), 0..4))
+            .prop_map(|(result, voters)| Body::SealRequest(SealRequest { result, voters })),
+        (digest(), vec(seal(), 0..6))
+            .prop_map(|(result, seals)| Body::Seals(Certificate { result, seals })),
         state_bodies(),
     ]
 }
@@ -487,7 +498,7 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             );
         }
     }
-    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(PROTOCOL_VERSION, 3);
     inputs
 }
 

@@ -544,7 +544,9 @@ fn the_demo_kills_and_joins_and_ends_with_equal_digests() {
     let joined = summary["joiner_first_commit"]
         .as_u64()
         .expect("joiner commits");
-    assert!(killed >= 15 && joined > killed, "{summary}");
+    // The joiner starts after the kill; a leader's roster re-proposed for the killed round may
+    // already name it as observer, so its first commit is that round or a later one.
+    assert!(killed >= 15 && joined >= killed, "{summary}");
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub use workload::{
 };
 
 use crate::net::{
-    ConfigError, Keypair, NetConfigBuilder, NetInfo, Network, StartError, protocol_peer_id_of_key,
+    ConfigError, Keypair, NetConfigBuilder, NetInfo, Network, StartError, protocol_key_of,
 };
 
 /// Everything a node needs to start.
@@ -120,7 +120,8 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
         .payload_bytes_max(payload_cap)
         .extra_metrics(metrics.registrar())
         .build()?;
-    let me = protocol_peer_id_of_key(&keypair.public()).ok_or(StartNodeError::NotEd25519)?;
+    let key = protocol_key_of(&keypair).ok_or(StartNodeError::NotEd25519)?;
+    let key_id = key.id();
     if let Some(dir) = &checkpoint_dir {
         std::fs::create_dir_all(dir).map_err(|source| StartNodeError::CheckpointDir {
             path: dir.clone(),
@@ -149,9 +150,9 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
                     digest: summary.digest.to_hex(),
                 });
             }
-            Peer::resume(peer_config, me, profile, snapshot, Timestamp::ZERO)?
+            Peer::resume(peer_config, key, profile, snapshot, Timestamp::ZERO)?
         }
-        None => Peer::new(peer_config, me, profile, initial, Timestamp::ZERO)?,
+        None => Peer::new(peer_config, key, profile, initial, Timestamp::ZERO)?,
     };
     let clock = Instant::now();
     let trainer = TrainerActor::start(workload);
@@ -162,7 +163,7 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
     actor.do_send(Attach(network));
     if options.report {
         report_line(&Report::Started {
-            peer: hex::encode(me.0),
+            peer: hex::encode(key_id.0),
             transport_peer: info.transport_peer.to_string(),
             metrics: info.metrics_addr.map(|a| a.to_string()),
         });

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use gradmesh_protocol::PeerId;
+use gradmesh_protocol::{PeerId, PeerKey};
 use libp2p::identity::{Keypair, PublicKey};
 
 /// Identity files are a few dozen bytes; anything larger is not one.
@@ -102,6 +102,15 @@ fn create(path: &Path) -> std::io::Result<Keypair> {
     file.write_all(&encoded)?;
     file.sync_all()?;
     Ok(keypair)
+}
+
+/// The protocol's signing key of an ed25519 identity (the same key signs votes; its id is
+/// [`protocol_peer_id_of_key`] of the public key); `None` for other key types.
+#[must_use]
+pub fn protocol_key_of(keypair: &Keypair) -> Option<PeerKey> {
+    let ed25519 = keypair.clone().try_into_ed25519().ok()?;
+    let secret: [u8; 32] = ed25519.secret().as_ref().try_into().ok()?;
+    Some(PeerKey::from_secret(secret))
 }
 
 /// The protocol peer id of an ed25519 public key; `None` for other key types.

@@ -33,7 +33,9 @@ pub use behaviour::{
 };
 pub use config::{ConfigError, MetricsRegistrar, NetConfig, NetConfigBuilder, TrainingDescriptor};
 pub use frame::{Frame, FrameCaps, FrameError, Oversize};
-pub use identity::{IdentityError, load_or_create, protocol_peer_id, protocol_peer_id_of_key};
+pub use identity::{
+    IdentityError, load_or_create, protocol_key_of, protocol_peer_id, protocol_peer_id_of_key,
+};
 pub use lane::LANE_PAYLOAD_MIN;
 pub use messages::{
     BAN_DURATION, Ban, BanReason, Dial, DialFailure, FrameRequestId, FrameSent, NetError, NetEvent,

@@ -22,11 +22,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::PeerConfig;
-use crate::ids::{PeerId, RoundId};
+use crate::ids::{Digest, PeerId, RoundId};
+use crate::keys::Seal;
 use crate::peer::{Output, Peer, Profile};
 use crate::reduce::RoundResult;
 use crate::time::Timestamp;
-use crate::wire::{self, Envelope};
+use crate::wire::{self, Body, Certificate, CommitNotice, Envelope, ROSTER_MEMBERS_MAX};
 
 pub use check::{InvariantChecker, Violation};
 pub use shell::Node;
@@ -68,12 +69,46 @@ pub struct Schedule {
 /// Test-only Byzantine behaviour: the founders listed send their honest gradient multiplied by
 /// `scale` (say `-10.0`: sign-flipped and scaled ×10), with their honest weight, every round. The
 /// checker records what they sent, so the invariants still hold against the real inputs.
+///
+/// They can also lie in the protocol, to split the honest peers and commit each side on its
+/// own. With `equivocates_spans`, in even rounds every reduced span they send to a *victim* (a
+/// peer whose index is 1 modulo 3, a minority) has its first value raised by 1, so the victims
+/// assemble another result than the rest (odd rounds are left honest, so the victims, once
+/// resynced, contribute again and the checker's liveness rule still applies to them). Without
+/// lossy links or partitions nobody relays the perturbed spans, so what the victims hold stays a
+/// minority's; with them a relayed perturbed span could reach a majority and commit, which the
+/// checker reports (a span owner is trusted with its span's values, docs/protocol.md §5.5). With
+/// `forges_commits`, every vote they hear becomes a forged commit notice for that digest, sent
+/// to every peer and naming every contributor as a voter; asked for seals, they send all the
+/// seals for that digest they have overheard in the round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attack {
     /// Indices of the attacking founders.
     pub peers: Vec<usize>,
     /// Factor applied to their gradients.
     pub scale: f32,
+    /// Send the victims perturbed reduced spans.
+    pub equivocates_spans: bool,
+    /// Turn every vote heard into a commit notice to everyone.
+    pub forges_commits: bool,
+}
+
+impl Attack {
+    /// Whether node `index` is a victim of lying attackers.
+    #[must_use]
+    pub fn is_victim(&self, index: usize) -> bool {
+        index % 3 == 1 && !self.peers.contains(&index)
+    }
+
+    /// An attacker that equivocates about the spans it owns.
+    fn equivocates(attack: Option<&Self>, index: usize) -> bool {
+        attack.is_some_and(|a| a.equivocates_spans && a.peers.contains(&index))
+    }
+
+    /// An attacker that forges commit notices.
+    fn forges(attack: Option<&Self>, index: usize) -> bool {
+        attack.is_some_and(|a| a.forges_commits && a.peers.contains(&index))
+    }
 }
 
 impl Schedule {
@@ -154,6 +189,10 @@ pub struct Stats {
     pub kills: u64,
     /// Peers that joined.
     pub joins: u64,
+    /// Reduced spans lying attackers perturbed (see [`Attack`]).
+    pub perturbed_spans: u64,
+    /// Commit notices lying attackers forged.
+    pub forged_commits: u64,
 }
 
 /// The in-memory mesh.
@@ -172,6 +211,8 @@ pub struct Driver {
     history: Vec<(Timestamp, PeerId, crate::peer::Event)>,
     /// The first committed result of each round, kept only with [`Driver::with_log`].
     committed: BTreeMap<RoundId, RoundResult>,
+    /// Seals of the votes lying attackers heard, by round and digest (forged notices carry them).
+    overheard: BTreeMap<(RoundId, Digest), Vec<Seal>>,
     keep_log: bool,
 }
 
@@ -204,6 +245,7 @@ impl Driver {
             log: Vec::new(),
             history: Vec::new(),
             committed: BTreeMap::new(),
+            overheard: BTreeMap::new(),
             keep_log: false,
         };
         let initial = shell::initial_params(driver.schedule.vector_len);
@@ -234,14 +276,14 @@ impl Driver {
 
     fn spawn(&mut self, initial: Option<Vec<f32>>) {
         let index = self.nodes.len();
-        let id = PeerId::from_index(index as u64);
+        let key = crate::keys::PeerKey::from_index(index as u64);
         let profile = Profile {
             bandwidth_bytes_per_s: 1_000_000 * (1 + (index as u64 % 4)),
             samples_per_s: 1000,
             samples_per_step: 16 + (index as u32 % 5) * 8,
         };
         let bytes = initial.as_deref().map(shell::params_bytes);
-        let peer = Peer::new(self.schedule.config.clone(), id, profile, bytes, self.now);
+        let peer = Peer::new(self.schedule.config.clone(), key, profile, bytes, self.now);
         let Ok(peer) = peer else { return };
         let params = initial.unwrap_or_default();
         self.checker.record_birth(index, self.now);
@@ -376,6 +418,15 @@ impl Driver {
     }
 
     fn deliver(&mut self, to: usize, from: PeerId, envelope: Envelope) {
+        if Attack::forges(self.schedule.attack.as_ref(), to) {
+            match &envelope.body {
+                Body::Vote(vote) => self.forge_commits(to, envelope.round, vote.result, vote.seal),
+                Body::SealRequest(request) => {
+                    self.serve_overheard(to, from, envelope.round, request.result);
+                }
+                _ => {}
+            }
+        }
         let now = self.now;
         match self.nodes[to].peer.as_mut() {
             Some(peer) => peer.handle_message(now, from, envelope),
@@ -386,6 +437,42 @@ impl Driver {
         }
         self.stats.messages += 1;
         self.drain(to);
+    }
+
+    /// A lying attacker `i` heard a vote: it tells everyone the digest committed, claiming that
+    /// every contributor voted for it.
+    fn forge_commits(&mut self, i: usize, round: RoundId, result: Digest, seal: Seal) {
+        let seals = self.overheard.entry((round, result)).or_default();
+        if !seals.contains(&seal) {
+            seals.push(seal);
+        }
+        let notice = CommitNotice {
+            result,
+            voters: vec![0xff; ROSTER_MEMBERS_MAX / 8],
+        };
+        let sender = self.nodes[i].id;
+        let targets: Vec<PeerId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.index != i && n.peer.is_some())
+            .map(|n| n.id)
+            .collect();
+        for to in targets {
+            self.stats.forged_commits += 1;
+            let body = Body::Commit(notice.clone());
+            self.transmit(i, to, Envelope::new(sender, round, body));
+        }
+    }
+
+    /// A lying attacker `i` asked for seals by `to` answers with every seal for that digest it has
+    /// overheard in that round (its own machine answers honestly as well).
+    fn serve_overheard(&mut self, i: usize, to: PeerId, round: RoundId, result: Digest) {
+        let Some(seals) = self.overheard.get(&(round, result)).cloned() else {
+            return;
+        };
+        let sender = self.nodes[i].id;
+        let body = Body::Seals(Certificate { result, seals });
+        self.transmit(i, to, Envelope::new(sender, round, body));
     }
 
     fn kill(&mut self, i: usize) {
@@ -480,10 +567,22 @@ impl Driver {
         Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 
-    fn transmit(&mut self, from: usize, to: PeerId, envelope: Envelope) {
+    fn transmit(&mut self, from: usize, to: PeerId, mut envelope: Envelope) {
         let Some(dest) = self.nodes.iter().position(|n| n.id == to) else {
             return;
         };
+        if let Some(attack) = &self.schedule.attack
+            && Attack::equivocates(Some(attack), from)
+            && attack.is_victim(dest)
+            && envelope.round.0.is_multiple_of(2)
+            && let Body::Reduced(reduced) = &mut envelope.body
+            && let Some(first) = reduced.data.first()
+        {
+            let mut values = reduced.data.to_vec();
+            values[0] = first + 1.0;
+            reduced.data = values.into();
+            self.stats.perturbed_spans += 1;
+        }
         let (lo, hi) = self.schedule.latency;
         let delay = self.draw(lo, hi);
         let in_fault_window = self.now < at(self.schedule.faults_end);

@@ -102,6 +102,8 @@ fn attacked_run(rule: Aggregation) -> Robustness {
     schedule.attack = Some(Attack {
         peers: attackers.clone(),
         scale: -10.0,
+        equivocates_spans: false,
+        forges_commits: false,
     });
     let mut driver = Driver::new(schedule).with_log();
     driver.run().expect("no violation");
@@ -349,4 +351,63 @@ fn votes_cut_by_a_partition_do_not_fork_the_base() {
     assert_eq!(verdict, Ok(()));
     assert!(!driver.checker().halted_by_design);
     assert!(driver.checker().rounds_committed() >= 10);
+}
+
+/// Issue 16: a contributor that lies in the protocol (see [`Attack`]): it sends a perturbed
+/// version of every span it owns to a minority of victims and turns every vote it hears into a
+/// forged commit notice carrying all the seals it has for that digest. Before votes were sealed,
+/// one such notice made a victim commit its own minority result while the rest committed
+/// another (a fork). Now a notice counts only its verified votes, so the victims' result never
+/// reaches a quorum: they see the majority's result decided, resync, and the mesh goes on.
+#[test]
+fn a_lying_contributor_neither_forks_the_mesh_nor_commits_a_minority_result() {
+    for seed in 1..=3 {
+        let mut schedule = Schedule::calm(seed, 7);
+        schedule.attack = Some(Attack {
+            peers: vec![0],
+            scale: 1.0,
+            equivocates_spans: true,
+            forges_commits: true,
+        });
+        let mut driver = Driver::new(schedule).with_log();
+        let verdict = driver.run();
+        if verdict.is_err() {
+            for line in driver.log().iter().take(200) {
+                eprintln!("{line}");
+            }
+        }
+        // The checker found no two peers holding different states after the same round.
+        verdict.expect("no violation");
+        let stats = driver.stats().clone();
+        let victims: Vec<PeerId> = driver
+            .nodes()
+            .iter()
+            .filter(|n| n.index % 3 == 1)
+            .map(|n| n.id)
+            .collect();
+        let diverged = |victim: bool| {
+            driver
+                .history()
+                .iter()
+                .filter(|(_, id, e)| {
+                    victims.contains(id) == victim
+                        && matches!(e, crate::peer::Event::Diverged { .. })
+                })
+                .count()
+        };
+        let (diverged, honest_diverged) = (diverged(true), diverged(false));
+        let rounds = driver.checker().rounds_committed();
+        println!("seed {seed}: {stats:?}, victims diverged {diverged} times, {rounds} rounds");
+        assert!(stats.perturbed_spans >= 10, "seed {seed}: {stats:?}");
+        assert!(stats.forged_commits >= 100, "seed {seed}: {stats:?}");
+        assert!(
+            diverged >= 5,
+            "seed {seed}: the victims never held the perturbed result"
+        );
+        assert_eq!(
+            honest_diverged, 0,
+            "seed {seed}: a peer outside the victims diverged"
+        );
+        assert!(rounds >= 10, "seed {seed}: {rounds} rounds committed");
+    }
 }

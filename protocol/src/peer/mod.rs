@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use crate::config::{PeerConfig, ServeState};
 use crate::ids::{PeerId, RoundId};
-use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult};
+use crate::keys::PeerKey;
+use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult, SealBook};
 use crate::roster::{Roster, leader_key};
 use crate::sync::{SnapshotError, StateSnapshot, StateSync, SyncOutput};
 use crate::time::Timestamp;
@@ -107,6 +108,8 @@ struct Gradient {
 #[derive(Debug)]
 pub struct Peer {
     config: PeerConfig,
+    /// Signs this peer's votes; `me` is its id.
+    key: Arc<PeerKey>,
     me: PeerId,
     profile: Profile,
     stage: Stage,
@@ -135,6 +138,8 @@ pub struct Peer {
     /// Committed results waiting for the state they apply to (observers syncing, or results
     /// that arrive while the shell is still applying the previous one), by round.
     pending: BTreeMap<RoundId, RoundResult>,
+    /// The sealed votes of the last finished round, answered to members that missed some.
+    last_seals: Option<(RoundId, SealBook)>,
     /// The round being applied by the shell and its contributors (the next state's committee).
     applying: Option<(RoundId, Vec<PeerId>)>,
     /// No roster is proposed before this: founders first hear each other's announcements.
@@ -162,13 +167,14 @@ pub struct Peer {
 
 impl Peer {
     /// A founding peer holding `initial` (the serialized initial state, identical on every
-    /// founder), or a joiner when `initial` is `None`.
+    /// founder), or a joiner when `initial` is `None`. `key` signs its votes; its id is the
+    /// key's ([`PeerKey::id`]).
     ///
     /// # Errors
     /// [`SnapshotError`] if the initial state is too large to snapshot.
     pub fn new(
         config: PeerConfig,
-        me: PeerId,
+        key: PeerKey,
         profile: Profile,
         initial: Option<Arc<[u8]>>,
         now: Timestamp,
@@ -176,7 +182,8 @@ impl Peer {
         let announce_interval = config.announce_interval;
         let mut peer = Self {
             config,
-            me,
+            me: key.id(),
+            key: Arc::new(key),
             profile,
             stage: Stage::Joining,
             state: None,
@@ -192,6 +199,7 @@ impl Peer {
             members_by_age: BTreeMap::new(),
             members_clock: 0,
             pending: BTreeMap::new(),
+            last_seals: None,
             applying: None,
             discovery_until: now + announce_interval,
             known: BTreeMap::new(),
@@ -223,12 +231,12 @@ impl Peer {
     /// with [`Peer::new`].
     pub fn resume(
         config: PeerConfig,
-        me: PeerId,
+        key: PeerKey,
         profile: Profile,
         snapshot: StateSnapshot,
         now: Timestamp,
     ) -> Result<Self, SnapshotError> {
-        let mut peer = Self::new(config, me, profile, None, now)?;
+        let mut peer = Self::new(config, key, profile, None, now)?;
         peer.outputs.clear();
         peer.install(snapshot);
         peer.apply_next_pending();
@@ -448,6 +456,17 @@ impl Peer {
                     && sync.target().round == round
                 {
                     sync.handle_message(now, from, body);
+                }
+            }
+            Body::SealRequest(request)
+                if self.last_seals.as_ref().is_some_and(|(r, _)| *r == round) =>
+            {
+                let answer = self
+                    .last_seals
+                    .as_mut()
+                    .and_then(|(_, book)| book.answer(from, &request));
+                if let Some(certificate) = answer {
+                    self.send(from, round, Body::Seals(certificate));
                 }
             }
             body => self.route_round_message(now, Envelope { body, ..envelope }),
@@ -832,7 +851,32 @@ impl Peer {
             self.pending.clear();
             self.sync = Some(StateSync::start(&self.config, base, donors, now));
         }
-        self.start_round(now, roster, Role::Observer, None, None);
+        let committee = self.committee_of(base);
+        self.start_round(now, roster, Role::Observer, None, committee);
+    }
+
+    /// The committee of state `base` as this peer knows it for sure: a state it holds or is
+    /// applying, the result of a round it observed, or the state it syncs once the manifest
+    /// verified against the digest. An observer needs it to decide by votes.
+    fn committee_of(&self, base: StateSummary) -> Option<Vec<PeerId>> {
+        if let Some(snapshot) = self.snapshots.get(&base.round)
+            && snapshot.summary() == base
+        {
+            return Some(snapshot.committee().to_vec());
+        }
+        if let Some((round, committee)) = &self.applying
+            && *round == base.round
+        {
+            return Some(committee.clone());
+        }
+        if let Some(result) = self.pending.get(&base.round) {
+            return Some(result.committee.clone());
+        }
+        self.sync
+            .as_ref()
+            .filter(|s| s.target() == base)
+            .and_then(StateSync::committee)
+            .map(<[PeerId]>::to_vec)
     }
 
     fn start_round(
@@ -851,8 +895,15 @@ impl Peer {
             Role::Contributor => self.carry_for(round_id, roster.base()),
             Role::Observer => crate::reduce::Carry::Free,
         };
-        let start =
-            ReduceRound::start_bound(&self.config, roster, self.me, now, local, committee, carry);
+        let start = ReduceRound::start_bound(
+            &self.config,
+            roster,
+            &self.key,
+            now,
+            local,
+            committee,
+            carry,
+        );
         let Ok(round) = start else {
             return;
         };
@@ -949,6 +1000,16 @@ impl Peer {
 
     /// Moves the sub-machines' outputs into ours and reacts to their conclusions.
     fn pump(&mut self, now: Timestamp) {
+        if let Some(base) = self
+            .round
+            .as_ref()
+            .filter(|r| r.needs_committee())
+            .map(|r| r.roster().base())
+            && let Some(committee) = self.committee_of(base)
+            && let Some(round) = &mut self.round
+        {
+            round.learn_committee(committee);
+        }
         while let Some(out) = self.round.as_mut().and_then(ReduceRound::poll_output) {
             let round = self.next_round;
             match out {
@@ -989,6 +1050,8 @@ impl Peer {
         let id = round.round();
         let contributor = round.roster().role(self.me) == Some(Role::Contributor);
         self.next_round = id.next();
+        // Members that missed votes of this round may still ask for their seals.
+        self.last_seals = Some((id, round.seal_book()));
         // Whatever the outcome, the vote is remembered until this peer's state changes: it
         // binds later votes on the same state (`lock.rs`).
         if let Some((vote, result)) = round.voted() {

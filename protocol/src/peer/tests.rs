@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::ids::Digest;
+use crate::keys::PeerKey;
 use crate::wire::{Member, StateRequest, VoteLock};
 
 fn profile() -> Profile {
@@ -29,9 +30,10 @@ fn drain(peer: &mut Peer) -> Vec<Output> {
 #[test]
 fn a_lone_founder_commits_its_own_gradient() {
     let me = PeerId::from_index(1);
+    let me_key = PeerKey::from_index(1);
     let initial: Arc<[u8]> = Arc::from(vec![0u8; 16]);
     let mut t = Timestamp::ZERO;
-    let mut peer = Peer::new(config(), me, profile(), Some(initial), t).expect("fits");
+    let mut peer = Peer::new(config(), me_key, profile(), Some(initial), t).expect("fits");
     assert!(
         drain(&mut peer)
             .iter()
@@ -67,8 +69,8 @@ fn a_lone_founder_commits_its_own_gradient() {
 
 #[test]
 fn a_joiner_announces_it_wants_to_join_and_serves_nothing() {
-    let me = PeerId::from_index(2);
-    let mut peer = Peer::new(config(), me, profile(), None, Timestamp::ZERO).expect("fits");
+    let me_key = PeerKey::from_index(2);
+    let mut peer = Peer::new(config(), me_key, profile(), None, Timestamp::ZERO).expect("fits");
     assert!(peer.is_joining());
     let announced = drain(&mut peer).into_iter().any(|o| {
         matches!(o, Output::Broadcast { envelope } if matches!(&envelope.body, Body::Announce(a) if a.wants_to_join && a.state.is_none()))
@@ -87,10 +89,10 @@ fn a_joiner_announces_it_wants_to_join_and_serves_nothing() {
 
 #[test]
 fn an_impersonated_sender_is_reported_not_obeyed() {
-    let me = PeerId::from_index(1);
+    let me_key = PeerKey::from_index(1);
     let mut peer = Peer::new(
         config(),
-        me,
+        me_key,
         profile(),
         Some(Arc::from(vec![0u8; 4])),
         Timestamp::ZERO,
@@ -113,12 +115,13 @@ fn an_impersonated_sender_is_reported_not_obeyed() {
 #[test]
 fn a_resumed_peer_continues_after_its_saved_round() {
     let me = PeerId::from_index(1);
+    let me_key = PeerKey::from_index(1);
     let committee = vec![me, PeerId::from_index(2)];
     let snapshot =
         StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
     let digest = snapshot.summary();
     let mut peer =
-        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+        Peer::resume(config(), me_key, profile(), snapshot, Timestamp::ZERO).expect("resumes");
     assert_eq!(peer.state(), Some(digest));
     assert_eq!(peer.next_round(), RoundId(6));
     assert!(!peer.is_joining());
@@ -142,14 +145,14 @@ fn a_resumed_peer_continues_after_its_saved_round() {
 /// gradient, and locked on `digest` from round 3 (it voted, then the round ended without it
 /// learning the outcome, say cut off by a partition right after the votes).
 fn locked_peer(digest: Digest, result: Option<RoundResult>) -> (Peer, StateSummary) {
-    let me = PeerId::from_index(1);
+    let me_key = PeerKey::from_index(1);
     let mut committee: Vec<PeerId> = (1..=3).map(PeerId::from_index).collect();
     committee.sort();
     let snapshot =
         StateSnapshot::new(RoundId(2), committee, Arc::from(vec![7u8; 16]), 16).expect("fits");
     let base = snapshot.summary();
     let mut peer =
-        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+        Peer::resume(config(), me_key, profile(), snapshot, Timestamp::ZERO).expect("resumes");
     peer.handle_gradient(Timestamp::ZERO, 8, Arc::from(vec![0.5f32; 6]));
     let vote = VoteLock {
         round: RoundId(3),
@@ -332,13 +335,13 @@ fn member_at_round_5() -> (Peer, StateSummary) {
 /// Peer 1 holding the state after round 5 of the committee {1, …, `size`}, computing its next
 /// gradient.
 fn member_of(size: u64) -> (Peer, StateSummary) {
-    let me = PeerId::from_index(1);
+    let me_key = PeerKey::from_index(1);
     let committee = (1..=size).map(PeerId::from_index).collect();
     let snapshot =
         StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
     let own = snapshot.summary();
     let mut peer =
-        Peer::resume(config(), me, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+        Peer::resume(config(), me_key, profile(), snapshot, Timestamp::ZERO).expect("resumes");
     drain(&mut peer);
     (peer, own)
 }
@@ -536,10 +539,16 @@ fn early_messages_are_bounded_in_rounds_and_bytes() {
 /// every roster, and rounds crawled. A leader now names a few, a different few each round.
 #[test]
 fn a_flood_of_joiners_gets_a_few_observer_slots_per_round() {
-    let me = PeerId::from_index(1);
+    let me_key = PeerKey::from_index(1);
     let mut t = Timestamp::ZERO;
-    let mut peer =
-        Peer::new(config(), me, profile(), Some(Arc::from(vec![0u8; 16])), t).expect("fits");
+    let mut peer = Peer::new(
+        config(),
+        me_key,
+        profile(),
+        Some(Arc::from(vec![0u8; 16])),
+        t,
+    )
+    .expect("fits");
     drain(&mut peer);
     peer.handle_gradient(t, 8, Arc::from(vec![0.5f32; 4]));
     for i in 1000..2000 {
@@ -582,6 +591,7 @@ fn a_flood_of_joiners_gets_a_few_observer_slots_per_round() {
 #[test]
 fn members_only_state_is_withheld_from_strangers() {
     let me = PeerId::from_index(1);
+    let me_key = PeerKey::from_index(1);
     let member = PeerId::from_index(2);
     let stranger = PeerId::from_index(9);
     let snapshot = StateSnapshot::new(RoundId(5), vec![me, member], Arc::from(vec![3u8; 40]), 16)
@@ -592,8 +602,14 @@ fn members_only_state_is_withheld_from_strangers() {
             .serve_state(serve)
             .build()
             .expect("valid");
-        let mut peer = Peer::resume(config, me, profile(), snapshot.clone(), Timestamp::ZERO)
-            .expect("resumes");
+        let mut peer = Peer::resume(
+            config,
+            me_key.clone(),
+            profile(),
+            snapshot.clone(),
+            Timestamp::ZERO,
+        )
+        .expect("resumes");
         drain(&mut peer);
         let request = Envelope::new(from, RoundId(5), Body::StateRequest(StateRequest::Manifest));
         peer.handle_message(Timestamp::ZERO, from, request);

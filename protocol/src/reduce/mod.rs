@@ -25,9 +25,16 @@
 //!    peer machine decides from earlier votes on that base (`Carry`, `peer/lock.rs`,
 //!    docs/protocol.md §5.2). A digest is decided when it has the votes of a strict majority of
 //!    this roster's contributors *and* of a strict majority of the *committee* — the
-//!    contributors of the round that produced the base state. A member holding the decided
-//!    digest's data commits and tells everyone (`Commit`); a member holding the same digest
-//!    commits on that notice (observers commit only on notices). Within a round, any two
+//!    contributors of the round that produced the base state. Votes are sealed (ed25519 over
+//!    the roster's digest and the result, [`crate::keys`]). A member holding the decided
+//!    digest's data commits and tells everyone with a `Commit` naming the voters it counted; a
+//!    receiver missing some of those votes asks the sender for their seals (`SealRequest`, at
+//!    most [`SEAL_REQUESTS_PER_DIGEST`] senders per digest), adds those that verify to the votes
+//!    it heard itself and decides by the same rule, so a notice commits nothing that the votes
+//!    do not. Seals travel only to peers that miss votes, so a round's commit traffic stays
+//!    one small notice per contributor and member. An observer decides by the same rule once it knows the committee (the peer
+//!    machine hands it over as soon as it holds the base state's verified manifest); until then
+//!    it commits nothing. Within a round, any two
 //!    committee majorities share a peer, a peer accepts one roster per round and votes once, so
 //!    two different results can never both commit. A member that voted or holds a result, but
 //!    not the decided one, finishes [`RoundOutcome::Diverged`] and must resync; one that has
@@ -45,9 +52,13 @@ use thiserror::Error;
 use crate::config::{Aggregation, CodecKind, PeerConfig};
 use crate::floats::Floats;
 use crate::ids::{Digest, PeerId, RoundId};
+use crate::keys::{PeerKey, Seal};
 use crate::roster::Roster;
 use crate::time::Timestamp;
-use crate::wire::{Body, Contribution, Reduced, Role, SpanRequest, Vote, VoteLock};
+use crate::wire::{
+    Body, Certificate, CommitNotice, Contribution, Reduced, Role, SealRequest, SpanRequest, Vote,
+    VoteLock,
+};
 
 use span::{FiniteCheck, OwnedSpan, encode_values, quantise, received_values, reduce_span};
 pub use span::{ReducedSpan, SpanResult, span_rule};
@@ -95,6 +106,10 @@ pub enum RejectReason {
     /// The sender voted twice with different digests.
     #[error("sender voted for two different results")]
     Equivocation,
+    /// A vote's seal names another signer than its sender, or a commit notice carries a seal
+    /// that does not verify.
+    #[error("a vote's seal does not verify or names another signer")]
+    BadSeal,
     /// The span is encoded with another codec than the mesh's [`PeerConfig::codec`].
     #[error("span is encoded with another codec than the mesh's")]
     WrongCodec,
@@ -208,6 +223,7 @@ struct Deadlines {
 #[derive(Debug)]
 pub struct ReduceRound {
     roster: Arc<Roster>,
+    key: Arc<PeerKey>,
     me: PeerId,
     my_rank: Option<usize>,
     /// Contributors of the round that produced the base state; `None` for an observer, which
@@ -224,12 +240,14 @@ pub struct ReduceRound {
     result: Option<RoundResult>,
     /// Spans this peer asked every member for at the failover deadline.
     requested: BTreeSet<usize>,
-    votes: BTreeMap<PeerId, Digest>,
+    /// Each contributor's vote and its seal.
+    book: SealBook,
+    /// The peers asked for seals of each digest (at most [`SEAL_REQUESTS_PER_DIGEST`]).
+    seal_requests: BTreeMap<Digest, Vec<PeerId>>,
     /// What this contributor may vote for; observers ignore it.
     carry: Carry,
     /// This contributor's vote: the digest, and whether it carried an earlier result.
     my_vote: Option<(Digest, bool)>,
-    commit_claims: BTreeSet<Digest>,
     /// Contributors known to have moved past this round without us.
     deserted: BTreeSet<PeerId>,
     finished: bool,
@@ -246,12 +264,12 @@ impl ReduceRound {
     pub fn start(
         config: &PeerConfig,
         roster: Arc<Roster>,
-        me: PeerId,
+        key: &Arc<PeerKey>,
         now: Timestamp,
         local: Option<(u32, Arc<[f32]>)>,
         committee: Option<Vec<PeerId>>,
     ) -> Result<Self, StartError> {
-        Self::start_bound(config, roster, me, now, local, committee, Carry::Free)
+        Self::start_bound(config, roster, key, now, local, committee, Carry::Free)
     }
 
     /// [`ReduceRound::start`] for a contributor whose vote `carry` bounds (the peer machine
@@ -259,12 +277,13 @@ impl ReduceRound {
     pub(crate) fn start_bound(
         config: &PeerConfig,
         roster: Arc<Roster>,
-        me: PeerId,
+        key: &Arc<PeerKey>,
         now: Timestamp,
         local: Option<(u32, Arc<[f32]>)>,
         committee: Option<Vec<PeerId>>,
         carry: Carry,
     ) -> Result<Self, StartError> {
+        let me = key.id();
         let my_rank = roster.contributor_rank(me);
         match (roster.role(me), &local) {
             (None, _) => return Err(StartError::NotMember),
@@ -287,8 +306,10 @@ impl ReduceRound {
             round: now + config.round_timeout,
         };
         let spans = roster.spans().len();
+        let book = SealBook::new(Arc::clone(&roster));
         let mut round = Self {
             roster,
+            key: Arc::clone(key),
             me,
             my_rank,
             committee,
@@ -302,10 +323,10 @@ impl ReduceRound {
             fired: [false; 3],
             result: None,
             requested: BTreeSet::new(),
-            votes: BTreeMap::new(),
+            book,
+            seal_requests: BTreeMap::new(),
             carry,
             my_vote: None,
-            commit_claims: BTreeSet::new(),
             deserted: BTreeSet::new(),
             finished: false,
             outputs: VecDeque::new(),
@@ -403,8 +424,31 @@ impl ReduceRound {
             return;
         };
         self.my_vote = Some((digest, carried));
-        self.votes.insert(self.me, digest);
-        self.broadcast(&Body::Vote(Vote { result: digest }));
+        let seal = self.key.seal_vote(self.roster.digest(), digest);
+        self.book.votes.insert(self.me, (digest, seal));
+        self.broadcast(&Body::Vote(Vote {
+            result: digest,
+            seal,
+        }));
+    }
+
+    /// The round's sealed votes, for the peer to keep answering seal requests after the round.
+    pub(crate) fn seal_book(&self) -> SealBook {
+        self.book.clone()
+    }
+
+    /// Whether this (observer) round still waits to learn the base state's committee.
+    pub(crate) const fn needs_committee(&self) -> bool {
+        self.committee.is_none() && !self.finished
+    }
+
+    /// The base state's committee, learned mid-round by an observer: from now on it decides by
+    /// the votes it holds, like a contributor.
+    pub(crate) fn learn_committee(&mut self, committee: Vec<PeerId>) {
+        if self.needs_committee() {
+            self.committee = Some(committee);
+            self.try_finish();
+        }
     }
 
     /// The hard deadline of this round.
@@ -489,8 +533,15 @@ impl ReduceRound {
             Body::Contribution(c) => self.handle_contribution(now, from, c),
             Body::Reduced(r) => self.handle_reduced(from, r),
             Body::SpanRequest(s) => self.handle_span_request(from, s.span),
-            Body::Vote(v) => self.handle_vote(from, v.result),
-            Body::Commit(v) => self.handle_commit(from, v.result),
+            Body::Vote(v) => self.handle_vote(from, v),
+            Body::Commit(c) => self.handle_commit(from, &c),
+            Body::SealRequest(r) => {
+                if let Some(certificate) = self.book.answer(from, &r) {
+                    self.send(from, Body::Seals(certificate));
+                }
+                Ok(())
+            }
+            Body::Seals(c) => self.handle_seals(from, &c),
             _ => Ok(()),
         };
         if let Err(reason) = verdict {
@@ -683,7 +734,11 @@ impl ReduceRound {
             let digest = result.digest;
             self.result = Some(result);
             if self.my_rank.is_none() {
-                self.broadcast(&Body::Vote(Vote { result: digest }));
+                let seal = self.key.seal_vote(self.roster.digest(), digest);
+                self.broadcast(&Body::Vote(Vote {
+                    result: digest,
+                    seal,
+                }));
             }
             self.try_vote();
         }
@@ -694,27 +749,89 @@ impl ReduceRound {
         span::assemble(&self.roster, &spans)
     }
 
-    fn handle_vote(&mut self, from: PeerId, digest: Digest) -> Result<(), RejectReason> {
+    /// A vote heard from its voter. Its seal must name the sender; it is verified only if it
+    /// is ever needed as proof (a receiver of our certificate that lacks this vote verifies it).
+    fn handle_vote(&mut self, from: PeerId, vote: Vote) -> Result<(), RejectReason> {
         match self.roster.role(from) {
             None => return Err(RejectReason::NotContributor),
             Some(Role::Observer) => return Ok(()),
             Some(Role::Contributor) => {}
         }
-        match self.votes.get(&from) {
-            Some(d) if *d != digest => Err(RejectReason::Equivocation),
+        if vote.seal.signer() != from {
+            return Err(RejectReason::BadSeal);
+        }
+        match self.book.votes.get(&from) {
+            Some((d, _)) if *d != vote.result => Err(RejectReason::Equivocation),
             Some(_) => Ok(()),
             None => {
-                self.votes.insert(from, digest);
+                self.book.votes.insert(from, (vote.result, vote.seal));
                 Ok(())
             }
         }
     }
 
-    fn handle_commit(&mut self, from: PeerId, digest: Digest) -> Result<(), RejectReason> {
+    /// A commit notice commits nothing by itself: if it names voters this peer has not heard,
+    /// ask the sender for their seals (a few senders per digest at most).
+    fn handle_commit(&mut self, from: PeerId, notice: &CommitNotice) -> Result<(), RejectReason> {
         if self.roster.role(from) != Some(Role::Contributor) {
             return Err(RejectReason::NotContributor);
         }
-        self.commit_claims.insert(digest);
+        let missing: Vec<usize> = self
+            .roster
+            .contributors()
+            .iter()
+            .enumerate()
+            .filter(|(rank, p)| bit(&notice.voters, *rank) && !self.book.votes.contains_key(p))
+            .map(|(rank, _)| rank)
+            .collect();
+        let asked = self.seal_requests.entry(notice.result).or_default();
+        if missing.is_empty() || asked.len() >= SEAL_REQUESTS_PER_DIGEST || asked.contains(&from) {
+            return Ok(());
+        }
+        asked.push(from);
+        let voters = bitmap(missing, self.roster.contributors().len());
+        let request = SealRequest {
+            result: notice.result,
+            voters,
+        };
+        self.send(from, Body::SealRequest(request));
+        Ok(())
+    }
+
+    /// Seals this peer asked `from` for: each counts as if heard from its voter once it
+    /// verifies. Seals of non-contributors, of voters already heard (voting the same, or
+    /// otherwise: then a valid seal only proves the voter equivocated), add nothing.
+    fn handle_seals(
+        &mut self,
+        from: PeerId,
+        certificate: &Certificate,
+    ) -> Result<(), RejectReason> {
+        let asked = self
+            .seal_requests
+            .get(&certificate.result)
+            .is_some_and(|peers| peers.contains(&from));
+        if !asked {
+            return Err(RejectReason::BadSeal);
+        }
+        let (roster, result) = (self.roster.digest(), certificate.result);
+        let mut forged = false;
+        for seal in &certificate.seals {
+            let voter = seal.signer();
+            if self.roster.role(voter) != Some(Role::Contributor) {
+                forged = true;
+                continue;
+            }
+            match self.book.votes.get(&voter) {
+                Some(_) => {}
+                None if seal.seals_vote(roster, result) => {
+                    self.book.votes.insert(voter, (result, *seal));
+                }
+                None => forged = true,
+            }
+        }
+        if forged {
+            return Err(RejectReason::BadSeal);
+        }
         Ok(())
     }
 
@@ -727,13 +844,7 @@ impl ReduceRound {
         if self.finished {
             return;
         }
-        let decided = self.decided();
-        let claimed = self
-            .commit_claims
-            .iter()
-            .copied()
-            .find(|d| self.held(*d).is_some());
-        let Some(d) = decided.or(claimed) else {
+        let Some(d) = self.decided() else {
             return;
         };
         let outcome = match self.held(d) {
@@ -743,10 +854,13 @@ impl ReduceRound {
             }
             None => return,
         };
-        // A decided digest is a fact worth telling; so is a commit on a notice.
-        let committed = matches!(outcome, RoundOutcome::Committed(_));
-        if self.my_rank.is_some() && (decided.is_some() || committed) {
-            self.broadcast(&Body::Commit(Vote { result: d }));
+        // A decided digest is a fact worth telling, with the votes that prove it.
+        if self.my_rank.is_some() {
+            let notice = CommitNotice {
+                result: d,
+                voters: self.book.voters(d),
+            };
+            self.broadcast(&Body::Commit(notice));
         }
         self.finish(outcome);
     }
@@ -756,7 +870,7 @@ impl ReduceRound {
     fn decided(&self) -> Option<Digest> {
         let quorum = self.roster.quorum();
         let mut tally: BTreeMap<Digest, usize> = BTreeMap::new();
-        for d in self.votes.values() {
+        for (d, _) in self.book.votes.values() {
             *tally.entry(*d).or_default() += 1;
         }
         tally
@@ -773,10 +887,15 @@ impl ReduceRound {
             Some(c) => {
                 let votes = c
                     .iter()
-                    .filter(|p| self.votes.get(p) == Some(&digest))
+                    .filter(|p| self.book.votes.get(p).is_some_and(|(d, _)| *d == digest))
                     .count();
                 if c.is_empty() {
-                    let votes = self.votes.values().filter(|d| **d == digest).count();
+                    let votes = self
+                        .book
+                        .votes
+                        .values()
+                        .filter(|(d, _)| *d == digest)
+                        .count();
                     votes >= self.genesis_quorum
                 } else {
                     votes > c.len() / 2
@@ -796,7 +915,7 @@ impl ReduceRound {
     pub fn handle_desertion(&mut self, peer: PeerId) {
         if self.finished
             || self.roster.role(peer) != Some(Role::Contributor)
-            || self.votes.contains_key(&peer)
+            || self.book.votes.contains_key(&peer)
         {
             return;
         }
@@ -842,9 +961,7 @@ impl ReduceRound {
         }
         self.try_finish();
         if !self.finished && now >= self.deadlines.round {
-            let committed = self
-                .decided()
-                .or_else(|| self.commit_claims.first().copied());
+            let committed = self.decided();
             let withheld =
                 self.my_rank.is_some() && self.my_vote.is_none() && self.carry == Carry::Unknown;
             let outcome = match committed {
@@ -970,6 +1087,79 @@ fn span_index(roster: &Roster, span: u32) -> Result<usize, RejectReason> {
     } else {
         Err(RejectReason::NoSuchSpan { span })
     }
+}
+
+/// Peers a member asks for the seals of one digest's votes, at most: the first notices' senders.
+pub const SEAL_REQUESTS_PER_DIGEST: usize = 2;
+
+/// The sealed votes of one round. A seal that came from its voter directly is kept unverified
+/// (the transport authenticated the sender); one fetched from another peer is verified before it
+/// counts. Kept by the peer past the round's end, so members that missed votes can fetch seals.
+#[derive(Debug, Clone)]
+pub struct SealBook {
+    roster: Arc<Roster>,
+    votes: BTreeMap<PeerId, (Digest, Seal)>,
+    /// Requests answered: one answer per requester and digest.
+    answered: BTreeSet<(PeerId, Digest)>,
+}
+
+impl SealBook {
+    fn new(roster: Arc<Roster>) -> Self {
+        Self {
+            roster,
+            votes: BTreeMap::new(),
+            answered: BTreeSet::new(),
+        }
+    }
+
+    /// Bitmap over contributor ranks of the votes for `result` held.
+    fn voters(&self, result: Digest) -> Vec<u8> {
+        let ranks = self
+            .roster
+            .contributors()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| self.votes.get(p).is_some_and(|(d, _)| *d == result))
+            .map(|(rank, _)| rank);
+        bitmap(ranks, self.roster.contributors().len())
+    }
+
+    /// The seals `request` asks for that this book holds, once per requester and digest; only
+    /// members of the round are answered.
+    pub(crate) fn answer(&mut self, from: PeerId, request: &SealRequest) -> Option<Certificate> {
+        if self.roster.role(from).is_none() || !self.answered.insert((from, request.result)) {
+            return None;
+        }
+        let seals: Vec<Seal> = self
+            .roster
+            .contributors()
+            .iter()
+            .enumerate()
+            .filter(|(rank, _)| bit(&request.voters, *rank))
+            .filter_map(|(_, p)| self.votes.get(p))
+            .filter(|(d, _)| *d == request.result)
+            .map(|(_, seal)| *seal)
+            .collect();
+        (!seals.is_empty()).then_some(Certificate {
+            result: request.result,
+            seals,
+        })
+    }
+}
+
+/// A bitmap of `len` bits with `ranks` set (bit `i` of byte `i / 8`).
+fn bitmap(ranks: impl IntoIterator<Item = usize>, len: usize) -> Vec<u8> {
+    let mut bits = vec![0u8; len.div_ceil(8)];
+    for rank in ranks {
+        if let Some(byte) = bits.get_mut(rank / 8) {
+            *byte |= 1 << (rank % 8);
+        }
+    }
+    bits
+}
+
+fn bit(bitmap: &[u8], i: usize) -> bool {
+    bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
 #[cfg(test)]

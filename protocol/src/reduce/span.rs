@@ -13,7 +13,7 @@ use crate::ids::{Digest, PeerId};
 use crate::roster::Roster;
 use crate::wire::{Body, Reduced, f32_bytes};
 
-use super::{RejectReason, RoundResult};
+use super::{RejectReason, RoundResult, bit};
 
 /// Contributions collected for a span this peer reduces, as owner or as backup.
 #[derive(Debug)]
@@ -242,10 +242,6 @@ pub struct SpanResult {
     pub contributors: Vec<PeerId>,
     /// Sum of their weights.
     pub total_weight: u64,
-}
-
-fn bit(bitmap: &[u8], i: usize) -> bool {
-    bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
 fn check_len(data: &[f32], expected: usize) -> Result<(), RejectReason> {

@@ -8,12 +8,19 @@ use std::time::Duration;
 use super::*;
 use crate::wire::{Member, Proposal, StateSummary};
 
+/// The key of test peer `id` (ids are those of `PeerKey::from_index`).
+fn key(id: PeerId) -> Arc<PeerKey> {
+    Arc::new(PeerKey::find_index(id, 64).expect("a test peer's id"))
+}
+
 type Filter = Box<dyn FnMut(usize, PeerId, &Body) -> bool>;
 
 struct Pump {
     rounds: Vec<ReduceRound>,
     alive: Vec<bool>,
     outcomes: Vec<Option<RoundOutcome>>,
+    /// Seal books of finished rounds.
+    books: Vec<Option<SealBook>>,
     rejected: Vec<(PeerId, RejectReason)>,
     now: Timestamp,
     /// Called on every message before delivery: return false to drop it.
@@ -70,7 +77,7 @@ pub(super) fn start_contributors(
             ReduceRound::start(
                 config,
                 roster.clone(),
-                me,
+                &key(me),
                 Timestamp::ZERO,
                 local,
                 Some(vec![]),
@@ -88,6 +95,7 @@ impl Pump {
             rounds,
             alive: vec![true; n as usize],
             outcomes: vec![None; n as usize],
+            books: vec![None; n as usize],
             rejected: Vec::new(),
             now: Timestamp::ZERO,
             filter: Box::new(|_, _, _| true),
@@ -122,7 +130,20 @@ impl Pump {
                 }
             }
             if let Some((to, from, body)) = queue.pop_front() {
-                if self.alive[to] {
+                // A finished round's peer keeps answering seal requests from its seal book,
+                // as `Peer` does for its last round.
+                if let (Body::SealRequest(request), Some(_)) = (&body, &self.outcomes[to]) {
+                    let me = self.rounds[to].me;
+                    let answer = self.books[to]
+                        .get_or_insert_with(|| self.rounds[to].seal_book())
+                        .answer(from, request);
+                    if let Some(certificate) = answer
+                        && self.alive[to]
+                        && (self.filter)(to, from, &Body::Seals(certificate.clone()))
+                    {
+                        queue.push_back((self.index(from), me, Body::Seals(certificate)));
+                    }
+                } else if self.alive[to] {
                     self.rounds[to].handle_message(self.now, from, body);
                 }
                 continue;
@@ -302,17 +323,120 @@ fn start_checks_local_inputs() {
     let c = config();
     let t = Timestamp::ZERO;
     assert_eq!(
-        ReduceRound::start(&c, roster.clone(), me, t, None, None).unwrap_err(),
+        ReduceRound::start(&c, roster.clone(), &key(me), t, None, None).unwrap_err(),
         StartError::MissingGradient
     );
     let short = Some((1, Arc::from(vec![0.0; 3])));
     assert!(matches!(
-        ReduceRound::start(&c, roster.clone(), me, t, short, None),
+        ReduceRound::start(&c, roster.clone(), &key(me), t, short, None),
         Err(StartError::GradientShape { .. })
     ));
-    let stranger = PeerId::from_index(99);
     assert_eq!(
-        ReduceRound::start(&c, roster, stranger, t, None, None).unwrap_err(),
+        ReduceRound::start(
+            &c,
+            roster,
+            &Arc::new(PeerKey::from_index(99)),
+            t,
+            None,
+            None
+        )
+        .unwrap_err(),
         StartError::NotMember
     );
+}
+
+/// A member that hears no votes decides only by the seals it fetches after commit notices; the
+/// notices alone commit nothing.
+#[test]
+fn a_member_that_missed_the_votes_commits_by_fetched_seals_not_by_notices() {
+    for fetch in [true, false] {
+        let mut pump = Pump::new(4, 40);
+        let deaf = pump.rounds[0].me;
+        let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&fetched);
+        pump.filter = Box::new(move |_, to, body| match body {
+            Body::Vote(_) => to != deaf,
+            Body::Seals(_) if to == deaf => {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                fetch
+            }
+            _ => true,
+        });
+        pump.run();
+        let outcome = pump.outcomes[0].clone().expect("finished");
+        if fetch {
+            assert!(matches!(outcome, RoundOutcome::Committed(_)), "{outcome:?}");
+            assert_eq!(pump.committed().len(), 4);
+            let n = fetched.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                (1..=SEAL_REQUESTS_PER_DIGEST).contains(&n),
+                "{n} seal answers"
+            );
+        } else {
+            assert!(
+                matches!(outcome, RoundOutcome::Aborted { .. }),
+                "notices alone decided: {outcome:?}"
+            );
+            assert_eq!(pump.committed().len(), 3);
+        }
+    }
+}
+
+/// Fetched seals count only if they verify: one signed over another result, or by a key that is
+/// not the voter's, is refused and named.
+#[test]
+fn fetched_seals_that_do_not_verify_are_refused() {
+    let roster = roster(3, 12);
+    let rounds = start_contributors(&config(), &roster, |rank| gradient(rank, 12));
+    let mut round = rounds.into_iter().next().expect("a round");
+    let sender = roster.contributors()[1];
+    let voter = roster.contributors()[2];
+    let result = Digest::of(b"some result");
+    // Ask `sender` first, as a notice naming `voter` makes the round do.
+    let mut voters = vec![0u8];
+    voters[0] |= 1 << 2;
+    round.handle_message(
+        Timestamp::ZERO,
+        sender,
+        Body::Commit(CommitNotice {
+            result,
+            voters: voters.clone(),
+        }),
+    );
+    let asked = std::iter::from_fn(|| round.poll_output()).any(|o| {
+        matches!(o, RoundOutput::Send { to, body: Body::SealRequest(r) } if to == sender && r.voters == voters)
+    });
+    assert!(asked, "the notice made the round ask for the seal");
+    let key = key(voter);
+    for seal in [
+        key.seal_vote(roster.digest(), Digest::of(b"another result")),
+        PeerKey::from_index(60).seal_vote(roster.digest(), result),
+    ] {
+        round.handle_message(
+            Timestamp::ZERO,
+            sender,
+            Body::Seals(Certificate {
+                result,
+                seals: vec![seal],
+            }),
+        );
+        let refused = std::iter::from_fn(|| round.poll_output()).any(|o| {
+            matches!(o, RoundOutput::Rejected { peer, reason: RejectReason::BadSeal } if peer == sender)
+        });
+        assert!(refused);
+    }
+    // Unasked seals are refused too, even valid ones.
+    let stranger = roster.contributors()[2];
+    round.handle_message(
+        Timestamp::ZERO,
+        stranger,
+        Body::Seals(Certificate {
+            result,
+            seals: vec![key.seal_vote(roster.digest(), result)],
+        }),
+    );
+    let refused = std::iter::from_fn(|| round.poll_output()).any(|o| {
+        matches!(o, RoundOutput::Rejected { peer, reason: RejectReason::BadSeal } if peer == stranger)
+    });
+    assert!(refused);
 }

@@ -13,7 +13,7 @@ use crate::time::SimTime;
 use gradmesh_protocol::driver::InvariantChecker;
 use gradmesh_protocol::peer::{Event, Output, Peer, Profile};
 use gradmesh_protocol::wire::{self, Envelope};
-use gradmesh_protocol::{Digest, PeerId, RoundId, Timestamp};
+use gradmesh_protocol::{Digest, PeerId, PeerKey, RoundId, Timestamp};
 use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -251,7 +251,8 @@ impl ProtocolMesh {
     /// Starts a new node in `slot`: a founder holding `initial`, or a joiner.
     fn spawn(&mut self, now: SimTime, slot: PeerIdx, initial: Option<Vec<f32>>, out: &mut Out) {
         let index = self.nodes.len();
-        let id = PeerId::from_index(index as u64);
+        let key = PeerKey::from_index(index as u64);
+        let id = key.id();
         let model = ToyModel::new(index, initial.clone().unwrap_or_default(), self.spec.floats);
         let link = self.spec.net.peers()[slot.get()];
         let profile = Profile {
@@ -261,7 +262,7 @@ impl ProtocolMesh {
         };
         let bytes = initial.as_deref().map(params_bytes);
         let config = self.spec.config.clone();
-        let Ok(peer) = Peer::new(config, id, profile, bytes, ts(now)) else {
+        let Ok(peer) = Peer::new(config, key, profile, bytes, ts(now)) else {
             return;
         };
         self.checker.record_birth(index, ts(now));

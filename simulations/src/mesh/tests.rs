@@ -116,6 +116,10 @@ fn a_joiner_resyncs_over_the_network_and_then_contributes() {
     s.until = SimTime::from_secs_f64(12.0);
     let run = run(&s, 9, |_, _| {});
     assert!(run.verdict.is_ok(), "{:?}", run.verdict);
-    assert_eq!((run.counts.joins, run.counts.resyncs), (1, 1));
+    // How many syncs the joiner needs to catch up depends on where rounds fall: over seeds
+    // 1–12 of this spec 1 to 5, 24 in all, both before and after votes were sealed (peer ids
+    // became key hashes then, so every seed's run changed).
+    assert_eq!(run.counts.joins, 1);
+    assert!((1..=5).contains(&run.counts.resyncs), "{:?}", run.counts);
     assert_eq!(run.records.last().unwrap().peers, 6);
 }
