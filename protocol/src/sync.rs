@@ -154,6 +154,10 @@ pub enum DonorFault {
     /// It sent something that was not asked of it.
     #[error("unsolicited response")]
     Unsolicited,
+    /// It served (part of) a state that matches its digest but that the shell could not load:
+    /// bytes no committed state holds (`Peer::handle_state_refused`).
+    #[error("served a state that does not load")]
+    Unloadable,
 }
 
 /// What a sync asks of its peer machine.
@@ -185,6 +189,8 @@ pub struct StateSync {
     target: StateSummary,
     donors: Vec<PeerId>,
     dropped: BTreeSet<PeerId>,
+    /// Donors whose manifest or chunks were accepted.
+    served: BTreeSet<PeerId>,
     manifest: Option<StateManifest>,
     chunks: Vec<Option<Arc<[u8]>>>,
     /// Outstanding requests: `(donor, what) -> deadline`.
@@ -215,6 +221,7 @@ impl StateSync {
             target,
             donors,
             dropped: BTreeSet::new(),
+            served: BTreeSet::new(),
             manifest: None,
             chunks: Vec::new(),
             inflight: BTreeMap::new(),
@@ -358,6 +365,7 @@ impl StateSync {
         self.chunks = vec![None; m.chunks.len()];
         self.queue = (0..u32::try_from(m.chunks.len()).unwrap_or(0)).collect();
         self.manifest = Some(m);
+        self.served.insert(from);
         self.schedule(now);
         self.try_complete();
     }
@@ -383,6 +391,7 @@ impl StateSync {
             return self.drop_donor(now, from, DonorFault::BadChunk(c.index));
         }
         self.chunks[i] = Some(c.data);
+        self.served.insert(from);
         self.schedule(now);
         self.try_complete();
     }
@@ -407,6 +416,12 @@ impl StateSync {
             Ok(s) if s.summary() == self.target => self.outputs.push_back(SyncOutput::Done(s)),
             _ => self.outputs.push_back(SyncOutput::Failed),
         }
+    }
+
+    /// The donors whose manifest or chunks were accepted, in id order.
+    #[must_use]
+    pub fn served_by(&self) -> Vec<PeerId> {
+        self.served.iter().copied().collect()
     }
 
     /// The target state's committee, once a manifest verified against the target digest.

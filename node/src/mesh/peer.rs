@@ -15,8 +15,9 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 use gradmesh_protocol::peer::{Event, Output, Peer};
+use gradmesh_protocol::reduce::RejectReason;
 use gradmesh_protocol::roster::RosterError;
-use gradmesh_protocol::sync::StateSnapshot;
+use gradmesh_protocol::sync::{DonorFault, StateSnapshot};
 use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
 use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
 
@@ -399,6 +400,7 @@ impl PeerActor {
     }
 
     fn observe(&mut self, event: Event) {
+        self.ban_if_proven(&event);
         match event {
             Event::RoundStarted {
                 round,
@@ -599,7 +601,41 @@ impl PeerActor {
     }
 }
 
+/// The ban a protocol event proves, if any: only what no honest peer of this protocol version
+/// does (a bad manifest or chunk from a donor, a state that matches its digest but does not
+/// load, a forged seal, two votes in one round). Timeouts,
+/// unavailable states and refusals that races explain (`NotContributor`, say) ban nobody.
+fn ban_for(event: &Event) -> Option<(PeerId, BanReason)> {
+    match event {
+        Event::DonorDropped {
+            peer,
+            fault: DonorFault::BadManifest | DonorFault::BadChunk(_) | DonorFault::Unloadable,
+        } => Some((*peer, BanReason::BadDonor)),
+        Event::Rejected {
+            peer,
+            reason: RejectReason::BadSeal,
+            ..
+        } => Some((*peer, BanReason::ForgedSeal)),
+        Event::Rejected {
+            peer,
+            reason: RejectReason::Equivocation,
+            ..
+        } => Some((*peer, BanReason::Equivocation)),
+        _ => None,
+    }
+}
+
 impl PeerActor {
+    /// Bans the peer `event` proves dishonest ([`ban_for`]), with one WARN line.
+    fn ban_if_proven(&self, event: &Event) {
+        if let Some((peer, reason)) = ban_for(event)
+            && let Some(network) = &self.network
+        {
+            tracing::warn!(%peer, %reason, "peer banned");
+            network.do_send(Ban { peer, reason });
+        }
+    }
+
     /// Bans a peer that sent bytes no honest peer sends. A peer of another protocol version is
     /// misconfigured, not hostile: its messages are refused but it is not banned.
     fn ban(&self, peer: PeerId, error: &wire::WireError, reason: BanReason) {
@@ -710,5 +746,44 @@ impl Handler<NetEvent> for PeerActor {
             _ => {}
         }
         self.drain(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bans follow only from what no honest peer does; faults that crashes, slow links or
+    /// races explain ban nobody.
+    #[test]
+    fn only_proof_of_dishonesty_bans() {
+        let peer = PeerId::from_index(3);
+        let dropped = |fault| Event::DonorDropped { peer, fault };
+        let rejected = |reason| Event::Rejected {
+            peer,
+            round: RoundId(4),
+            reason,
+        };
+        let cases = [
+            (dropped(DonorFault::BadManifest), Some(BanReason::BadDonor)),
+            (dropped(DonorFault::BadChunk(2)), Some(BanReason::BadDonor)),
+            (dropped(DonorFault::Unloadable), Some(BanReason::BadDonor)),
+            (dropped(DonorFault::Timeout), None),
+            (dropped(DonorFault::Unavailable), None),
+            (rejected(RejectReason::BadSeal), Some(BanReason::ForgedSeal)),
+            (
+                rejected(RejectReason::Equivocation),
+                Some(BanReason::Equivocation),
+            ),
+            (rejected(RejectReason::NotContributor), None),
+            (rejected(RejectReason::NonFinite { index: 0 }), None),
+        ];
+        for (event, ban) in cases {
+            assert_eq!(
+                ban_for(&event),
+                ban.map(|reason| (peer, reason)),
+                "{event:?}"
+            );
+        }
     }
 }

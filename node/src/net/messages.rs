@@ -128,6 +128,17 @@ pub enum BanReason {
     /// It trains another model, strategy or setting than this node.
     #[error("trains something else than this node")]
     DifferentTraining,
+    /// As a state donor it sent a manifest or a chunk that does not hash to what it must, or a
+    /// state that matches its digest but does not load.
+    #[error("served a bad state")]
+    BadDonor,
+    /// It sent a vote seal that does not verify, or names another signer (honest peers verify a
+    /// seal before they forward it).
+    #[error("sent a forged vote seal")]
+    ForgedSeal,
+    /// It voted for two different results in one round.
+    #[error("voted for two different results in one round")]
+    Equivocation,
 }
 
 /// Why a [`Publish`] or [`Dial`] was refused.

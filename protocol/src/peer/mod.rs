@@ -30,7 +30,7 @@ use crate::ids::{PeerId, RoundId};
 use crate::keys::PeerKey;
 use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult, SealBook};
 use crate::roster::{Roster, leader_key};
-use crate::sync::{SnapshotError, StateSnapshot, StateSync, SyncOutput};
+use crate::sync::{DonorFault, SnapshotError, StateSnapshot, StateSync, SyncOutput};
 use crate::time::Timestamp;
 use crate::wire::{Announce, Body, Envelope, Proposal, Role, StateSummary};
 
@@ -138,6 +138,8 @@ pub struct Peer {
     /// Committed results waiting for the state they apply to (observers syncing, or results
     /// that arrive while the shell is still applying the previous one), by round.
     pending: BTreeMap<RoundId, RoundResult>,
+    /// The donors of the last completed sync, named if its state does not load.
+    synced_from: Vec<PeerId>,
     /// The sealed votes of the last finished round, answered to members that missed some.
     last_seals: Option<(RoundId, SealBook)>,
     /// The round being applied by the shell and its contributors (the next state's committee).
@@ -199,6 +201,7 @@ impl Peer {
             members_by_age: BTreeMap::new(),
             members_clock: 0,
             pending: BTreeMap::new(),
+            synced_from: Vec::new(),
             last_seals: None,
             applying: None,
             discovery_until: now + announce_interval,
@@ -318,6 +321,14 @@ impl Peer {
             return;
         }
         self.event(Event::StateRefused { state: refused });
+        // Every donor that served part of it vouched for bytes that match the digest it
+        // announced and are no state: name each.
+        for peer in std::mem::take(&mut self.synced_from) {
+            self.event(Event::DonorDropped {
+                peer,
+                fault: DonorFault::Unloadable,
+            });
+        }
         self.refuse(now, refused, LOAD_REFUSAL_ROUNDS);
         self.snapshots.remove(&refused.round);
         self.lock = None;
@@ -1127,7 +1138,7 @@ impl Peer {
     }
 
     fn finish_sync(&mut self, now: Timestamp, snapshot: StateSnapshot) {
-        self.sync = None;
+        self.synced_from = self.sync.take().map(|s| s.served_by()).unwrap_or_default();
         let held = self
             .state
             .and_then(|s| self.snapshots.get(&s.round))

@@ -409,7 +409,8 @@ fn a_state_announced_but_never_served_does_not_stop_a_peer() {
 
 /// Issue 16, row 3: a donor served bytes that match the announced digest but are no state the
 /// shell can load (junk, or non-finite values). The node process exited; now the shell refuses
-/// the state, the peer goes back to the state it held, and does not fetch that one again. (As
+/// the state, the peer names the donor (`DonorFault::Unloadable`, which the node bans), goes
+/// back to the state it held, and does not fetch that one again. (As
 /// above, with the other committee member silent.)
 #[test]
 fn a_synced_state_the_shell_cannot_load_is_refused_and_the_peer_keeps_its_own() {
@@ -456,6 +457,11 @@ fn a_synced_state_the_shell_cannot_load_is_refused_and_the_peer_keeps_its_own() 
             .iter()
             .any(|o| matches!(o, Output::Event(Event::StateRefused { state }) if *state == fake))
     );
+    // The donor that served it is named, so the shell can ban it.
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::DonorDropped { peer, fault: DonorFault::Unloadable }) if *peer == liar
+    )));
     assert!(asks_for_a_gradient(&outputs), "{outputs:?}");
     assert_eq!(peer.state(), Some(own));
     assert_eq!(peer.next_round(), RoundId(6));

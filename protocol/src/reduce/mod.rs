@@ -425,7 +425,7 @@ impl ReduceRound {
         };
         self.my_vote = Some((digest, carried));
         let seal = self.key.seal_vote(self.roster.digest(), digest);
-        self.book.votes.insert(self.me, (digest, seal));
+        self.book.insert_verified(self.me, digest, seal);
         self.broadcast(&Body::Vote(Vote {
             result: digest,
             seal,
@@ -824,7 +824,7 @@ impl ReduceRound {
             match self.book.votes.get(&voter) {
                 Some(_) => {}
                 None if seal.seals_vote(roster, result) => {
-                    self.book.votes.insert(voter, (result, *seal));
+                    self.book.insert_verified(voter, result, *seal);
                 }
                 None => forged = true,
             }
@@ -1093,12 +1093,16 @@ fn span_index(roster: &Roster, span: u32) -> Result<usize, RejectReason> {
 pub const SEAL_REQUESTS_PER_DIGEST: usize = 2;
 
 /// The sealed votes of one round. A seal that came from its voter directly is kept unverified
-/// (the transport authenticated the sender); one fetched from another peer is verified before it
-/// counts. Kept by the peer past the round's end, so members that missed votes can fetch seals.
+/// (the transport authenticated the sender) until it is forwarded; one fetched from another peer
+/// is verified before it counts. So an honest peer never forwards a seal that does not verify,
+/// and a peer that sends one is lying. Kept by the peer past the round's end, so members that
+/// missed votes can fetch seals.
 #[derive(Debug, Clone)]
 pub struct SealBook {
     roster: Arc<Roster>,
     votes: BTreeMap<PeerId, (Digest, Seal)>,
+    /// Voters whose seal has been verified.
+    verified: BTreeSet<PeerId>,
     /// Requests answered: one answer per requester and digest.
     answered: BTreeSet<(PeerId, Digest)>,
 }
@@ -1108,8 +1112,15 @@ impl SealBook {
         Self {
             roster,
             votes: BTreeMap::new(),
+            verified: BTreeSet::new(),
             answered: BTreeSet::new(),
         }
+    }
+
+    /// Records a vote whose seal was verified.
+    fn insert_verified(&mut self, voter: PeerId, result: Digest, seal: Seal) {
+        self.votes.insert(voter, (result, seal));
+        self.verified.insert(voter);
     }
 
     /// Bitmap over contributor ranks of the votes for `result` held.
@@ -1124,22 +1135,27 @@ impl SealBook {
         bitmap(ranks, self.roster.contributors().len())
     }
 
-    /// The seals `request` asks for that this book holds, once per requester and digest; only
-    /// members of the round are answered.
+    /// The seals `request` asks for that this book holds and that verify (checked here once each,
+    /// the first time one is forwarded), once per requester and digest; only members of the
+    /// round are answered.
     pub(crate) fn answer(&mut self, from: PeerId, request: &SealRequest) -> Option<Certificate> {
         if self.roster.role(from).is_none() || !self.answered.insert((from, request.result)) {
             return None;
         }
-        let seals: Vec<Seal> = self
-            .roster
-            .contributors()
-            .iter()
-            .enumerate()
-            .filter(|(rank, _)| bit(&request.voters, *rank))
-            .filter_map(|(_, p)| self.votes.get(p))
-            .filter(|(d, _)| *d == request.result)
-            .map(|(_, seal)| *seal)
-            .collect();
+        let roster = self.roster.digest();
+        let mut seals = Vec::new();
+        for (rank, voter) in self.roster.contributors().iter().enumerate() {
+            let Some((digest, seal)) = self.votes.get(voter) else {
+                continue;
+            };
+            if !bit(&request.voters, rank) || *digest != request.result {
+                continue;
+            }
+            if self.verified.contains(voter) || seal.seals_vote(roster, request.result) {
+                self.verified.insert(*voter);
+                seals.push(*seal);
+            }
+        }
         (!seals.is_empty()).then_some(Certificate {
             result: request.result,
             seals,

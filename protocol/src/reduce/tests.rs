@@ -440,3 +440,37 @@ fn fetched_seals_that_do_not_verify_are_refused() {
     });
     assert!(refused);
 }
+
+/// A seal heard from its voter is kept unverified, but verified before it is forwarded: a voter
+/// that sends a bad seal cannot make an honest peer forward it (and be taken for a forger).
+#[test]
+fn a_bad_seal_heard_directly_is_never_forwarded() {
+    let roster = roster(3, 12);
+    let rounds = start_contributors(&config(), &roster, |rank| gradient(rank, 12));
+    let mut round = rounds.into_iter().next().expect("a round");
+    let voter = roster.contributors()[1];
+    let asker = roster.contributors()[2];
+    let result = Digest::of(b"r");
+    // The voter's own key, over another result: it names the voter, so it is kept.
+    let bad = key(voter).seal_vote(roster.digest(), Digest::of(b"other"));
+    round.handle_message(
+        Timestamp::ZERO,
+        voter,
+        Body::Vote(Vote { result, seal: bad }),
+    );
+    let request = SealRequest {
+        result,
+        voters: vec![0b10],
+    };
+    round.handle_message(Timestamp::ZERO, asker, Body::SealRequest(request));
+    let forwarded = std::iter::from_fn(|| round.poll_output()).any(|o| {
+        matches!(
+            o,
+            RoundOutput::Send {
+                body: Body::Seals(_),
+                ..
+            }
+        )
+    });
+    assert!(!forwarded, "a seal that does not verify was forwarded");
+}
