@@ -108,6 +108,16 @@ fn mesh_of(
     cluster
 }
 
+/// Starts a joiner with `args`, bootstrapped at node 0.
+fn spawn_joiner(cluster: &mut Cluster, mut args: Vec<String>) -> usize {
+    args.extend([
+        "--bootstrap".into(),
+        cluster.address(0).expect("address"),
+        "--join".into(),
+    ]);
+    cluster.spawn(&args).expect("joiner starts")
+}
+
 /// Waits until every node in `nodes` has committed one same round `r ≥ at_least` (round ids
 /// count attempts, so some ids abort everywhere, and a node that synced skips rounds); returns
 /// the smallest such `r` and each node's digest for it.
@@ -254,10 +264,7 @@ fn a_joiner_holds_the_committed_digest_within_two_rounds() {
     let _serial = serial();
     let mut cluster = mesh("join", 3, |_| Vec::new());
     committed(&mut cluster, &[0, 1, 2], 5);
-    let mut a = args(2, 3, 3);
-    let boot = cluster.address(0).expect("address");
-    a.extend(["--bootstrap".into(), boot, "--join".into()]);
-    let joiner = cluster.spawn(&a).expect("joiner starts");
+    let joiner = spawn_joiner(&mut cluster, args(2, 3, 3));
     let (_, first) = cluster
         .wait_for(WAIT, "the joiner's first roster", |i, r| {
             i == joiner && matches!(r, Report::RoundStarted { .. })
@@ -684,13 +691,7 @@ fn a_forged_state_is_never_fetched_and_neither_halts_nor_kills_the_mesh() {
     // gossip timing (in the runs so far it was not: the joiner synced from node 0's first
     // announcement); either way it must end on the mesh's state, and if it did fetch the forged
     // one it refused it and banned its donor (`ban_for`, unit-tested in the node).
-    let mut a = args(4, 5, 3);
-    a.extend([
-        "--bootstrap".into(),
-        cluster.address(0).expect("address"),
-        "--join".into(),
-    ]);
-    let joiner = cluster.spawn(&a).expect("joiner starts");
+    let joiner = spawn_joiner(&mut cluster, args(4, 5, 3));
     let (_, digests) = committed(&mut cluster, &[0, 1, 2, joiner], round + 5);
     assert!(all_equal(&digests), "{digests:?}");
     let refused = cluster
@@ -749,13 +750,7 @@ fn diloco_nodes_lower_the_validation_loss_and_agree_through_a_join_and_a_kill() 
     assert!(late < 2.8 && late < early - 0.2, "{early} -> {late}");
 
     // A joiner syncs θ and the outer momentum and commits in step with the founders.
-    let mut a = lm_args(2, 3, 3);
-    a.extend([
-        "--bootstrap".into(),
-        cluster.address(0).expect("address"),
-        "--join".into(),
-    ]);
-    let joiner = cluster.spawn(&a).expect("joiner starts");
+    let joiner = spawn_joiner(&mut cluster, lm_args(2, 3, 3));
     cluster
         .wait_for(WAIT, "the joiner's synced state", |i, r| {
             i == joiner && matches!(r, Report::Synced { .. })

@@ -386,9 +386,7 @@ fn a_member_that_missed_the_votes_commits_by_fetched_seals_not_by_notices() {
 /// not the voter's, is refused and named.
 #[test]
 fn fetched_seals_that_do_not_verify_are_refused() {
-    let roster = roster(3, 12);
-    let rounds = start_contributors(&config(), &roster, |rank| gradient(rank, 12));
-    let mut round = rounds.into_iter().next().expect("a round");
+    let (roster, mut round) = rank_zero_of_three();
     let sender = roster.contributors()[1];
     let voter = roster.contributors()[2];
     let result = Digest::of(b"some result");
@@ -412,42 +410,42 @@ fn fetched_seals_that_do_not_verify_are_refused() {
         key.seal_vote(roster.digest(), Digest::of(b"another result")),
         PeerKey::from_index(60).seal_vote(roster.digest(), result),
     ] {
-        round.handle_message(
-            Timestamp::ZERO,
-            sender,
-            Body::Seals(Certificate {
-                result,
-                seals: vec![seal],
-            }),
-        );
-        let refused = std::iter::from_fn(|| round.poll_output()).any(|o| {
-            matches!(o, RoundOutput::Rejected { peer, reason: RejectReason::BadSeal } if peer == sender)
-        });
-        assert!(refused);
+        let seals = Certificate {
+            result,
+            seals: vec![seal],
+        };
+        assert!(refuses_seals(&mut round, sender, seals));
     }
     // Unasked seals are refused too, even valid ones.
     let stranger = roster.contributors()[2];
-    round.handle_message(
-        Timestamp::ZERO,
-        stranger,
-        Body::Seals(Certificate {
-            result,
-            seals: vec![key.seal_vote(roster.digest(), result)],
-        }),
-    );
-    let refused = std::iter::from_fn(|| round.poll_output()).any(|o| {
-        matches!(o, RoundOutput::Rejected { peer, reason: RejectReason::BadSeal } if peer == stranger)
-    });
-    assert!(refused);
+    let seals = Certificate {
+        result,
+        seals: vec![key.seal_vote(roster.digest(), result)],
+    };
+    assert!(refuses_seals(&mut round, stranger, seals));
+}
+
+/// The round of rank 0 in a fresh 3-contributor roster, and the roster.
+fn rank_zero_of_three() -> (Arc<Roster>, ReduceRound) {
+    let roster = roster(3, 12);
+    let rounds = start_contributors(&config(), &roster, |rank| gradient(rank, 12));
+    let round = rounds.into_iter().next().expect("a round");
+    (roster, round)
+}
+
+/// Whether `round` refuses `seals` from `from` as `BadSeal`.
+fn refuses_seals(round: &mut ReduceRound, from: PeerId, seals: Certificate) -> bool {
+    round.handle_message(Timestamp::ZERO, from, Body::Seals(seals));
+    std::iter::from_fn(|| round.poll_output()).any(|o| {
+        matches!(o, RoundOutput::Rejected { peer, reason: RejectReason::BadSeal } if peer == from)
+    })
 }
 
 /// A seal heard from its voter is kept unverified, but verified before it is forwarded: a voter
 /// that sends a bad seal cannot make an honest peer forward it (and be taken for a forger).
 #[test]
 fn a_bad_seal_heard_directly_is_never_forwarded() {
-    let roster = roster(3, 12);
-    let rounds = start_contributors(&config(), &roster, |rank| gradient(rank, 12));
-    let mut round = rounds.into_iter().next().expect("a round");
+    let (roster, mut round) = rank_zero_of_three();
     let voter = roster.contributors()[1];
     let asker = roster.contributors()[2];
     let result = Digest::of(b"r");
