@@ -835,7 +835,7 @@ impl ReduceRound {
         Ok(())
     }
 
-    /// Finishes the round if the votes or commit notices decide it. A decided digest is
+    /// Finishes the round if the votes (heard, or fetched after commit notices) decide it. A decided digest is
     /// committed by every member holding its data; a contributor that voted or holds a result
     /// of its own but not the decided one finishes `Diverged`. One that has neither yet (its
     /// last spans may be behind the small votes on a slow downlink) waits until the round
@@ -854,7 +854,8 @@ impl ReduceRound {
             }
             None => return,
         };
-        // A decided digest is a fact worth telling, with the votes that prove it.
+        // A decided digest is a fact worth telling, with the voters counted (a peer missing
+        // some of their votes fetches the seals).
         if self.my_rank.is_some() {
             let notice = CommitNotice {
                 result: d,
