@@ -7,10 +7,10 @@
 //!
 //! What is signed is a contributor's vote: "in the round of roster `R` the result is `D`"
 //! ([`vote_message`]). The roster's digest binds the round, the base state and the members, so
-//! a vote cannot be replayed into another round or onto another base. A commit notice carries
-//! the votes that decided the round ([`crate::wire::Certificate`]); a receiver counts them as
-//! if it had heard each voter itself, so no single peer's word commits anything
-//! (docs/protocol.md §5.5).
+//! a vote cannot be replayed into another round or onto another base. A commit notice names
+//! the voters it counted; a peer missing some of their votes fetches the seals
+//! ([`crate::wire::Certificate`]) and counts those that verify as if it had heard each voter
+//! itself, so no single peer's word commits anything (docs/protocol.md §3.3, §5.5).
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -53,9 +53,9 @@ impl PeerKey {
         ))
     }
 
-    /// The key of `id` if it is that of simulated or test peer number `0..indices`.
-    #[must_use]
-    pub fn find_index(id: PeerId, indices: u64) -> Option<Self> {
+    /// The key of `id` if it is that of test peer number `0..indices`.
+    #[cfg(test)]
+    pub(crate) fn find_index(id: PeerId, indices: u64) -> Option<Self> {
         (0..indices).map(Self::from_index).find(|k| k.id == id)
     }
 

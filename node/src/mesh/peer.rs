@@ -603,8 +603,8 @@ impl PeerActor {
 
 /// The ban a protocol event proves, if any: only what no honest peer of this protocol version
 /// does (a bad manifest or chunk from a donor, a state that matches its digest but does not
-/// load, a forged seal, two votes in one round). Timeouts,
-/// unavailable states and refusals that races explain (`NotContributor`, say) ban nobody.
+/// load, a forged seal, two votes in one round). Timeouts, unavailable states and refusals
+/// that races explain (`NotContributor`, say) ban nobody.
 fn ban_for(event: &Event) -> Option<(PeerId, BanReason)> {
     match event {
         Event::DonorDropped {

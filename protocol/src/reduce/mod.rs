@@ -32,9 +32,9 @@
 //!    most [`SEAL_REQUESTS_PER_DIGEST`] senders per digest), adds those that verify to the votes
 //!    it heard itself and decides by the same rule, so a notice commits nothing that the votes
 //!    do not. Seals travel only to peers that miss votes, so a round's commit traffic stays
-//!    one small notice per contributor and member. An observer decides by the same rule once it knows the committee (the peer
-//!    machine hands it over as soon as it holds the base state's verified manifest); until then
-//!    it commits nothing. Within a round, any two
+//!    one small notice per contributor and member. An observer decides by the same rule once
+//!    it knows the committee (the peer machine hands it over as soon as it holds the base
+//!    state's verified manifest); until then it commits nothing. Within a round, any two
 //!    committee majorities share a peer, a peer accepts one roster per round and votes once, so
 //!    two different results can never both commit. A member that voted or holds a result, but
 //!    not the decided one, finishes [`RoundOutcome::Diverged`] and must resync; one that has
@@ -106,8 +106,8 @@ pub enum RejectReason {
     /// The sender voted twice with different digests.
     #[error("sender voted for two different results")]
     Equivocation,
-    /// A vote's seal names another signer than its sender, or a commit notice carries a seal
-    /// that does not verify.
+    /// A vote's seal names another signer than its sender, or fetched seals do not verify or
+    /// were not asked for.
     #[error("a vote's seal does not verify or names another signer")]
     BadSeal,
     /// The span is encoded with another codec than the mesh's [`PeerConfig::codec`].
@@ -424,12 +424,17 @@ impl ReduceRound {
             return;
         };
         self.my_vote = Some((digest, carried));
-        let seal = self.key.seal_vote(self.roster.digest(), digest);
-        self.book.insert_verified(self.me, digest, seal);
-        self.broadcast(&Body::Vote(Vote {
+        let vote = self.sealed_vote(digest);
+        self.book.insert_verified(self.me, digest, vote.seal);
+        self.broadcast(&Body::Vote(vote));
+    }
+
+    /// This peer's vote for `digest`, sealed over this roster.
+    fn sealed_vote(&self, digest: Digest) -> Vote {
+        Vote {
             result: digest,
-            seal,
-        }));
+            seal: self.key.seal_vote(self.roster.digest(), digest),
+        }
     }
 
     /// The round's sealed votes, for the peer to keep answering seal requests after the round.
@@ -734,11 +739,7 @@ impl ReduceRound {
             let digest = result.digest;
             self.result = Some(result);
             if self.my_rank.is_none() {
-                let seal = self.key.seal_vote(self.roster.digest(), digest);
-                self.broadcast(&Body::Vote(Vote {
-                    result: digest,
-                    seal,
-                }));
+                self.broadcast(&Body::Vote(self.sealed_vote(digest)));
             }
             self.try_vote();
         }
@@ -749,8 +750,8 @@ impl ReduceRound {
         span::assemble(&self.roster, &spans)
     }
 
-    /// A vote heard from its voter. Its seal must name the sender; it is verified only if it
-    /// is ever needed as proof (a receiver of our certificate that lacks this vote verifies it).
+    /// A vote heard from its voter. Its seal must name the sender; it is verified only when it
+    /// is forwarded (`SealBook::answer`), and by a receiver that lacks the vote.
     fn handle_vote(&mut self, from: PeerId, vote: Vote) -> Result<(), RejectReason> {
         match self.roster.role(from) {
             None => return Err(RejectReason::NotContributor),
