@@ -785,8 +785,17 @@ impl ReduceRound {
             .filter(|(rank, p)| bit(&notice.voters, *rank) && !self.book.votes.contains_key(p))
             .map(|(rank, _)| rank)
             .collect();
+        // Honest contributors vote at most one digest each: notices for more distinct digests
+        // than there are contributors are lies, and tracking them would grow without bound.
+        let digests_max = self.roster.contributors().len();
+        if missing.is_empty()
+            || (!self.seal_requests.contains_key(&notice.result)
+                && self.seal_requests.len() >= digests_max)
+        {
+            return Ok(());
+        }
         let asked = self.seal_requests.entry(notice.result).or_default();
-        if missing.is_empty() || asked.len() >= SEAL_REQUESTS_PER_DIGEST || asked.contains(&from) {
+        if asked.len() >= SEAL_REQUESTS_PER_DIGEST || asked.contains(&from) {
             return Ok(());
         }
         asked.push(from);
@@ -1139,9 +1148,14 @@ impl SealBook {
 
     /// The seals `request` asks for that this book holds and that verify (checked here once each,
     /// the first time one is forwarded), once per requester and digest; only members of the
-    /// round are answered.
+    /// round are answered, and only about digests someone voted for here (so `answered` holds
+    /// at most members × contributors entries, whatever requesters send).
     pub(crate) fn answer(&mut self, from: PeerId, request: &SealRequest) -> Option<Certificate> {
-        if self.roster.role(from).is_none() || !self.answered.insert((from, request.result)) {
+        let voted = self.votes.values().any(|(d, _)| *d == request.result);
+        if !voted
+            || self.roster.role(from).is_none()
+            || !self.answered.insert((from, request.result))
+        {
             return None;
         }
         let roster = self.roster.digest();
