@@ -11,14 +11,23 @@
 //! the voters it counted; a peer missing some of their votes fetches the seals
 //! ([`crate::wire::Certificate`]) and counts those that verify as if it had heard each voter
 //! itself, so no single peer's word commits anything (docs/protocol.md §3.3, §5.5).
+//!
+//! A peer also signs each state it holds ([`state_message`]: "I hold the state after round `r`
+//! with digest `D`"), in the announcement it sends after installing it. Honest peers hold only
+//! committed states, and committed states never fork, so one honest attestation names the
+//! mesh's state of that round. A donor forwards the attestations it heard with the state's
+//! manifest; a joiner fetches a state only if enough of the peers it must trust attested it
+//! ([`crate::sync::Vouchers`], docs/protocol.md §3.5).
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Digest, PeerId};
+use crate::ids::{Digest, PeerId, RoundId};
 
 /// Domain separation of signed votes from every other use of the same key.
 const VOTE_DOMAIN: &[u8; 16] = b"gradmesh-vote-v1";
+/// Domain separation of state attestations.
+const STATE_DOMAIN: &[u8; 16] = b"gradmesh-held-v1";
 
 /// A peer's signing key; its id is blake3 of the public key.
 #[derive(Clone)]
@@ -74,7 +83,17 @@ impl PeerKey {
     /// Signs a vote for `result` in the round of roster `roster`.
     #[must_use]
     pub fn seal_vote(&self, roster: Digest, result: Digest) -> Seal {
-        let signature = self.signing.sign(&vote_message(roster, result));
+        self.seal(&vote_message(roster, result))
+    }
+
+    /// Attests that this peer holds the state after round `round` with digest `state`.
+    #[must_use]
+    pub fn seal_state(&self, round: RoundId, state: Digest) -> Seal {
+        self.seal(&state_message(round, state))
+    }
+
+    fn seal(&self, message: &[u8]) -> Seal {
+        let signature = self.signing.sign(message);
         Seal {
             key: self.public(),
             r: *signature.r_bytes(),
@@ -112,6 +131,16 @@ impl Seal {
     /// verification: no malleable or small-order forms.
     #[must_use]
     pub fn seals_vote(&self, roster: Digest, result: Digest) -> bool {
+        self.verifies(&vote_message(roster, result))
+    }
+
+    /// Whether this attests the state after round `round` with digest `state`.
+    #[must_use]
+    pub fn seals_state(&self, round: RoundId, state: Digest) -> bool {
+        self.verifies(&state_message(round, state))
+    }
+
+    fn verifies(&self, message: &[u8]) -> bool {
         let Ok(key) = VerifyingKey::from_bytes(&self.key) else {
             return false;
         };
@@ -119,8 +148,7 @@ impl Seal {
         bytes[..32].copy_from_slice(&self.r);
         bytes[32..].copy_from_slice(&self.s);
         let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        key.verify_strict(&vote_message(roster, result), &signature)
-            .is_ok()
+        key.verify_strict(message, &signature).is_ok()
     }
 }
 
@@ -131,6 +159,16 @@ pub fn vote_message(roster: Digest, result: Digest) -> [u8; 80] {
     message[..16].copy_from_slice(VOTE_DOMAIN);
     message[16..48].copy_from_slice(&roster.0);
     message[48..].copy_from_slice(&result.0);
+    message
+}
+
+/// The bytes a state attestation signs: domain ‖ round ‖ state digest.
+#[must_use]
+pub fn state_message(round: RoundId, state: Digest) -> [u8; 56] {
+    let mut message = [0u8; 56];
+    message[..16].copy_from_slice(STATE_DOMAIN);
+    message[16..24].copy_from_slice(&round.0.to_le_bytes());
+    message[24..].copy_from_slice(&state.0);
     message
 }
 
@@ -159,6 +197,20 @@ mod tests {
         // A key that is not a curve point.
         stolen.key = [0xff; 32];
         assert!(!stolen.seals_vote(roster, result));
+    }
+
+    #[test]
+    fn a_state_attestation_is_not_a_vote_and_binds_round_and_digest() {
+        let key = PeerKey::from_index(5);
+        let state = Digest::of(b"state");
+        let seal = key.seal_state(RoundId(9), state);
+        assert!(seal.seals_state(RoundId(9), state));
+        assert!(!seal.seals_state(RoundId(10), state));
+        assert!(!seal.seals_state(RoundId(9), Digest::of(b"other")));
+        // Domains differ: an attestation never verifies as a vote, nor a vote as one.
+        let vote = key.seal_vote(Digest::of(b"roster"), state);
+        assert!(!vote.seals_state(RoundId(9), state));
+        assert!(!seal.seals_vote(Digest::of(b"roster"), state));
     }
 
     #[test]

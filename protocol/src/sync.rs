@@ -16,7 +16,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::config::PeerConfig;
-use crate::ids::{Digest, PeerId};
+use crate::ids::{Digest, PeerId, RoundId};
 use crate::time::Timestamp;
 use crate::wire::{Body, STATE_CHUNKS_MAX, StateChunk, StateManifest, StateRequest, StateSummary};
 
@@ -67,6 +67,7 @@ impl StateSnapshot {
             chunk_bytes,
             chunks,
             committee,
+            attestations: Vec::new(),
         };
         let summary = StateSummary {
             round,
@@ -158,6 +159,107 @@ pub enum DonorFault {
     /// bytes no committed state holds (`Peer::handle_state_refused`).
     #[error("served a state that does not load")]
     Unloadable,
+    /// Its manifest carries an attestation that does not verify: donors verify what they
+    /// forward, so it lied.
+    #[error("forwarded an attestation that does not verify")]
+    BadAttestation,
+    /// Too few of the peers this joiner trusts attested the state ([`Vouchers`]). Not proof of
+    /// a lie (an honest donor may not have heard enough attestations yet); the state is not
+    /// fetched from this donor.
+    #[error("too few trusted peers attested the state")]
+    Unvouched,
+}
+
+/// Whose attestations make a joiner fetch a state (docs/protocol.md §3.5, "Attested states").
+/// A state is fetched only if more members of one of `committees` attested it than a
+/// dishonest minority of it can count (⌊(|C| − 1)/2⌋ + 1 of them, so at least one honest
+/// member holds it, and honest members hold only committed states) — the committee of the
+/// state the joiner holds, or of the target itself if that committee holds a strict majority
+/// of the joiner's (`chain`: it can descend from the joiner's state, and while the honest
+/// majority of the joiner's committee is alive, `Peer::sync_targets` does not pick a state
+/// that majority does not announce); or if one of `witnesses` attested it, the voters of a
+/// result the joiner saw decided on its own state without holding it, for a state no later
+/// than that decision (such a voter vouches for the apply: the price of not fetching the
+/// result itself); or, for a joiner without a committee
+/// (no state yet, the initial state, or committees too few of whose members attest), a strict
+/// majority of `live`, the peers it hears announcing a state: then forging a state takes more
+/// identities than the joiner hears honest peers. A founder still on the initial state also takes `genesis_quorum` live
+/// attesters, what committing the first round took: with few founders, one may have
+/// committed rounds the others missed, and the others hearing it stay on the initial state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vouchers {
+    /// Committees the joiner trusts, each without the joiner and with its full size (the
+    /// joiner included: thresholds are of the full committee).
+    pub committees: Vec<(BTreeSet<PeerId>, usize)>,
+    /// Voters of a result the joiner saw decided on the state it holds, without the joiner.
+    pub witnesses: BTreeSet<PeerId>,
+    /// The round that first decided the witnessed result: a witness vouches only for a state
+    /// no later (a voter cannot vouch for a state far ahead on the strength of that vote).
+    pub witnessed_until: RoundId,
+    /// The joiner's state has not changed for a few round timeouts while it kept failing to
+    /// fetch a newer one: two live attesters are then enough. A backstop for liveness when
+    /// too few holders of the mesh's state are left to satisfy the rules above (a partition
+    /// let two of seven commit a round, say); one forger alone still vouches for nothing.
+    pub backstop: bool,
+    /// The joiner and the full committee of the state it holds: a target whose committee holds
+    /// a strict majority of it descends from it, and that committee vouches as its own.
+    pub chain: Option<(PeerId, BTreeSet<PeerId>)>,
+    /// Live peers announcing a state (joining or not), without the joiner.
+    pub live: BTreeSet<PeerId>,
+    /// For a joiner on the initial state, the founders' genesis quorum; 0 otherwise.
+    pub genesis_quorum: usize,
+}
+
+impl Vouchers {
+    /// Whether `attestations` of `target` vouch for it: `Err` if one does not verify.
+    ///
+    /// # Errors
+    /// [`DonorFault::BadAttestation`] if an attestation does not verify.
+    pub fn check(
+        &self,
+        target: StateSummary,
+        committee: &[PeerId],
+        attestations: &[crate::keys::Seal],
+    ) -> Result<bool, DonorFault> {
+        // The target's own committee counts when it descends from ours: it holds a strict
+        // majority of our committee, as any committee of a round on our state does.
+        let successor: Option<(BTreeSet<PeerId>, usize)> =
+            self.chain.as_ref().and_then(|(me, ours)| {
+                let theirs: BTreeSet<PeerId> = committee.iter().copied().collect();
+                let descends =
+                    !ours.is_empty() && theirs.intersection(ours).count() > ours.len() / 2;
+                descends.then(|| {
+                    let len = theirs.len();
+                    (theirs.into_iter().filter(|p| p != me).collect(), len)
+                })
+            });
+        let mut signers = BTreeSet::new();
+        for seal in attestations {
+            let signer = seal.signer();
+            let counts = self.live.contains(&signer)
+                || self.witnesses.contains(&signer)
+                || successor.as_ref().is_some_and(|(c, _)| c.contains(&signer))
+                || self.committees.iter().any(|(c, _)| c.contains(&signer));
+            if !counts || signers.contains(&signer) {
+                continue;
+            }
+            if !seal.seals_state(target.round, target.digest) {
+                return Err(DonorFault::BadAttestation);
+            }
+            signers.insert(signer);
+        }
+        let by_committee = self
+            .committees
+            .iter()
+            .chain(&successor)
+            .any(|(c, len)| *len > 0 && c.intersection(&signers).count() > (len - 1) / 2);
+        let by_live = self.live.intersection(&signers).count();
+        Ok(by_committee
+            || (target.round <= self.witnessed_until && !self.witnesses.is_disjoint(&signers))
+            || (!self.live.is_empty() && by_live > self.live.len() / 2)
+            || (self.genesis_quorum > 0 && by_live >= self.genesis_quorum)
+            || (self.backstop && by_live >= 2))
+    }
 }
 
 /// What a sync asks of its peer machine.
@@ -187,6 +289,7 @@ pub enum SyncOutput {
 #[derive(Debug)]
 pub struct StateSync {
     target: StateSummary,
+    vouchers: Vouchers,
     donors: Vec<PeerId>,
     dropped: BTreeSet<PeerId>,
     /// Donors whose manifest or chunks were accepted.
@@ -209,16 +312,19 @@ enum Want {
 }
 
 impl StateSync {
-    /// Starts fetching `target` from `donors` (in the order tried for the manifest).
+    /// Starts fetching `target` from `donors` (in the order tried for the manifest), once a
+    /// donor's manifest shows that `vouchers` attested it.
     #[must_use]
     pub fn start(
         config: &PeerConfig,
         target: StateSummary,
+        vouchers: Vouchers,
         donors: Vec<PeerId>,
         now: Timestamp,
     ) -> Self {
         let mut sync = Self {
             target,
+            vouchers,
             donors,
             dropped: BTreeSet::new(),
             served: BTreeSet::new(),
@@ -360,6 +466,19 @@ impl StateSync {
             return;
         }
         if self.manifest.is_some() {
+            return;
+        }
+        let refused = match self
+            .vouchers
+            .check(self.target, &m.committee, &m.attestations)
+        {
+            Ok(true) => None,
+            Ok(false) => Some(DonorFault::Unvouched),
+            Err(fault) => Some(fault),
+        };
+        if let Some(fault) = refused {
+            self.drop_donor(now, from, fault);
+            self.request_manifest(now);
             return;
         }
         self.chunks = vec![None; m.chunks.len()];

@@ -27,10 +27,13 @@ use crate::keys::Seal;
 /// Version of the wire format; a frame of another version is refused. Version 2 added the span
 /// codec to `Contribution` and `Reduced` headers and the vote lock and sequence number to
 /// `Announce`; version 3 signs votes: `Commit` names the voters and a receiver missing some of
-/// their votes fetches the seals (`SealRequest`, `Seals`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// their votes fetches the seals (`SealRequest`, `Seals`); version 4 attests states: an
+/// announcement carries the sender's signature on the state it holds, and a manifest the
+/// attestations its donor heard.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest bincode header. Every header kind fits: a proposal for [`ROSTER_MEMBERS_MAX`] members
-/// is ~200 KiB and a manifest of [`STATE_CHUNKS_MAX`] digests 512 KiB.
+/// is ~200 KiB and a manifest of [`STATE_CHUNKS_MAX`] digests with its committee and
+/// attestations ~750 KiB.
 pub const HEADER_BYTES_MAX: usize = 1 << 20;
 /// Largest roster a proposal may name.
 pub const ROSTER_MEMBERS_MAX: usize = 4096;
@@ -40,6 +43,10 @@ pub const SPAN_FLOATS_MAX: u32 = 1 << 26;
 pub const STATE_CHUNK_BYTES_MAX: u32 = 8 << 20;
 /// Largest number of chunks in a state manifest (128 GiB of state at the largest chunk size).
 pub const STATE_CHUNKS_MAX: usize = 16_384;
+/// Largest number of attestations a manifest carries: enough for a majority of any committee
+/// a joiner needs vouching ([`crate::sync::Vouchers`]), while a manifest of [`STATE_CHUNKS_MAX`]
+/// chunks with them still fits [`HEADER_BYTES_MAX`].
+pub const ATTESTATIONS_MAX: usize = 1024;
 /// Largest announcement frame: announcements go over gossip, whose messages are small.
 pub const ANNOUNCE_FRAME_BYTES_MAX: usize = 1024;
 
@@ -138,6 +145,9 @@ pub struct Announce {
     /// Counts the sender's announcements; a receiver ignores one older than the last it kept
     /// (the network may reorder them).
     pub seq: u64,
+    /// The sender's attestation of `state` ([`crate::keys::PeerKey::seal_state`]), which donors
+    /// of that state forward to joiners.
+    pub attestation: Option<Seal>,
 }
 
 /// A contributor's last vote on the state it announces (docs/protocol.md §5.2): it voted
@@ -310,6 +320,10 @@ pub struct StateManifest {
     /// majority must vote for the next result built on it (see [`crate::reduce`]). Empty for
     /// the initial state.
     pub committee: Vec<PeerId>,
+    /// Attestations of the state by the peers that hold it, as its donor heard and verified
+    /// them (at most [`ATTESTATIONS_MAX`]). Not part of the state's digest: a joiner checks
+    /// each signature and counts the signers it trusts ([`crate::sync::Vouchers`]).
+    pub attestations: Vec<Seal>,
 }
 
 /// One chunk of a committed state.
@@ -608,6 +622,11 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
             bound("manifest.chunks", m.chunks.len(), STATE_CHUNKS_MAX)?;
             bound("manifest.committee", m.committee.len(), ROSTER_MEMBERS_MAX)?;
             bound(
+                "manifest.attestations",
+                m.attestations.len(),
+                ATTESTATIONS_MAX,
+            )?;
+            bound(
                 "manifest.chunk_bytes",
                 m.chunk_bytes as usize,
                 STATE_CHUNK_BYTES_MAX as usize,
@@ -768,6 +787,7 @@ mod tests {
                 backers: vec![0b101],
             }),
             seq: 9,
+            attestation: Some(PeerKey::from_index(4).seal_state(state.round, state.digest)),
         }
     }
 
@@ -818,6 +838,7 @@ mod tests {
                 chunk_bytes: 4,
                 chunks: vec![Digest::of(b"a"); 2],
                 committee: vec![peer(3)],
+                attestations: vec![PeerKey::from_index(3).seal_state(RoundId(4), Digest::of(b"s"))],
             }),
             Body::StateChunk(StateChunk {
                 index: 1,

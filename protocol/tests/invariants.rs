@@ -16,7 +16,8 @@
 //! because an unreachable committee member could have completed either of two earlier results
 //! (docs/protocol.md §5.2); such runs are counted and printed.
 //!
-//! One schedule in four (from 3 peers on) also has a Byzantine founder forging commit notices
+//! One schedule in four (from 3 peers on) also has a Byzantine founder forging commit notices,
+//! another one in four (from 4 peers on) one announcing, attesting and serving a made-up state
 //! (`forger`).
 //!
 //! `GRADMESH_SCHEDULES` sets the number of schedules (default 2000; `make soak` runs more) and
@@ -78,13 +79,19 @@ fn schedule() -> impl Strategy<Value = Schedule> {
 
 /// One schedule in four (from 3 peers) has a Byzantine founder that turns every vote it hears
 /// into a commit notice to everyone ([`Attack::forges_commits`]); a notice commits only what the
-/// seals it carries decide, so the invariants must hold regardless.
+/// votes it names and their fetched seals decide, so the invariants must hold regardless. Another
+/// one in four (from 4 peers) has a founder that announces, attests and serves a made-up state a
+/// million rounds ahead ([`Attack::forges_states`]): nobody may load it (the checker fails the
+/// run on an uncommitted state loaded), and the others keep committing.
 fn forger(seed: u64, peers: usize) -> Option<Attack> {
-    (seed % 4 == 1 && peers >= 3).then(|| Attack {
+    let commits = seed % 4 == 1 && peers >= 3;
+    let states = seed % 4 == 2 && peers >= 4;
+    (commits || states).then(|| Attack {
         peers: vec![usize::try_from(seed >> 8).unwrap_or(0) % peers],
         scale: 1.0,
         equivocates_spans: false,
-        forges_commits: true,
+        forges_commits: commits,
+        forges_states: states,
     })
 }
 
@@ -112,6 +119,7 @@ fn run_schedules(cases: u64, seed: u64) {
     let halted = AtomicU64::new(0);
     let undecided = AtomicU64::new(0);
     let forged = AtomicU64::new(0);
+    let forged_states = AtomicU64::new(0);
     let result = runner.run(&schedule(), |schedule| {
         ran.fetch_add(1, Ordering::Relaxed);
         let mut driver = Driver::new(schedule.clone());
@@ -120,6 +128,7 @@ fn run_schedules(cases: u64, seed: u64) {
         kills.fetch_add(driver.stats().kills, Ordering::Relaxed);
         joins.fetch_add(driver.stats().joins, Ordering::Relaxed);
         forged.fetch_add(driver.stats().forged_commits, Ordering::Relaxed);
+        forged_states.fetch_add(driver.stats().forged_announcements, Ordering::Relaxed);
         halted.fetch_add(
             u64::from(driver.checker().halted_by_design),
             Ordering::Relaxed,
@@ -134,7 +143,7 @@ fn run_schedules(cases: u64, seed: u64) {
     println!(
         "fault schedules: {} run (generator seed {seed}), {} peer commits, {} kills, {} joins, \
          {} halted with a majority of the last committee dead, {} halted undecided (liveness \
-         not required), {} forged commit notices",
+         not required), {} forged commit notices, {} forged state announcements",
         ran.load(Ordering::Relaxed),
         commits.load(Ordering::Relaxed),
         kills.load(Ordering::Relaxed),
@@ -142,6 +151,7 @@ fn run_schedules(cases: u64, seed: u64) {
         halted.load(Ordering::Relaxed),
         undecided.load(Ordering::Relaxed),
         forged.load(Ordering::Relaxed),
+        forged_states.load(Ordering::Relaxed),
     );
     if let Err(e) = result {
         panic!("{e}");

@@ -137,9 +137,10 @@ fn announce() -> impl Strategy<Value = Body> {
             vec(any::<u8>(), 0..4),
         )),
         any::<u64>(),
+        proptest::option::of(seal()),
     )
         .prop_map(
-            |(state, ready_for, wants_to_join, bw, sps, spstep, lock, seq)| {
+            |(state, ready_for, wants_to_join, bw, sps, spstep, lock, seq, attestation)| {
                 Body::Announce(Announce {
                     state,
                     ready_for,
@@ -154,6 +155,7 @@ fn announce() -> impl Strategy<Value = Body> {
                         backers,
                     }),
                     seq,
+                    attestation,
                 })
             },
         )
@@ -247,17 +249,19 @@ fn state_bodies() -> impl Strategy<Value = Body> {
             any::<u64>(),
             0..=(8u32 << 20),
             vec(digest(), 0..6),
-            vec(peer(), 0..6)
+            vec(peer(), 0..6),
+            vec(seal(), 0..4)
         )
             .prop_map(
-                |(total_bytes, chunk_bytes, chunks, committee)| Body::StateManifest(
-                    StateManifest {
+                |(total_bytes, chunk_bytes, chunks, committee, attestations)| {
+                    Body::StateManifest(StateManifest {
                         total_bytes,
                         chunk_bytes,
                         chunks,
                         committee,
-                    }
-                )
+                        attestations,
+                    })
+                }
             ),
         (any::<u32>(), vec(any::<u8>(), 0..128)).prop_map(|(index, data)| {
             Body::StateChunk(StateChunk {
@@ -454,6 +458,7 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             chunk_bytes: 0,
             chunks: Vec::new(),
             committee: Vec::new(),
+            attestations: Vec::new(),
         }),
         Body::Announce(Announce {
             state: Some(summary),
@@ -469,6 +474,7 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
                 backers: Vec::new(),
             }),
             seq: 1,
+            attestation: None,
         }),
     ];
     let mut inputs = 0;
@@ -498,7 +504,7 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             );
         }
     }
-    assert_eq!(PROTOCOL_VERSION, 3);
+    assert_eq!(PROTOCOL_VERSION, 4);
     inputs
 }
 

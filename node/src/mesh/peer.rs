@@ -466,6 +466,7 @@ impl PeerActor {
                     vector_len.div_ceil(span_max)
                 );
             }
+            Event::DonorDropped { peer, fault } => tracing::warn!(%peer, %fault, "donor dropped"),
             other => tracing::info!(event = ?other, "protocol event"),
         }
     }
@@ -566,8 +567,14 @@ impl PeerActor {
                 if let (Body::StateRequest(request), Some(forged)) = (&envelope.body, &self.forged)
                     && envelope.round == forged.summary().round
                 {
-                    let reply =
-                        Envelope::new(self.peer.id(), envelope.round, forged.serve(*request));
+                    let mut body = forged.serve(*request);
+                    if let Body::StateManifest(manifest) = &mut body {
+                        // Its own word: the one attestation a forger can give.
+                        let state = forged.summary();
+                        manifest.attestations =
+                            vec![self.peer.key().seal_state(state.round, state.digest)];
+                    }
+                    let reply = Envelope::new(self.peer.id(), envelope.round, body);
                     self.send(from, reply, ctx);
                     return;
                 }
@@ -603,13 +610,19 @@ impl PeerActor {
 
 /// The ban a protocol event proves, if any: only what no honest peer of this protocol version
 /// does (a bad manifest or chunk from a donor, a state that matches its digest but does not
-/// load, a forged seal, two votes in one round). Timeouts, unavailable states and refusals
-/// that races explain (`NotContributor`, say) ban nobody.
+/// load, a forwarded attestation that does not verify, a forged seal, two votes in one round).
+/// Timeouts, unavailable states, states too few trusted peers attested (`Unvouched`: an honest
+/// donor may not have heard enough attestations yet) and refusals that races explain
+/// (`NotContributor`, say) ban nobody.
 fn ban_for(event: &Event) -> Option<(PeerId, BanReason)> {
     match event {
         Event::DonorDropped {
             peer,
-            fault: DonorFault::BadManifest | DonorFault::BadChunk(_) | DonorFault::Unloadable,
+            fault:
+                DonorFault::BadManifest
+                | DonorFault::BadChunk(_)
+                | DonorFault::Unloadable
+                | DonorFault::BadAttestation,
         } => Some((*peer, BanReason::BadDonor)),
         Event::Rejected {
             peer,
@@ -671,6 +684,8 @@ impl PeerActor {
         announce.ready_for = Some(forged.summary().round.next());
         announce.wants_to_join = false;
         announce.lock = None;
+        let state = forged.summary();
+        announce.attestation = Some(self.peer.key().seal_state(state.round, state.digest));
         Some(Envelope::new(
             envelope.sender,
             envelope.round,
@@ -768,6 +783,11 @@ mod tests {
             (dropped(DonorFault::BadManifest), Some(BanReason::BadDonor)),
             (dropped(DonorFault::BadChunk(2)), Some(BanReason::BadDonor)),
             (dropped(DonorFault::Unloadable), Some(BanReason::BadDonor)),
+            (
+                dropped(DonorFault::BadAttestation),
+                Some(BanReason::BadDonor),
+            ),
+            (dropped(DonorFault::Unvouched), None),
             (dropped(DonorFault::Timeout), None),
             (dropped(DonorFault::Unavailable), None),
             (rejected(RejectReason::BadSeal), Some(BanReason::ForgedSeal)),

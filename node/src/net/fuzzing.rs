@@ -145,6 +145,7 @@ mod tests {
             samples_per_step: 1,
             lock: None,
             seq: 1,
+            attestation: None,
         };
         let envelope = Envelope::new(PeerId::from_index(1), RoundId(1), Body::Announce(announce));
         let mut body = vec![0u8; 8];

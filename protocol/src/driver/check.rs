@@ -118,6 +118,8 @@ pub struct InvariantChecker {
     contributing: BTreeSet<(usize, RoundId)>,
     last_contribution: BTreeMap<usize, Timestamp>,
     born: BTreeMap<usize, Timestamp>,
+    /// Nodes whose liveness is not required (attackers that lie about their state).
+    exempt: BTreeSet<usize>,
     /// Counts of committed rounds seen per peer (`RoundCommitted` events).
     pub commits: u64,
     /// Aborted rounds (per peer).
@@ -209,6 +211,11 @@ impl InvariantChecker {
     /// Node `node` started a peer machine at `now`.
     pub fn record_birth(&mut self, node: usize, now: Timestamp) {
         self.born.insert(node, now);
+    }
+
+    /// Node `node` lies about its state: the mesh owes it no progress.
+    pub fn exempt_from_liveness(&mut self, node: usize) {
+        self.exempt.insert(node);
     }
 
     /// Node `node` was killed.
@@ -399,7 +406,10 @@ impl InvariantChecker {
             self.halted_undecided = true;
             return Ok(());
         }
-        for n in nodes.iter().filter(|n| n.is_alive()) {
+        for n in nodes
+            .iter()
+            .filter(|n| n.is_alive() && !self.exempt.contains(&n.index))
+        {
             let born = self.born.get(&n.index).copied().unwrap_or(Timestamp::ZERO);
             if now.saturating_since(born) < settle * 2 {
                 continue;

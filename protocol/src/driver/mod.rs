@@ -26,6 +26,7 @@ use crate::ids::{Digest, PeerId, RoundId};
 use crate::keys::Seal;
 use crate::peer::{Output, Peer, Profile};
 use crate::reduce::RoundResult;
+use crate::sync::StateSnapshot;
 use crate::time::Timestamp;
 use crate::wire::{self, Body, Certificate, CommitNotice, Envelope, ROSTER_MEMBERS_MAX};
 
@@ -80,7 +81,12 @@ pub struct Schedule {
 /// checker reports (a span owner is trusted with its span's values, docs/protocol.md §5.5). With
 /// `forges_commits`, every vote they hear becomes a forged commit notice for that digest, sent
 /// to every peer and naming every contributor as a voter; asked for seals, they send all the
-/// seals for that digest they have overheard in the round.
+/// seals for that digest they have overheard in the round. With `forges_states`, every
+/// announcement they send claims a made-up state ([`FORGED_ROUND`], every parameter zero, the
+/// attacker its only committee member), attested by the attacker, and they serve that state —
+/// manifest, attestation and chunks — to whoever asks (issue 16, rows 1 and 2: one such peer
+/// used to halt every node, then make them all load its state). Rosters then leave them out,
+/// and the checker does not require their liveness.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attack {
     /// Indices of the attacking founders.
@@ -91,6 +97,8 @@ pub struct Attack {
     pub equivocates_spans: bool,
     /// Turn every vote heard into a commit notice to everyone.
     pub forges_commits: bool,
+    /// Announce and serve a made-up state far ahead.
+    pub forges_states: bool,
 }
 
 impl Attack {
@@ -103,6 +111,11 @@ impl Attack {
     /// An attacker that equivocates about the spans it owns.
     fn equivocates(attack: Option<&Self>, index: usize) -> bool {
         attack.is_some_and(|a| a.equivocates_spans && a.peers.contains(&index))
+    }
+
+    /// An attacker that announces states it does not hold.
+    fn forges_states(attack: Option<&Self>, index: usize) -> bool {
+        attack.is_some_and(|a| a.forges_states && a.peers.contains(&index))
     }
 
     /// An attacker that forges commit notices.
@@ -193,6 +206,8 @@ pub struct Stats {
     pub perturbed_spans: u64,
     /// Commit notices lying attackers forged.
     pub forged_commits: u64,
+    /// Announcements of made-up states that lying attackers sent.
+    pub forged_announcements: u64,
 }
 
 /// The in-memory mesh.
@@ -213,8 +228,13 @@ pub struct Driver {
     committed: BTreeMap<RoundId, RoundResult>,
     /// Seals of the votes lying attackers heard, by round and digest (forged notices carry them).
     overheard: BTreeMap<(RoundId, Digest), Vec<Seal>>,
+    /// The made-up state state-forging attackers announce and serve.
+    forged: Option<StateSnapshot>,
     keep_log: bool,
 }
+
+/// The round of the state a state-forging attacker announces ([`Attack::forges_states`]).
+pub const FORGED_ROUND: RoundId = RoundId(1_000_000);
 
 /// Bound on events in one run: a protocol that keeps waking itself up without progress is a bug.
 const EVENTS_MAX: u64 = 5_000_000;
@@ -246,6 +266,7 @@ impl Driver {
             history: Vec::new(),
             committed: BTreeMap::new(),
             overheard: BTreeMap::new(),
+            forged: None,
             keep_log: false,
         };
         let initial = shell::initial_params(driver.schedule.vector_len);
@@ -287,6 +308,9 @@ impl Driver {
         let Ok(peer) = peer else { return };
         let params = initial.unwrap_or_default();
         self.checker.record_birth(index, self.now);
+        if Attack::forges_states(self.schedule.attack.as_ref(), index) {
+            self.checker.exempt_from_liveness(index);
+        }
         let mut node = Node::new(index, peer, params, self.schedule.vector_len);
         if let Some(attack) = &self.schedule.attack
             && attack.peers.contains(&index)
@@ -418,6 +442,24 @@ impl Driver {
     }
 
     fn deliver(&mut self, to: usize, from: PeerId, envelope: Envelope) {
+        if Attack::forges_states(self.schedule.attack.as_ref(), to)
+            && envelope.round == FORGED_ROUND
+            && let Body::StateRequest(request) = &envelope.body
+            && let Some(forged) = self.forged_state(to)
+        {
+            let body = match forged.serve(*request) {
+                Body::StateManifest(mut manifest) => {
+                    let state = forged.summary();
+                    let seal = Self::forger_key(to).seal_state(state.round, state.digest);
+                    manifest.attestations = vec![seal];
+                    Body::StateManifest(manifest)
+                }
+                body => body,
+            };
+            let sender = self.nodes[to].id;
+            self.transmit(to, from, Envelope::new(sender, FORGED_ROUND, body));
+            return;
+        }
         if Attack::forges(self.schedule.attack.as_ref(), to) {
             match &envelope.body {
                 Body::Vote(vote) => self.forge_commits(to, envelope.round, vote.result, vote.seal),
@@ -473,6 +515,27 @@ impl Driver {
         let sender = self.nodes[i].id;
         let body = Body::Seals(Certificate { result, seals });
         self.transmit(i, to, Envelope::new(sender, round, body));
+    }
+
+    fn forger_key(i: usize) -> crate::keys::PeerKey {
+        crate::keys::PeerKey::from_index(i as u64)
+    }
+
+    /// The made-up state attacker `i` announces and serves: every parameter zero, the attacker
+    /// its only committee member. (Attackers share it: the first one makes it.)
+    fn forged_state(&mut self, i: usize) -> Option<StateSnapshot> {
+        if self.forged.is_none() {
+            let zeros = vec![0.0f32; self.schedule.vector_len];
+            let chunk = self.schedule.config.state_chunk_bytes;
+            self.forged = StateSnapshot::new(
+                FORGED_ROUND,
+                vec![self.nodes.get(i)?.id],
+                shell::params_bytes(&zeros),
+                chunk,
+            )
+            .ok();
+        }
+        self.forged.clone()
     }
 
     fn kill(&mut self, i: usize) {
@@ -571,6 +634,17 @@ impl Driver {
         let Some(dest) = self.nodes.iter().position(|n| n.id == to) else {
             return;
         };
+        if Attack::forges_states(self.schedule.attack.as_ref(), from)
+            && let Body::Announce(announce) = &mut envelope.body
+            && let Some(forged) = self.forged_state(from)
+        {
+            let state = forged.summary();
+            announce.state = Some(state);
+            announce.attestation =
+                Some(Self::forger_key(from).seal_state(state.round, state.digest));
+            announce.lock = None;
+            self.stats.forged_announcements += 1;
+        }
         if let Some(attack) = &self.schedule.attack
             && Attack::equivocates(Some(attack), from)
             && attack.is_victim(dest)

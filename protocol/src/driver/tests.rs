@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::Aggregation;
+use crate::sync::DonorFault;
 
 #[test]
 fn calm_mesh_commits_rounds_and_agrees() {
@@ -104,6 +105,7 @@ fn attacked_run(rule: Aggregation) -> Robustness {
         scale: -10.0,
         equivocates_spans: false,
         forges_commits: false,
+        forges_states: false,
     });
     let mut driver = Driver::new(schedule).with_log();
     driver.run().expect("no violation");
@@ -368,6 +370,7 @@ fn a_lying_contributor_neither_forks_the_mesh_nor_commits_a_minority_result() {
             scale: 1.0,
             equivocates_spans: true,
             forges_commits: true,
+            forges_states: false,
         };
         schedule.attack = Some(attack.clone());
         let mut driver = Driver::new(schedule).with_log();
@@ -408,6 +411,73 @@ fn a_lying_contributor_neither_forks_the_mesh_nor_commits_a_minority_result() {
         assert_eq!(
             honest_diverged, 0,
             "seed {seed}: a peer outside the victims diverged"
+        );
+        assert!(rounds >= 10, "seed {seed}: {rounds} rounds committed");
+    }
+}
+
+/// Issue 16, rows 1 and 2: a founder announces, in every announcement, a made-up state a
+/// million rounds ahead (every parameter zero, itself its only committee member), attests it,
+/// and serves it consistently to whoever asks. One such peer used to make every peer fetch and
+/// load its state. Peers holding a state fetch only what a majority of their committee
+/// attests; peers without one (founders on the initial state, a fresh joiner) only what a
+/// majority of the live peers they hear attests. So the forged state is tried at most, found
+/// unvouched, and nobody loads it (the checker fails the run on an uncommitted state loaded);
+/// the mesh keeps committing and the joiner syncs the mesh's state.
+#[test]
+fn a_peer_forging_and_serving_a_state_makes_nobody_load_it() {
+    for seed in 1..=3 {
+        let mut schedule = Schedule::calm(seed, 5);
+        schedule.joins = vec![Duration::from_millis(1500)];
+        schedule.attack = Some(Attack {
+            peers: vec![0],
+            scale: 1.0,
+            equivocates_spans: false,
+            forges_commits: false,
+            forges_states: true,
+        });
+        let mut driver = Driver::new(schedule).with_log();
+        let verdict = driver.run();
+        if verdict.is_err() {
+            for line in driver.log().iter().take(200) {
+                eprintln!("{line}");
+            }
+        }
+        verdict.expect("no violation");
+        let stats = driver.stats().clone();
+        let forger = driver.nodes()[0].id;
+        let joiner = driver.nodes()[5].id;
+        let history = driver.history();
+        let count = |f: &dyn Fn(&PeerId, &crate::peer::Event) -> bool| {
+            history.iter().filter(|(_, id, e)| f(id, e)).count()
+        };
+        let tried = count(
+            &|_, e| matches!(e, crate::peer::Event::SyncStarted { target, .. } if target.round == FORGED_ROUND),
+        );
+        let unvouched = count(&|_, e| {
+            matches!(e, crate::peer::Event::DonorDropped { peer, fault: DonorFault::Unvouched }
+                if *peer == forger)
+        });
+        let joiner_commits =
+            count(&|id, e| *id == joiner && matches!(e, crate::peer::Event::RoundCommitted { .. }));
+        let rounds = driver.checker().rounds_committed();
+        println!(
+            "seed {seed}: {} forged announcements, forged state tried {tried} times, refused as \
+             unvouched {unvouched} times, joiner committed {joiner_commits} rounds, {rounds} rounds",
+            stats.forged_announcements,
+        );
+        assert!(stats.forged_announcements >= 20, "seed {seed}: {stats:?}");
+        assert_eq!(tried, unvouched, "seed {seed}: every try ends unvouched");
+        for node in driver.nodes().iter().filter(|n| n.index != 0) {
+            assert!(
+                node.state().is_none_or(|s| s.round < FORGED_ROUND),
+                "seed {seed}: peer {} holds the forged state",
+                node.id
+            );
+        }
+        assert!(
+            joiner_commits >= 3,
+            "seed {seed}: the joiner never caught up"
         );
         assert!(rounds >= 10, "seed {seed}: {rounds} rounds committed");
     }

@@ -26,13 +26,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::config::{PeerConfig, ServeState};
-use crate::ids::{PeerId, RoundId};
-use crate::keys::PeerKey;
+use crate::ids::{Digest, PeerId, RoundId};
+use crate::keys::{PeerKey, Seal};
 use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult, SealBook};
 use crate::roster::{Roster, leader_key};
-use crate::sync::{DonorFault, SnapshotError, StateSnapshot, StateSync, SyncOutput};
+use crate::sync::{DonorFault, SnapshotError, StateSnapshot, StateSync, SyncOutput, Vouchers};
 use crate::time::Timestamp;
-use crate::wire::{Announce, Body, Envelope, Proposal, Role, StateSummary};
+use crate::wire::{ATTESTATIONS_MAX, Announce, Body, Envelope, Proposal, Role, StateSummary};
 
 pub use output::{Event, Output};
 
@@ -67,6 +67,18 @@ const SYNC_FAILED_REFUSAL_ROUNDS: u32 = 1;
 
 /// How long a state the shell could not load is refused, in round timeouts.
 const LOAD_REFUSAL_ROUNDS: u32 = 30;
+
+/// State attestations kept per announcing peer (its latest ones), for donors to forward: enough
+/// to cover the states a peer still serves ([`PeerConfig::snapshots_retained`]) while rounds
+/// commit faster than announcements arrive.
+const ATTESTED_PER_PEER: usize = 8;
+
+/// Peers whose attestations are kept at most; past it, those of silent peers are dropped.
+const ATTESTERS_MAX: usize = crate::wire::ROSTER_MEMBERS_MAX;
+
+/// Round timeouts without a state change after which a peer takes two live attesters of a
+/// state as enough ([`Vouchers::backstop`]).
+const STUCK_ROUND_TIMEOUTS: u32 = 3;
 
 /// What a peer says about itself in announcements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +154,25 @@ pub struct Peer {
     synced_from: Vec<PeerId>,
     /// The sealed votes of the last finished round, answered to members that missed some.
     last_seals: Option<(RoundId, SealBook)>,
+    /// The last result this peer saw decided on a state it holds without holding the result
+    /// (it diverged): that state, the result's digest and everyone seen voting for it there
+    /// (over every round that decided it again). Each of them voted that the mesh's next
+    /// state is built on this result, so one of them vouches for it ([`Vouchers::witnesses`]),
+    /// for a state no later than the round that first decided it (the result's round).
+    witnessed: Option<(StateSummary, Digest, RoundId, BTreeSet<PeerId>)>,
+    /// When this peer's state last changed (or it started).
+    progress_at: Timestamp,
     /// The round being applied by the shell and its contributors (the next state's committee).
     applying: Option<(RoundId, Vec<PeerId>)>,
     /// No roster is proposed before this: founders first hear each other's announcements.
     discovery_until: Timestamp,
     known: BTreeMap<PeerId, Known>,
+    /// The state attestations each known peer announced, latest last (at most
+    /// [`ATTESTED_PER_PEER`] each), with whether the seal was verified yet: a donor forwards
+    /// them with a manifest, verifying each once before it does.
+    attested: BTreeMap<PeerId, VecDeque<(StateSummary, Seal, bool)>>,
+    /// Our own attestation of the state we hold (signed once per state).
+    own_attestation: Option<(StateSummary, Seal)>,
     /// Messages for rounds not started yet, each with its encoded size (`buffer_early`).
     early: BTreeMap<RoundId, Vec<(Envelope, usize)>>,
     early_count: usize,
@@ -203,9 +229,13 @@ impl Peer {
             pending: BTreeMap::new(),
             synced_from: Vec::new(),
             last_seals: None,
+            witnessed: None,
+            progress_at: now,
             applying: None,
             discovery_until: now + announce_interval,
             known: BTreeMap::new(),
+            attested: BTreeMap::new(),
+            own_attestation: None,
             early: BTreeMap::new(),
             early_count: 0,
             early_bytes: 0,
@@ -241,7 +271,7 @@ impl Peer {
     ) -> Result<Self, SnapshotError> {
         let mut peer = Self::new(config, key, profile, None, now)?;
         peer.outputs.clear();
-        peer.install(snapshot);
+        peer.install(now, snapshot);
         peer.apply_next_pending();
         peer.announce(now);
         Ok(peer)
@@ -251,6 +281,12 @@ impl Peer {
     #[must_use]
     pub const fn id(&self) -> PeerId {
         self.me
+    }
+
+    /// The key this peer signs with (the shell's own, handed to [`Peer::new`]).
+    #[must_use]
+    pub fn key(&self) -> &PeerKey {
+        &self.key
     }
 
     /// The committed state this peer holds, if any.
@@ -303,7 +339,7 @@ impl Peer {
         };
         self.before_sync = None;
         let snapshot = StateSnapshot::new(round, committee, bytes, self.config.state_chunk_bytes)?;
-        self.install(snapshot);
+        self.install(now, snapshot);
         if self.stage == (Stage::Applying { round }) || round == RoundId(0) {
             self.apply_next_pending();
         }
@@ -340,7 +376,7 @@ impl Peer {
             // The refused state's round ids are a claim too: go back to ours.
             self.next_round = next_round;
             if let Some(previous) = held {
-                self.install(previous);
+                self.install(now, previous);
             }
         }
         self.stage = Stage::Joining;
@@ -397,7 +433,8 @@ impl Peer {
         self.refused.get(&state).is_none_or(|until| now >= *until)
     }
 
-    fn install(&mut self, snapshot: StateSnapshot) {
+    fn install(&mut self, now: Timestamp, snapshot: StateSnapshot) {
+        self.progress_at = now;
         let summary = snapshot.summary();
         if self.config.serve_state == ServeState::Members {
             let committee = snapshot.committee().to_vec();
@@ -453,9 +490,18 @@ impl Peer {
             Body::Proposal(p) => self.handle_proposal(now, from, round, &p),
             Body::StateRequest(req) => {
                 let body = if self.may_fetch_state(from) {
-                    self.snapshots
+                    let served = self
+                        .snapshots
                         .get(&round)
-                        .map_or(Body::StateUnavailable, |s| s.serve(req))
+                        .map(|s| (s.summary(), s.serve(req)));
+                    match served {
+                        Some((summary, Body::StateManifest(mut manifest))) => {
+                            manifest.attestations = self.attestations_of(summary);
+                            Body::StateManifest(manifest)
+                        }
+                        Some((_, body)) => body,
+                        None => Body::StateUnavailable,
+                    }
                 } else {
                     self.event(Event::StateWithheld { peer: from });
                     Body::StateUnavailable
@@ -561,6 +607,21 @@ impl Peer {
         }
         let theirs = a.state;
         let ready_for = a.ready_for;
+        if let (Some(state), Some(seal)) = (theirs, a.attestation)
+            && seal.signer() == from
+        {
+            if self.attested.len() >= ATTESTERS_MAX {
+                let known = &self.known;
+                self.attested.retain(|peer, _| known.contains_key(peer));
+            }
+            let kept = self.attested.entry(from).or_default();
+            if kept.back().is_none_or(|(s, _, _)| *s != state) {
+                kept.push_back((state, seal, false));
+                if kept.len() > ATTESTED_PER_PEER {
+                    kept.pop_front();
+                }
+            }
+        }
         // Before the first commit, a peer announcing our initial state is a founder.
         if theirs.is_some() && theirs == self.state && theirs.is_some_and(|s| s.round == RoundId(0))
         {
@@ -730,7 +791,7 @@ impl Peer {
         }
         // The initial state is the founders' own: a peer that fetches it would count as a
         // founder in the first round's genesis quorum. Joiners wait for the first commit.
-        if target.round == RoundId(0) {
+        if target.round == RoundId(0) || self.hearing_peers(now) {
             return;
         }
         self.event(Event::SyncStarted {
@@ -738,7 +799,14 @@ impl Peer {
             donors: donors.len(),
         });
         self.pending.retain(|r, _| *r > target.round);
-        self.sync = Some(StateSync::start(&self.config, target, donors, now));
+        let vouchers = self.vouchers(now);
+        self.sync = Some(StateSync::start(
+            &self.config,
+            target,
+            vouchers,
+            donors,
+            now,
+        ));
     }
 
     /// A joiner that holds a state of its own (it became a joiner because a newer state was
@@ -849,6 +917,9 @@ impl Peer {
                     .is_some_and(|r| r.base.round >= s.target().round)
         });
         if self.state != Some(base) && !sync_reaches_base {
+            if self.hearing_peers(now) {
+                return;
+            }
             let donors: Vec<PeerId> = roster
                 .contributors()
                 .iter()
@@ -860,7 +931,8 @@ impl Peer {
                 donors: donors.len(),
             });
             self.pending.clear();
-            self.sync = Some(StateSync::start(&self.config, base, donors, now));
+            let vouchers = self.vouchers(now);
+            self.sync = Some(StateSync::start(&self.config, base, vouchers, donors, now));
         }
         let committee = self.committee_of(base);
         self.start_round(now, roster, Role::Observer, None, committee);
@@ -960,6 +1032,15 @@ impl Peer {
         let ttl = self.config.peer_ttl;
         self.known
             .retain(|_, k| now.saturating_since(k.seen) <= ttl);
+        // A silent peer's attestations of states we still serve stay valid evidence (it may
+        // have died after committing them): keep those, drop the rest.
+        let (known, snapshots) = (&self.known, &self.snapshots);
+        self.attested.retain(|peer, kept| {
+            if !known.contains_key(peer) {
+                kept.retain(|(s, _, _)| snapshots.get(&s.round).is_some_and(|h| h.summary() == *s));
+            }
+            !kept.is_empty()
+        });
     }
 
     /// The next action, or `None` when drained.
@@ -982,6 +1063,86 @@ impl Peer {
         .min()
     }
 
+    /// Our attestation of `state` (signed once per state we hold).
+    fn attestation(&mut self, state: StateSummary) -> Seal {
+        match self.own_attestation {
+            Some((s, seal)) if s == state => seal,
+            _ => {
+                let seal = self.key.seal_state(state.round, state.digest);
+                self.own_attestation = Some((state, seal));
+                seal
+            }
+        }
+    }
+
+    /// The attestations of `state` a donor forwards with its manifest: its own and every one
+    /// heard from a peer announcing it, each verified before it is first forwarded (one that
+    /// does not verify is dropped: its sender lied), at most [`ATTESTATIONS_MAX`].
+    fn attestations_of(&mut self, state: StateSummary) -> Vec<Seal> {
+        let mut seals = vec![self.attestation(state)];
+        for kept in self.attested.values_mut() {
+            kept.retain_mut(|(s, seal, verified)| {
+                if *s == state && !*verified {
+                    *verified = seal.seals_state(state.round, state.digest);
+                    return *verified;
+                }
+                true
+            });
+            if let Some((_, seal, _)) = kept.iter().find(|(s, _, _)| *s == state) {
+                seals.push(*seal);
+            }
+        }
+        seals.truncate(ATTESTATIONS_MAX);
+        seals
+    }
+
+    /// A peer without a committee counts the live peers it hears to vouch for a state
+    /// ([`Vouchers`]); it first hears them all — every live peer announces once per announce
+    /// interval — so that the first peer it hears cannot vouch for itself alone.
+    fn hearing_peers(&self, now: Timestamp) -> bool {
+        self.state_committee().is_empty() && now < self.discovery_until
+    }
+
+    /// Whose attestations make this peer fetch a state ([`Vouchers`]): the committee of the
+    /// state it holds, the voters of a result it saw decided on that state, or the live peers announcing a state — joining or not: a peer that
+    /// chases a forged state announces `wants_to_join`, and leaving it out would leave the
+    /// forger alone to vouch for itself.
+    fn vouchers(&self, now: Timestamp) -> Vouchers {
+        let stuck = self.config.round_timeout * STUCK_ROUND_TIMEOUTS;
+        let committee = self.state_committee();
+        let (witnesses, witnessed_until) = match &self.witnessed {
+            Some((base, _, until, voters)) if self.state == Some(*base) => {
+                let others = voters.iter().copied().filter(|p| *p != self.me);
+                (others.collect(), *until)
+            }
+            _ => (BTreeSet::new(), RoundId(0)),
+        };
+        Vouchers {
+            committees: (!committee.is_empty())
+                .then(|| {
+                    let others = committee.iter().copied().filter(|p| *p != self.me);
+                    (others.collect(), committee.len())
+                })
+                .into_iter()
+                .collect(),
+            witnesses,
+            witnessed_until,
+            backstop: now.saturating_since(self.progress_at) >= stuck,
+            chain: (!committee.is_empty()).then(|| (self.me, committee.iter().copied().collect())),
+            live: self
+                .known
+                .iter()
+                .filter(|(p, k)| **p != self.me && k.announce.state.is_some())
+                .map(|(p, _)| *p)
+                .collect(),
+            genesis_quorum: if self.state.is_some_and(|s| s.round == RoundId(0)) {
+                self.config.genesis_quorum
+            } else {
+                0
+            },
+        }
+    }
+
     fn announce(&mut self, now: Timestamp) {
         let ready_for = matches!(self.stage, Stage::Ready { .. }).then_some(self.next_round);
         let announce = Announce {
@@ -993,6 +1154,7 @@ impl Peer {
             samples_per_step: self.profile.samples_per_step,
             lock: self.lock.as_ref().map(lock::Lock::announced),
             seq: self.announce_seq,
+            attestation: self.state.map(|s| self.attestation(s)),
         };
         self.announce_seq += 1;
         let envelope = Envelope::new(self.me, self.next_round, Body::Announce(announce));
@@ -1062,7 +1224,18 @@ impl Peer {
         let contributor = round.roster().role(self.me) == Some(Role::Contributor);
         self.next_round = id.next();
         // Members that missed votes of this round may still ask for their seals.
-        self.last_seals = Some((id, round.seal_book()));
+        let book = round.seal_book();
+        if let RoundOutcome::Diverged { committed } = &outcome {
+            let base = round.roster().base();
+            let voters = book.voters_of(*committed);
+            match &mut self.witnessed {
+                Some((b, d, _, all)) if *b == base && *d == *committed => all.extend(voters),
+                witnessed => {
+                    *witnessed = Some((base, *committed, id, voters.into_iter().collect()));
+                }
+            }
+        }
+        self.last_seals = Some((id, book));
         // Whatever the outcome, the vote is remembered until this peer's state changes: it
         // binds later votes on the same state (`lock.rs`).
         if let Some((vote, result)) = round.voted() {
@@ -1145,7 +1318,7 @@ impl Peer {
             .cloned();
         self.before_sync = Some((held, self.next_round));
         self.outputs.push_back(Output::LoadState(snapshot.clone()));
-        self.install(snapshot);
+        self.install(now, snapshot);
         self.apply_next_pending();
         self.announce(now);
     }

@@ -169,11 +169,11 @@ fn locked_peer(digest: Digest, result: Option<RoundResult>) -> (Peer, StateSumma
 /// `from` announces `base`, ready for `round`, with `lock`.
 fn announce_from(
     peer: &mut Peer,
-    (from, round): (u64, u64),
+    (from_index, round): (u64, u64),
     base: StateSummary,
     lock: Option<VoteLock>,
 ) {
-    let from = PeerId::from_index(from);
+    let from = PeerId::from_index(from_index);
     let body = Body::Announce(Announce {
         state: Some(base),
         ready_for: Some(RoundId(round)),
@@ -183,6 +183,7 @@ fn announce_from(
         samples_per_step: 8,
         lock,
         seq: round,
+        attestation: Some(PeerKey::from_index(from_index).seal_state(base.round, base.digest)),
     });
     peer.handle_message(
         Timestamp::ZERO,
@@ -358,6 +359,7 @@ fn announce_state(peer: &mut Peer, now: Timestamp, from: PeerId, state: StateSum
         samples_per_step: 8,
         lock: None,
         seq,
+        attestation: None,
     });
     peer.handle_message(now, from, Envelope::new(from, ready, body));
 }
@@ -407,11 +409,23 @@ fn a_state_announced_but_never_served_does_not_stop_a_peer() {
     );
 }
 
+/// `snapshot`'s answer to `request`, a manifest carrying peer `attester`'s attestation.
+fn served_with_attestation(snapshot: &StateSnapshot, request: StateRequest, attester: u64) -> Body {
+    let mut body = snapshot.serve(request);
+    if let Body::StateManifest(manifest) = &mut body {
+        let state = snapshot.summary();
+        let seal = PeerKey::from_index(attester).seal_state(state.round, state.digest);
+        manifest.attestations = vec![seal];
+    }
+    body
+}
+
 /// Issue 16, row 3: a donor served bytes that match the announced digest but are no state the
 /// shell can load (junk, or non-finite values). The node process exited; now the shell refuses
 /// the state, the peer names the donor (`DonorFault::Unloadable`, which the node bans), goes
-/// back to the state it held, and does not fetch that one again. (As
-/// above, with the other committee member silent.)
+/// back to the state it held, and does not fetch that one again. (As above, with the other
+/// committee member silent; its attestation, which the donor forwards, vouches for the state:
+/// a buggy member restarted on a corrupt checkpoint does that.)
 #[test]
 fn a_synced_state_the_shell_cannot_load_is_refused_and_the_peer_keeps_its_own() {
     let (mut peer, own) = member_at_round_5();
@@ -434,7 +448,8 @@ fn a_synced_state_the_shell_cannot_load_is_refused_and_the_peer_keeps_its_own() 
             match output {
                 Output::Send { to, envelope } if to == liar => {
                     if let Body::StateRequest(request) = envelope.body {
-                        replies.push(Envelope::new(liar, envelope.round, junk.serve(request)));
+                        let body = served_with_attestation(&junk, request, 2);
+                        replies.push(Envelope::new(liar, envelope.round, body));
                     }
                 }
                 Output::LoadState(snapshot) => loaded |= snapshot.summary() == fake,
@@ -568,6 +583,7 @@ fn a_flood_of_joiners_gets_a_few_observer_slots_per_round() {
             samples_per_step: 8,
             lock: None,
             seq: 0,
+            attestation: None,
         });
         peer.handle_message(t, joiner, Envelope::new(joiner, RoundId(1), body));
     }

@@ -1134,6 +1134,15 @@ impl SealBook {
         self.verified.insert(voter);
     }
 
+    /// The contributors whose votes for `result` this book holds, in rank order.
+    pub(crate) fn voters_of(&self, result: Digest) -> Vec<PeerId> {
+        self.votes
+            .iter()
+            .filter(|(_, (d, _))| *d == result)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// Bitmap over contributor ranks of the votes for `result` held.
     fn voters(&self, result: Digest) -> Vec<u8> {
         let ranks = self

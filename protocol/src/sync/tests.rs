@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::ids::RoundId;
+use crate::keys::PeerKey;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Donor {
@@ -12,6 +13,23 @@ enum Donor {
     LiesAboutManifest,
     Forgot,
     Silent,
+    /// Serves the state honestly but without the attestations that vouch for it.
+    Unattested,
+    /// Forwards an attestation that does not verify.
+    ForgesAttestation,
+}
+
+/// The joiner's committee: peers 7, 8 and 10, so two must attest (9 is a stranger to it).
+fn vouchers() -> Vouchers {
+    Vouchers {
+        committees: vec![([7, 8, 10].map(PeerId::from_index).into(), 3)],
+        witnesses: BTreeSet::new(),
+        witnessed_until: RoundId(0),
+        backstop: false,
+        chain: None,
+        live: BTreeSet::new(),
+        genesis_quorum: 0,
+    }
 }
 
 fn config() -> PeerConfig {
@@ -31,7 +49,9 @@ fn run(donors: &[Donor]) -> Vec<SyncOutput> {
     let snapshot = state();
     let ids: Vec<PeerId> = (0..donors.len() as u64).map(PeerId::from_index).collect();
     let mut now = Timestamp::ZERO;
-    let mut sync = StateSync::start(&config(), snapshot.summary(), ids.clone(), now);
+    let target = snapshot.summary();
+    let mut sync = StateSync::start(&config(), target, vouchers(), ids.clone(), now);
+    let attest = |i: u64| PeerKey::from_index(i).seal_state(target.round, target.digest);
     let mut seen = Vec::new();
     for _ in 0..10_000 {
         let Some(out) = sync.poll_output() else {
@@ -61,6 +81,21 @@ fn run(donors: &[Donor]) -> Vec<SyncOutput> {
                 }
                 (Donor::LiesAboutManifest, Body::StateManifest(mut m)) => {
                     m.chunks[0] = Digest::of(b"forged");
+                    Some(Body::StateManifest(m))
+                }
+                (Donor::Unattested, Body::StateManifest(mut m)) => {
+                    // Only one of the two committee members and a stranger: no majority.
+                    m.attestations = vec![attest(7), attest(9)];
+                    Some(Body::StateManifest(m))
+                }
+                (Donor::ForgesAttestation, Body::StateManifest(mut m)) => {
+                    let mut forged = attest(8);
+                    forged.s[3] ^= 1;
+                    m.attestations = vec![attest(7), forged];
+                    Some(Body::StateManifest(m))
+                }
+                (_, Body::StateManifest(mut m)) => {
+                    m.attestations = vec![attest(9), attest(8), attest(7)];
                     Some(Body::StateManifest(m))
                 }
                 (_, body) => Some(body),
@@ -127,6 +162,134 @@ fn bad_donors_are_dropped_and_named_and_the_state_still_arrives() {
     );
     assert!(faults.contains(&(PeerId::from_index(2), DonorFault::Unavailable)));
     assert!(faults.contains(&(PeerId::from_index(3), DonorFault::Timeout)));
+}
+
+/// A state is fetched only once more of the joiner's committee attested it than a dishonest
+/// minority can count; a donor forwarding a forged attestation lied, one without enough
+/// attestations did not.
+#[test]
+fn a_state_without_a_committee_majority_of_attestations_is_not_fetched() {
+    let outputs = run(&[Donor::Unattested, Donor::ForgesAttestation, Donor::Honest]);
+    assert_eq!(done(&outputs), Some(&state()));
+    let faults = dropped(&outputs);
+    assert!(faults.contains(&(PeerId::from_index(0), DonorFault::Unvouched)));
+    assert!(faults.contains(&(PeerId::from_index(1), DonorFault::BadAttestation)));
+    let chunk_askers: BTreeSet<PeerId> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            SyncOutput::Send {
+                to,
+                body: Body::StateRequest(StateRequest::Chunk(_)),
+            } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chunk_askers, [PeerId::from_index(2)].into());
+    let outputs = run(&[Donor::Unattested]);
+    assert!(done(&outputs).is_none(), "nobody vouched for the state");
+}
+
+#[test]
+fn committees_and_live_peers_vouch_by_their_own_thresholds() {
+    let target = state().summary();
+    let seal = |i: u64| PeerKey::from_index(i).seal_state(target.round, target.digest);
+    let live = Vouchers {
+        committees: Vec::new(),
+        witnesses: BTreeSet::new(),
+        witnessed_until: RoundId(0),
+        backstop: false,
+        chain: None,
+        live: [1, 2, 3].map(PeerId::from_index).into(),
+        genesis_quorum: 0,
+    };
+    assert_eq!(live.check(target, &[], &[seal(1), seal(2)]), Ok(true));
+    // One live peer vouching for itself (a forger's own state) is not enough; repeating a
+    // seal counts once; a seal by a peer the joiner does not hear counts for nothing.
+    assert_eq!(
+        live.check(target, &[], &[seal(1), seal(1), seal(4)]),
+        Ok(false)
+    );
+    // A committee of 4 without the joiner's own vote: two members are more than a dishonest
+    // minority (at most one of 4); one is not.
+    let committee = Vouchers {
+        committees: vec![([1, 2, 3].map(PeerId::from_index).into(), 4)],
+        witnesses: BTreeSet::new(),
+        witnessed_until: RoundId(0),
+        backstop: false,
+        chain: None,
+        live: BTreeSet::new(),
+        genesis_quorum: 0,
+    };
+    assert_eq!(committee.check(target, &[], &[seal(1), seal(3)]), Ok(true));
+    assert_eq!(committee.check(target, &[], &[seal(2)]), Ok(false));
+    // One voter of a result the joiner saw decided on its state vouches for its apply.
+    let witnessed = Vouchers {
+        witnesses: [5, 6].map(PeerId::from_index).into(),
+        witnessed_until: target.round,
+        ..committee.clone()
+    };
+    assert_eq!(witnessed.check(target, &[], &[seal(6)]), Ok(true));
+    assert_eq!(witnessed.check(target, &[], &[seal(2)]), Ok(false));
+    let too_far = Vouchers {
+        witnessed_until: RoundId(target.round.0 - 1),
+        ..witnessed.clone()
+    };
+    assert_eq!(too_far.check(target, &[], &[seal(6)]), Ok(false));
+    // A founder on the initial state with a genesis quorum of 1: one live attester suffices.
+    let founder = Vouchers {
+        genesis_quorum: 1,
+        ..live.clone()
+    };
+    assert_eq!(founder.check(target, &[], &[seal(1)]), Ok(true));
+    assert_eq!(founder.check(target, &[], &[seal(4)]), Ok(false));
+    // A target whose committee {1, 2} holds a majority of the joiner's {0, 1, 2}: it may
+    // descend from the joiner's state, so one of {1, 2} (f + 1 of 2) vouches — the joiner's
+    // other committee member died, the survivor committed on; {2, 9} holds no majority.
+    let heir = Vouchers {
+        chain: Some((
+            PeerId::from_index(0),
+            [0, 1, 2].map(PeerId::from_index).into(),
+        )),
+        ..Vouchers::default()
+    };
+    let (p1, p2, p9) = (
+        PeerId::from_index(1),
+        PeerId::from_index(2),
+        PeerId::from_index(9),
+    );
+    assert_eq!(heir.check(target, &[p1, p2], &[seal(2)]), Ok(true));
+    assert_eq!(heir.check(target, &[p2, p9], &[seal(2)]), Ok(false));
+}
+
+/// The liveness backstop, and whom nothing vouches for.
+#[test]
+fn a_stuck_joiner_takes_two_live_attesters_and_nobody_vouches_alone() {
+    let target = state().summary();
+    let seal = |i: u64| PeerKey::from_index(i).seal_state(target.round, target.digest);
+    // Seven live peers, two attest: not a majority, unless the joiner is stuck (backstop);
+    // one attester vouches for nothing even then.
+    let seven = Vouchers {
+        live: (1..=7).map(PeerId::from_index).collect(),
+        ..Vouchers::default()
+    };
+    assert_eq!(seven.check(target, &[], &[seal(1), seal(2)]), Ok(false));
+    let stuck = Vouchers {
+        backstop: true,
+        ..seven
+    };
+    assert_eq!(stuck.check(target, &[], &[seal(1), seal(2)]), Ok(true));
+    assert_eq!(stuck.check(target, &[], &[seal(1)]), Ok(false));
+    // Nobody to vouch: a joiner that hears no peer fetches nothing.
+    assert_eq!(
+        Vouchers::default().check(target, &[], &[seal(1)]),
+        Ok(false)
+    );
+    // A seal over another state is a lie, whoever forwards it.
+    let other = PeerKey::from_index(2).seal_state(target.round.next(), target.digest);
+    assert_eq!(
+        stuck.check(target, &[], &[seal(1), other]),
+        Err(DonorFault::BadAttestation)
+    );
 }
 
 #[test]
