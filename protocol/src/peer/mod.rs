@@ -1104,9 +1104,10 @@ impl Peer {
     }
 
     /// Whose attestations make this peer fetch a state ([`Vouchers`]): the committee of the
-    /// state it holds, the voters of a result it saw decided on that state, or the live peers announcing a state — joining or not: a peer that
+    /// state it holds (and committees descending from it), the voters of a result it saw
+    /// decided on that state, the live peers announcing a state — joining or not: a peer that
     /// chases a forged state announces `wants_to_join`, and leaving it out would leave the
-    /// forger alone to vouch for itself.
+    /// forger alone to vouch for itself — and, once it is stuck, any two live peers.
     fn vouchers(&self, now: Timestamp) -> Vouchers {
         let stuck = self.config.round_timeout * STUCK_ROUND_TIMEOUTS;
         let committee = self.state_committee();
