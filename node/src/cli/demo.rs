@@ -210,12 +210,21 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
         .collect();
     let last = plan.rounds;
     // Every survivor holds one same state of a round past the last: committed it, or (a node
-    // that missed a round) synced it.
-    while common_final_round(&cluster, &survivors, last).is_none() {
+    // that missed a round) synced it; and the joiner has contributed (a joiner first hears the
+    // mesh for an announce interval before it syncs, docs/protocol.md §3.5, while a fast mesh
+    // may pass the last round meanwhile).
+    let joiner_committed = |cluster: &Cluster| {
+        cluster
+            .history
+            .iter()
+            .any(|(i, r)| *i == joiner && matches!(r, Report::Committed { .. }))
+    };
+    while common_final_round(&cluster, &survivors, last).is_none() || !joiner_committed(&cluster) {
         cluster.wait_for(Duration::from_secs(300), "the last round", |i, r| {
-            matches!(r, Report::Committed { round, .. } | Report::Synced { round, .. }
-                if *round > last)
-                && survivors.contains(&i)
+            let past_last = matches!(r, Report::Committed { round, .. } | Report::Synced { round, .. }
+                if *round > last);
+            let joiner_commit = i == joiner && matches!(r, Report::Committed { .. });
+            (past_last || joiner_commit) && survivors.contains(&i)
         })?;
     }
     cluster.shutdown();

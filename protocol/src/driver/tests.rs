@@ -355,6 +355,19 @@ fn votes_cut_by_a_partition_do_not_fork_the_base() {
     assert!(driver.checker().rounds_committed() >= 10);
 }
 
+/// Runs `schedule` with a log, printing its first 200 lines if an invariant broke.
+fn run_logged(schedule: Schedule) -> Driver {
+    let mut driver = Driver::new(schedule).with_log();
+    let verdict = driver.run();
+    if verdict.is_err() {
+        for line in driver.log().iter().take(200) {
+            eprintln!("{line}");
+        }
+    }
+    verdict.expect("no violation");
+    driver
+}
+
 /// Issue 16: a contributor that lies in the protocol (see [`Attack`]): it sends a perturbed
 /// version of every span it owns to a minority of victims and turns every vote it hears into a
 /// forged commit notice carrying all the seals it has for that digest. Before votes were sealed,
@@ -373,15 +386,8 @@ fn a_lying_contributor_neither_forks_the_mesh_nor_commits_a_minority_result() {
             forges_states: false,
         };
         schedule.attack = Some(attack.clone());
-        let mut driver = Driver::new(schedule).with_log();
-        let verdict = driver.run();
-        if verdict.is_err() {
-            for line in driver.log().iter().take(200) {
-                eprintln!("{line}");
-            }
-        }
         // The checker found no two peers holding different states after the same round.
-        verdict.expect("no violation");
+        let driver = run_logged(schedule);
         let stats = driver.stats().clone();
         let victims: Vec<PeerId> = driver
             .nodes()
@@ -436,14 +442,7 @@ fn a_peer_forging_and_serving_a_state_makes_nobody_load_it() {
             forges_commits: false,
             forges_states: true,
         });
-        let mut driver = Driver::new(schedule).with_log();
-        let verdict = driver.run();
-        if verdict.is_err() {
-            for line in driver.log().iter().take(200) {
-                eprintln!("{line}");
-            }
-        }
-        verdict.expect("no violation");
+        let driver = run_logged(schedule);
         let stats = driver.stats().clone();
         let forger = driver.nodes()[0].id;
         let joiner = driver.nodes()[5].id;

@@ -126,11 +126,9 @@ fn dropped(outputs: &[SyncOutput]) -> Vec<(PeerId, DonorFault)> {
         .collect()
 }
 
-#[test]
-fn fetches_from_several_honest_donors() {
-    let outputs = run(&[Donor::Honest, Donor::Honest, Donor::Honest]);
-    assert_eq!(done(&outputs), Some(&state()));
-    let askers: BTreeSet<PeerId> = outputs
+/// The donors asked for chunks.
+fn chunk_askers(outputs: &[SyncOutput]) -> BTreeSet<PeerId> {
+    outputs
         .iter()
         .filter_map(|o| match o {
             SyncOutput::Send {
@@ -139,7 +137,14 @@ fn fetches_from_several_honest_donors() {
             } => Some(*to),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn fetches_from_several_honest_donors() {
+    let outputs = run(&[Donor::Honest, Donor::Honest, Donor::Honest]);
+    assert_eq!(done(&outputs), Some(&state()));
+    let askers = chunk_askers(&outputs);
     assert_eq!(askers.len(), 3, "chunks come from every donor");
 }
 
@@ -174,17 +179,8 @@ fn a_state_without_a_committee_majority_of_attestations_is_not_fetched() {
     let faults = dropped(&outputs);
     assert!(faults.contains(&(PeerId::from_index(0), DonorFault::Unvouched)));
     assert!(faults.contains(&(PeerId::from_index(1), DonorFault::BadAttestation)));
-    let chunk_askers: BTreeSet<PeerId> = outputs
-        .iter()
-        .filter_map(|o| match o {
-            SyncOutput::Send {
-                to,
-                body: Body::StateRequest(StateRequest::Chunk(_)),
-            } => Some(*to),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(chunk_askers, [PeerId::from_index(2)].into());
+
+    assert_eq!(chunk_askers(&outputs), [PeerId::from_index(2)].into());
     let outputs = run(&[Donor::Unattested]);
     assert!(done(&outputs).is_none(), "nobody vouched for the state");
 }
