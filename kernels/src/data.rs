@@ -45,6 +45,19 @@ impl Batch {
         self.len() == 0
     }
 
+    /// A batch of inputs `x` and targets `y` whose first dimensions count the same examples
+    /// (a user's tensors; the caller puts them on the model's device).
+    pub fn new(x: Tensor, y: Tensor) -> Result<Self> {
+        if x.size().first() != y.size().first() {
+            return Err(KernelError::BadTensor {
+                name: "x/y".to_owned(),
+                expected: "the same number of examples (first dimension)".to_owned(),
+                found: format!("{} and {}", describe_all(&x), describe_all(&y)),
+            });
+        }
+        Ok(Self { x, y })
+    }
+
     /// A digits batch from host data: `x` holds `y.len()` rows of 64 pixels, `y` labels in 0..10.
     pub fn images(x: &[f32], y: &[i64], device: Device) -> Result<Self> {
         if x.len() != y.len() * DIGIT_PIXELS {
@@ -74,7 +87,8 @@ impl Batch {
     }
 }
 
-/// The digits set: 1,437 training and 360 test images, on one device.
+/// Examples with targets, split into training and test sets, on one device: the digits (1,437
+/// training and 360 test images), or a user's tensors ([`Dataset::load`]).
 #[derive(Debug)]
 pub struct Dataset {
     train: Batch,
@@ -85,14 +99,47 @@ impl Dataset {
     /// Loads `data/digits.safetensors` (tensors `train_x`, `train_y`, `test_x`, `test_y`) and checks
     /// dtypes, shapes and label range before any tensor is built.
     pub fn load_digits(path: &Path, device: Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(io_error("read", path))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| KernelError::Safetensors {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let bytes = read_safetensors(path)?;
+        let file = deserialize(&bytes, path)?;
         let train = digits_split(&file, path, "train", device)?;
         let test = digits_split(&file, path, "test", device)?;
         Ok(Self { train, test })
+    }
+
+    /// Loads a user's safetensors file with tensors `train_x`, `train_y`, `test_x`, `test_y` of any
+    /// shape whose first dimension counts examples. Floating tensors (f32, f16, bf16, f64) become
+    /// f32 and integer ones (u8, i8, i16, i32, i64) i64, the dtypes a model's `forward` and the
+    /// losses take. `x` and `y` of a split must count the same examples, and the test split's
+    /// examples must have the training split's shapes.
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let bytes = read_safetensors(path)?;
+        Self::from_file(&deserialize(&bytes, path)?, path, device)
+    }
+
+    fn from_file(file: &SafeTensors<'_>, path: &Path, device: Device) -> Result<Self> {
+        let train = any_split(file, path, "train", device)?;
+        let test = any_split(file, path, "test", device)?;
+        for (name, train, test) in [("x", &train.x, &test.x), ("y", &train.y, &test.y)] {
+            if train.size().get(1..) != test.size().get(1..) || train.kind() != test.kind() {
+                return Err(KernelError::BadTensor {
+                    name: format!("test_{name}"),
+                    expected: format!("examples like train_{name}'s, {}", describe(train)),
+                    found: describe(test),
+                });
+            }
+        }
+        Ok(Self { train, test })
+    }
+
+    /// One example's input and target, as `x f32[1,8,8], y i64[]`: two nodes whose data differ
+    /// here cannot train one model.
+    #[must_use]
+    pub fn example_shapes(&self) -> String {
+        format!(
+            "x {}, y {}",
+            describe(&self.train.x),
+            describe(&self.train.y)
+        )
     }
 
     /// Training examples.
@@ -138,6 +185,107 @@ fn digits_split(file: &SafeTensors<'_>, path: &Path, split: &str, device: Device
         },
         other => other,
     })
+}
+
+fn any_split(file: &SafeTensors<'_>, path: &Path, split: &str, device: Device) -> Result<Batch> {
+    let x = read_any(file, path, &format!("{split}_x"))?;
+    if x.dim() == 0 {
+        return Err(KernelError::BadTensor {
+            name: format!("{split}_x"),
+            expected: "a first dimension counting examples".to_owned(),
+            found: "a scalar".to_owned(),
+        });
+    }
+    let y = read_any(file, path, &format!("{split}_y"))?;
+    let (rows_x, rows_y) = (x.size().first().copied(), y.size().first().copied());
+    if rows_x != rows_y || rows_x.unwrap_or(0) == 0 {
+        return Err(KernelError::BadTensor {
+            name: format!("{split}_x/{split}_y"),
+            expected: "the same number of examples (first dimension), at least one".to_owned(),
+            found: format!("{} and {}", describe_all(&x), describe_all(&y)),
+        });
+    }
+    let device = device.tch();
+    Ok(Batch {
+        x: x.f_to_device(device)?,
+        y: y.f_to_device(device)?,
+    })
+}
+
+/// Reads a safetensors file whole (the caller's data sets are held in memory anyway).
+fn read_safetensors(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(io_error("read", path))
+}
+
+fn deserialize<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| KernelError::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Tensor `name` on the CPU: floating dtypes as f32, integer dtypes as i64.
+fn read_any(file: &SafeTensors<'_>, path: &Path, name: &str) -> Result<Tensor> {
+    use tch::Kind;
+    let view = file.tensor(name).map_err(|_| KernelError::MissingTensor {
+        path: path.to_path_buf(),
+        name: name.to_owned(),
+    })?;
+    let (stored, wanted) = match view.dtype() {
+        Dtype::F32 => (Kind::Float, Kind::Float),
+        Dtype::F16 => (Kind::Half, Kind::Float),
+        Dtype::BF16 => (Kind::BFloat16, Kind::Float),
+        Dtype::F64 => (Kind::Double, Kind::Float),
+        Dtype::I64 => (Kind::Int64, Kind::Int64),
+        Dtype::I32 => (Kind::Int, Kind::Int64),
+        Dtype::I16 => (Kind::Int16, Kind::Int64),
+        Dtype::I8 => (Kind::Int8, Kind::Int64),
+        Dtype::U8 => (Kind::Uint8, Kind::Int64),
+        // LibTorch has no unsigned 16/32-bit kinds: widen here.
+        Dtype::U16 | Dtype::U32 => {
+            let width = view.dtype().bitsize() / 8;
+            let ids: Vec<i64> = view
+                .data()
+                .chunks_exact(width)
+                .map(|c| {
+                    let mut le = [0u8; 8];
+                    le[..width].copy_from_slice(c);
+                    i64::from_le_bytes(le)
+                })
+                .collect();
+            let shape: Vec<i64> = view.shape().iter().map(|&d| to_i64(d)).collect();
+            return Ok(Tensor::from_slice(&ids).f_view(shape.as_slice())?);
+        }
+        other => {
+            return Err(KernelError::BadTensor {
+                name: name.to_owned(),
+                expected: "f32, f16, bf16, f64, i64, i32, i16, i8, u32, u16 or u8".to_owned(),
+                found: format!("{other:?}").to_lowercase(),
+            });
+        }
+    };
+    let shape: Vec<i64> = view.shape().iter().map(|&d| to_i64(d)).collect();
+    Ok(Tensor::f_from_data_size(view.data(), &shape, stored)?.f_to_kind(wanted)?)
+}
+
+/// `f32[1,8,8]`: dtype and shape after the first (example) dimension.
+fn describe(t: &Tensor) -> String {
+    shape_text(t, 1)
+}
+
+/// `f32[1437,1,8,8]`: dtype and whole shape.
+fn describe_all(t: &Tensor) -> String {
+    shape_text(t, 0)
+}
+
+fn shape_text(t: &Tensor, skip: usize) -> String {
+    let kind = match t.kind() {
+        tch::Kind::Float => "f32".to_owned(),
+        tch::Kind::Int64 => "i64".to_owned(),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    let dims: Vec<String> = t.size().iter().skip(skip).map(i64::to_string).collect();
+    format!("{kind}[{}]", dims.join(","))
 }
 
 fn check_labels(name: &str, labels: &[i64]) -> Result<()> {
@@ -261,7 +409,19 @@ const FILE_SEPARATOR: u8 = b'\n';
 /// The validation split is the last `len / VALID_DIVISOR` bytes (10 %).
 const VALID_DIVISOR: usize = 10;
 
+/// A value a token stream can hold: a byte of text, or a tokenizer's id.
+pub trait Token: Copy + Into<i64> + std::fmt::Debug + Send + Sync + 'static {}
+impl Token for u8 {}
+impl Token for u32 {}
+
 /// A byte-level text corpus (vocabulary: the 256 byte values).
+pub type CharCorpus = Corpus<u8>;
+
+/// A stream of token ids from a safetensors file (see [`TokenCorpus::load_tokens`]).
+pub type TokenCorpus = Corpus<u32>;
+
+/// A token stream split into training and validation parts, each node training on its shard.
+/// For text ([`CharCorpus`]) the tokens are bytes:
 ///
 /// Rules, so that every node derives the same splits from the same files:
 /// - A file is read whole; a directory contributes every regular file under it (recursively,
@@ -273,9 +433,9 @@ const VALID_DIVISOR: usize = 10;
 /// - [`CharCorpus::shard`] keeps one of `count` contiguous, equal (±1 byte) parts of the training
 ///   split; the validation split stays whole, so every node evaluates on the same bytes.
 #[derive(Debug, Clone)]
-pub struct CharCorpus {
-    train: Vec<u8>,
-    valid: Vec<u8>,
+pub struct Corpus<T> {
+    train: Vec<T>,
+    valid: Vec<T>,
     files_read: usize,
     files_skipped: usize,
     device: Device,
@@ -319,10 +479,57 @@ impl CharCorpus {
         }
         Ok(Self::from_text(text, files_read, files_skipped, device))
     }
+}
 
+impl TokenCorpus {
+    /// Loads a safetensors file holding the token stream as two 1-D integer tensors (u8, u16,
+    /// u32, i32 or i64): `train_tokens`, of which each node trains on its shard, and
+    /// `test_tokens`, on which every node evaluates. Ids must be non-negative and below 2³².
+    pub fn load_tokens(path: &Path, device: Device) -> Result<Self> {
+        let bytes = read_safetensors(path)?;
+        Self::from_file(&deserialize(&bytes, path)?, path, device)
+    }
+
+    fn from_file(file: &SafeTensors<'_>, path: &Path, device: Device) -> Result<Self> {
+        let split = |name: &str| -> Result<Vec<u32>> {
+            let t = read_any(file, path, name)?;
+            if t.dim() != 1 || t.kind() != tch::Kind::Int64 {
+                return Err(KernelError::BadTensor {
+                    name: name.to_owned(),
+                    expected: "a 1-D integer tensor of token ids".to_owned(),
+                    found: describe(&t),
+                });
+            }
+            let ids = Vec::<i64>::try_from(&t)?;
+            ids.into_iter()
+                .map(u32::try_from)
+                .collect::<Result<_, _>>()
+                .map_err(|_| KernelError::BadTensor {
+                    name: name.to_owned(),
+                    expected: "token ids in 0..2^32".to_owned(),
+                    found: "an id out of range".to_owned(),
+                })
+        };
+        let (train, valid) = (split("train_tokens")?, split("test_tokens")?);
+        if train.is_empty() || valid.is_empty() {
+            return Err(KernelError::DatasetTooSmall(
+                "train_tokens and test_tokens must both hold tokens",
+            ));
+        }
+        Ok(Self {
+            train,
+            valid,
+            files_read: 1,
+            files_skipped: 0,
+            device,
+        })
+    }
+}
+
+impl<T: Token> Corpus<T> {
     /// Splits `text` by the validation rule.
     fn from_text(
-        mut text: Vec<u8>,
+        mut text: Vec<T>,
         files_read: usize,
         files_skipped: usize,
         device: Device,
@@ -424,16 +631,12 @@ impl CharCorpus {
         self.windows(&self.valid, &starts, context)
     }
 
-    fn windows(&self, text: &[u8], starts: &[usize], context: usize) -> Result<Batch> {
+    fn windows(&self, text: &[T], starts: &[usize], context: usize) -> Result<Batch> {
         let mut x = Vec::with_capacity(starts.len() * context);
         let mut y = Vec::with_capacity(starts.len() * context);
         for &start in starts {
-            x.extend(text[start..start + context].iter().map(|&b| i64::from(b)));
-            y.extend(
-                text[start + 1..=start + context]
-                    .iter()
-                    .map(|&b| i64::from(b)),
-            );
+            x.extend(text[start..start + context].iter().map(|&b| b.into()));
+            y.extend(text[start + 1..=start + context].iter().map(|&b| b.into()));
         }
         let shape = [to_i64(starts.len()), to_i64(context)];
         let device = self.device.tch();
@@ -441,6 +644,59 @@ impl CharCorpus {
             x: Tensor::from_slice(&x).view(shape).to_device(device),
             y: Tensor::from_slice(&y).view(shape).to_device(device),
         })
+    }
+}
+
+/// A user's data file: examples with targets, or a token stream.
+#[derive(Debug)]
+pub enum TensorData {
+    /// `train_x`, `train_y`, `test_x`, `test_y` ([`Dataset::load`]).
+    Examples(Dataset),
+    /// `train_tokens`, `test_tokens` ([`TokenCorpus::load_tokens`]).
+    Tokens(TokenCorpus),
+}
+
+impl TensorData {
+    /// Reads `path` once: a token stream if it holds `train_tokens`, else examples.
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let bytes = read_safetensors(path)?;
+        let file = deserialize(&bytes, path)?;
+        if file.names().contains(&"train_tokens") {
+            Ok(Self::Tokens(TokenCorpus::from_file(&file, path, device)?))
+        } else {
+            Ok(Self::Examples(Dataset::from_file(&file, path, device)?))
+        }
+    }
+}
+
+/// A token stream's batches whatever its token type, for callers that hold either corpus.
+pub trait TokenWindows: std::fmt::Debug + Send {
+    /// See [`Corpus::train_batch`].
+    fn train_batch(&self, step: u64, batch_size: usize, context: usize, seed: u64)
+    -> Result<Batch>;
+    /// See [`Corpus::valid_batch`].
+    fn valid_batch(&self, count: usize, context: usize) -> Result<Batch>;
+    /// See [`Corpus::valid_len`].
+    fn valid_len(&self) -> usize;
+}
+
+impl<T: Token> TokenWindows for Corpus<T> {
+    fn train_batch(
+        &self,
+        step: u64,
+        batch_size: usize,
+        context: usize,
+        seed: u64,
+    ) -> Result<Batch> {
+        Self::train_batch(self, step, batch_size, context, seed)
+    }
+
+    fn valid_batch(&self, count: usize, context: usize) -> Result<Batch> {
+        Self::valid_batch(self, count, context)
+    }
+
+    fn valid_len(&self) -> usize {
+        Self::valid_len(self)
     }
 }
 

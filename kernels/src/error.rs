@@ -87,6 +87,38 @@ pub enum KernelError {
     /// A model or local-mesh hyper-parameter is out of range.
     #[error("invalid config: {0}")]
     InvalidConfig(&'static str),
+    /// A TorchScript model file was refused (too large, not TorchScript, unusable parameters).
+    #[error("model {path}: {reason}")]
+    Script {
+        /// The file concerned.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
+    },
+    /// A user's model failed on a batch (an input shape or dtype it does not take, a missing
+    /// `loss` method): LibTorch's first line.
+    #[error("the model failed: {0}")]
+    ModelRefused(String),
+}
+
+impl KernelError {
+    /// A user's model failing on a batch: LibTorch's TorchScript errors carry a C++ backtrace
+    /// and the script's source, so only their first line is kept.
+    pub(crate) fn refused(error: &tch::TchError) -> Self {
+        Self::ModelRefused(first_line(error).to_owned())
+    }
+}
+
+/// The first non-empty line of a LibTorch error.
+pub(crate) fn first_line(error: &tch::TchError) -> &str {
+    let text = match error {
+        tch::TchError::Torch(text) => text.as_str(),
+        _ => return "LibTorch refused it",
+    };
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("LibTorch refused it")
 }
 
 /// Shorthand used across the crate.

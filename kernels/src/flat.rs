@@ -59,6 +59,23 @@ impl FlatLayout {
         self.len == 0
     }
 
+    /// blake3 of every parameter's name and shape in flat order: equal exactly when two models
+    /// have the same architecture as far as training and checkpoints can tell.
+    #[must_use]
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"gradmesh-layout-v1");
+        for span in &self.spans {
+            hasher.update(&(span.name.len() as u64).to_le_bytes());
+            hasher.update(span.name.as_bytes());
+            hasher.update(&(span.shape.len() as u64).to_le_bytes());
+            for d in &span.shape {
+                hasher.update(&d.to_le_bytes());
+            }
+        }
+        *hasher.finalize().as_bytes()
+    }
+
     pub(crate) fn check(&self, what: &'static str, found: usize) -> Result<()> {
         if found == self.len {
             Ok(())
@@ -81,8 +98,12 @@ pub struct FlatParams {
 
 impl FlatParams {
     pub(crate) fn new(vs: &VarStore) -> Self {
-        let sorted: std::collections::BTreeMap<String, Tensor> =
-            vs.variables().into_iter().collect();
+        Self::from_named(vs.variables())
+    }
+
+    /// The tensors `named`, ordered by name.
+    pub(crate) fn from_named(named: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+        let sorted: std::collections::BTreeMap<String, Tensor> = named.into_iter().collect();
         let mut spans = Vec::with_capacity(sorted.len());
         let mut offset = 0;
         for (name, tensor) in &sorted {

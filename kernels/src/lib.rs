@@ -12,12 +12,17 @@ pub use gradmesh_math::codec;
 
 pub use crate::{
     checkpoint::{Checkpoint, LocalState, MeshDigest, load_checkpoint, write_checkpoint},
-    data::{Batch, BatchSampler, CharCorpus, Dataset},
+    data::{
+        Batch, BatchSampler, CharCorpus, Corpus, Dataset, TensorData, Token, TokenCorpus,
+        TokenWindows,
+    },
     device::Device,
     error::KernelError,
     flat::{FlatLayout, FlatParams, ParamSpan},
     local_mesh::LocalMesh,
-    model::{ModelKind, TransformerConfig, TransformerConfigError},
+    model::{
+        Loss, ModelKind, SCRIPT_BYTES_MAX, ScriptSpec, TransformerConfig, TransformerConfigError,
+    },
     state::TrainingState,
     trainer::{Trainer, set_torch_threads},
 };

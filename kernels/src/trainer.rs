@@ -12,7 +12,7 @@ use crate::{
     device::Device,
     error::Result,
     flat::{FlatLayout, FlatParams},
-    model::{ModelKind, Network},
+    model::{Loss, ModelKind, Network, ScriptNet, ScriptSpec},
     state::TrainingState,
 };
 
@@ -26,6 +26,9 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 #[derive(Debug)]
 pub struct Trainer {
     net: Box<dyn Network>,
+    loss: Loss,
+    /// blake3 of the model file, for a user's TorchScript module.
+    file_digest: Option<[u8; 32]>,
     flat: FlatParams,
     params: Vec<f32>,
     grads: Vec<f32>,
@@ -55,12 +58,48 @@ impl Trainer {
         };
         vars.set_device(device.tch());
         let flat = FlatParams::new(&vars);
+        Self::assemble(net, Loss::CrossEntropy, None, flat, optimizer, device, vars)
+    }
+
+    /// Loads a user's TorchScript module (see [`ScriptSpec`]): its weights are the file's, so
+    /// every peer loading the same file starts from the same parameters.
+    pub fn from_script(
+        spec: &ScriptSpec,
+        optimizer: OptimizerConfig,
+        device: Device,
+    ) -> Result<Self> {
+        device.check_available()?;
+        let loaded = ScriptNet::load(&spec.path, device.tch())?;
+        let flat = FlatParams::from_named(loaded.parameters);
+        let vars = VarStore::new(device.tch());
+        Self::assemble(
+            Box::new(loaded.net),
+            spec.loss,
+            Some(loaded.file_digest),
+            flat,
+            optimizer,
+            device,
+            vars,
+        )
+    }
+
+    fn assemble(
+        net: Box<dyn Network>,
+        loss: Loss,
+        file_digest: Option<[u8; 32]>,
+        flat: FlatParams,
+        optimizer: OptimizerConfig,
+        device: Device,
+        vars: VarStore,
+    ) -> Result<Self> {
         let n = flat.layout().len();
         let mut params = vec![0.0; n];
         flat.gather_params(&mut params)?;
         let optimizer = Optimizer::new(optimizer, n);
         Ok(Self {
             net,
+            loss,
+            file_digest,
             flat,
             params,
             grads: vec![0.0; n],
@@ -69,6 +108,18 @@ impl Trainer {
             device,
             _vars: vars,
         })
+    }
+
+    /// blake3 of the TorchScript file this model was loaded from (`None` for built-in models).
+    #[must_use]
+    pub fn file_digest(&self) -> Option<[u8; 32]> {
+        self.file_digest
+    }
+
+    /// The loss this model trains on.
+    #[must_use]
+    pub fn loss_kind(&self) -> Loss {
+        self.loss
     }
 
     /// Order and shapes of the flat buffers.
@@ -90,22 +141,33 @@ impl Trainer {
     }
 
     fn loss_tensor(&self, batch: &Batch) -> Result<Tensor> {
-        let logits = self.net.forward(&batch.x);
-        let classes = logits.size().last().copied().unwrap_or(1);
-        let targets = batch.y.f_view([-1])?;
-        // Same op as `torch.nn.functional.cross_entropy` (mean over examples, no ignored index).
-        Ok(logits.f_view([-1, classes])?.f_cross_entropy_loss(
-            &targets,
-            None::<Tensor>,
-            Reduction::Mean,
-            -100,
-            0.0,
-        )?)
+        if self.loss == Loss::Module {
+            return self.net.module_loss(&batch.x, &batch.y);
+        }
+        let output = self.net.forward(&batch.x)?;
+        let refused = |e: tch::TchError| crate::KernelError::refused(&e);
+        if self.loss == Loss::Mse {
+            let targets = batch.y.f_to_kind(output.kind())?;
+            return output
+                .f_mse_loss(&targets, Reduction::Mean)
+                .map_err(refused);
+        }
+        let classes = output.size().last().copied().unwrap_or(1);
+        // Same op as `torch.nn.functional.cross_entropy` on the flattened logits and targets
+        // (mean over examples, no ignored index).
+        let targets = batch.y.f_reshape([-1])?;
+        output
+            .f_reshape([-1, classes])
+            .and_then(|logits| {
+                logits.f_cross_entropy_loss(&targets, None::<Tensor>, Reduction::Mean, -100, 0.0)
+            })
+            .map_err(refused)
     }
 
     /// Forward and backward on `batch`; the mean cross-entropy's gradient lands in
     /// [`Trainer::gradients`]. Returns the loss. Parameters do not change.
     pub fn compute_gradients(&mut self, batch: &Batch) -> Result<f32> {
+        self.net.set_training(true)?;
         self.flat.zero_grads();
         let loss = self.loss_tensor(batch)?;
         loss.f_backward()?;
@@ -150,6 +212,7 @@ impl Trainer {
 
     /// Mean cross-entropy on `batch` without touching gradients.
     pub fn loss(&self, batch: &Batch) -> Result<f32> {
+        self.net.set_training(false)?;
         let _guard = tch::no_grad_guard();
         #[allow(clippy::cast_possible_truncation)]
         Ok(self.loss_tensor(batch)?.f_double_value(&[])? as f32)
@@ -157,8 +220,9 @@ impl Trainer {
 
     /// Fraction of examples (or tokens) whose arg-max prediction equals the target.
     pub fn evaluate(&self, batch: &Batch) -> Result<f64> {
+        self.net.set_training(false)?;
         let _guard = tch::no_grad_guard();
-        let predicted = self.net.forward(&batch.x).f_argmax(-1, false)?;
+        let predicted = self.net.forward(&batch.x)?.f_argmax(-1, false)?;
         let correct = predicted
             .f_eq_tensor(&batch.y)?
             .f_to_kind(Kind::Float)?

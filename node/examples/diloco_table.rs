@@ -286,7 +286,7 @@ fn peer(
         ),
     };
     Ok(Workload::build(&WorkloadSpec::Model(ModelSpec {
-        model: ModelKind::Transformer(args.size),
+        model: ModelKind::Transformer(args.size).into(),
         data: args.data.clone(),
         device: Device::Cpu,
         batch_size,

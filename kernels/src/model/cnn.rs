@@ -4,6 +4,7 @@ use tch::{Tensor, nn};
 
 use super::Network;
 use crate::data::DIGIT_CLASSES;
+use crate::error::Result;
 
 const SIDE: i64 = 8;
 const CHANNELS: [i64; 2] = [16, 32];
@@ -31,14 +32,15 @@ impl Cnn {
 }
 
 impl Network for Cnn {
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.view([-1, 1, SIDE, SIDE])
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs
+            .f_view([-1, 1, SIDE, SIDE])?
             .apply(&self.conv1)
             .relu()
             .apply(&self.conv2)
             .relu()
             .max_pool2d_default(2)
             .flatten(1, -1)
-            .apply(&self.fc)
+            .apply(&self.fc))
     }
 }

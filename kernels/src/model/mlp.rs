@@ -4,6 +4,7 @@ use tch::{Tensor, nn};
 
 use super::Network;
 use crate::data::{DIGIT_CLASSES, DIGIT_PIXELS, to_i64};
+use crate::error::Result;
 
 const HIDDEN: i64 = 128;
 
@@ -25,7 +26,7 @@ impl Mlp {
 }
 
 impl Network for Mlp {
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.apply(&self.fc1).relu().apply(&self.fc2)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs.apply(&self.fc1).relu().apply(&self.fc2))
     }
 }

@@ -3,11 +3,17 @@
 
 mod cnn;
 mod mlp;
+mod script;
 mod transformer;
 
 use tch::{Tensor, nn};
 
-pub use self::transformer::{TransformerConfig, TransformerConfigError};
+pub(crate) use self::script::ScriptNet;
+pub use self::{
+    script::{Loss, SCRIPT_BYTES_MAX, ScriptSpec},
+    transformer::{TransformerConfig, TransformerConfigError},
+};
+use crate::error::{KernelError, Result};
 
 /// Which network to build. Every kind is constructed under a fixed seed by [`crate::Trainer::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +28,23 @@ pub enum ModelKind {
     Transformer(TransformerConfig),
 }
 
-/// A network maps a batch's inputs to logits `[B, classes]` or `[B, T, vocab]`.
+/// A network maps a batch's inputs to logits `[B, classes]` or `[B, T, vocab]` (or, for a user's
+/// module, to whatever its loss compares with the targets).
 pub(crate) trait Network: std::fmt::Debug + Send {
-    fn forward(&self, xs: &Tensor) -> Tensor;
+    fn forward(&self, xs: &Tensor) -> Result<Tensor>;
+
+    /// The network's own loss of `xs` against `ys`, for networks that define one.
+    fn module_loss(&self, _xs: &Tensor, _ys: &Tensor) -> Result<Tensor> {
+        Err(KernelError::InvalidConfig(
+            "this model has no loss method of its own",
+        ))
+    }
+
+    /// Training (`true`) or evaluation mode, for networks whose layers tell them apart
+    /// (dropout, batch-norm); the built-in ones do not.
+    fn set_training(&self, _training: bool) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// `mlp`, `cnn`, or `transformer:` and the shape (`layers=…,width=…,heads=…,context=…`).

@@ -312,13 +312,13 @@ impl Transformer {
 }
 
 impl Network for Transformer {
-    fn forward(&self, xs: &Tensor) -> Tensor {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let t = xs.size().get(1).copied().unwrap_or(0);
         let mut h = xs.apply(&self.tok) + self.pos.narrow(0, 0, t);
         for block in &self.blocks {
             h = block.forward(&h);
         }
-        h.apply(&self.ln_f).apply(&self.head)
+        Ok(h.apply(&self.ln_f).apply(&self.head))
     }
 }
 

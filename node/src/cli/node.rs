@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, ValueEnum};
 use gradmesh_federated::strategy::StrategyConfig;
-use gradmesh_kernels::{Device, ModelKind, TransformerConfig};
+use gradmesh_kernels::{Device, Loss, ModelKind, ScriptSpec, TransformerConfig};
 use gradmesh_node::mesh::{
-    self, Fault, InnerOptimizer, ModelSpec, NodeSetup, OuterSpec, PeerOptions, Training, Workload,
-    WorkloadSpec,
+    self, Fault, InnerOptimizer, ModelChoice, ModelSpec, NodeSetup, OuterSpec, PeerOptions,
+    Training, Workload, WorkloadSpec,
 };
 use gradmesh_node::net::{
     Keypair, Multiaddr, NetConfig, TrainingDescriptor, load_or_create, read_mesh_key,
@@ -63,12 +63,24 @@ pub(crate) struct NodeArgs {
     /// The training data: for the digits models a safetensors file with
     /// train_x/train_y/test_x/test_y (default data/digits.safetensors); for the transformer a
     /// UTF-8 text file or a directory of them, whose last 10 % is validation (default
-    /// data/pycorpus.txt, built by `make setup`).
+    /// data/pycorpus.txt, built by `make setup`); for a torchscript model a safetensors file with
+    /// train_x/train_y/test_x/test_y of any shapes, or a token stream train_tokens/test_tokens
+    /// (with --context). See docs/models.md.
     #[arg(long, env = "GRADMESH_DATA")]
     pub(crate) data: Option<PathBuf>,
-    /// Model to train: every node of a mesh must use the same.
-    #[arg(long, env = "GRADMESH_MODEL", value_enum, default_value_t = ModelArg::Mlp)]
+    /// Model to train: `mlp` or `cnn` (the digits), `transformer` (a text corpus; size:
+    /// --model-size), or `torchscript:PATH`, a module exported from PyTorch with
+    /// `torch.jit.script(model).save(PATH)` (needs --data; docs/models.md). Every node of a
+    /// mesh must use the same.
+    #[arg(long, env = "GRADMESH_MODEL", default_value = "mlp", value_parser = parse_model)]
     pub(crate) model: ModelArg,
+    /// A torchscript model's loss: `cross-entropy` of forward(x) against class indices y,
+    /// `mse` against float targets, or `module`, the module's own `loss(x, y)` method.
+    #[arg(long, env = "GRADMESH_LOSS", default_value = "cross-entropy")]
+    pub(crate) loss: Loss,
+    /// Tokens per training window, for a torchscript model trained on a token stream.
+    #[arg(long, env = "GRADMESH_CONTEXT")]
+    pub(crate) context: Option<usize>,
     /// The transformer's size: `tiny`, `small` (trains in minutes on 2 CPU cores), `base`
     /// (≥100 M parameters, for a GPU), or `layers=L,width=W,heads=H,context=C`.
     #[arg(long, env = "GRADMESH_MODEL_SIZE", default_value = "small")]
@@ -209,12 +221,29 @@ impl From<ServeStateArg> for ServeState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ModelArg {
     Mlp,
     Cnn,
     /// The byte-level causal transformer (size: --model-size) on a text corpus.
     Transformer,
+    /// A user's TorchScript file.
+    TorchScript(PathBuf),
+}
+
+fn parse_model(s: &str) -> Result<ModelArg, String> {
+    match s {
+        "mlp" => Ok(ModelArg::Mlp),
+        "cnn" => Ok(ModelArg::Cnn),
+        "transformer" => Ok(ModelArg::Transformer),
+        _ => match s.strip_prefix("torchscript:") {
+            Some("") => {
+                Err("torchscript: needs the module's file, e.g. torchscript:model.pt".into())
+            }
+            Some(path) => Ok(ModelArg::TorchScript(PathBuf::from(path))),
+            None => Err("expected mlp, cnn, transformer or torchscript:PATH".into()),
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -346,6 +375,18 @@ fn node_setup(
     };
     let mesh_key = args.mesh_key.as_deref().map(read_mesh_key).transpose()?;
     let spec = workload_spec(args)?;
+    let workload = Workload::build(&spec).context("building the workload")?;
+    if let Some(file) = workload.model_file_digest() {
+        let words: Vec<String> = workload
+            .identity()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        tracing::info!(
+            "training a TorchScript module whose file has blake3 {file}; peers must agree on {}",
+            words.join(" ")
+        );
+    }
     let net = NetConfig::builder()
         .listen(args.listen.clone())
         .bootstrap(args.bootstrap.clone())
@@ -354,7 +395,7 @@ fn node_setup(
         .lanes(!args.no_lanes)
         .lane_port(args.lane_port)
         .metrics_addr(args.metrics_addr)
-        .training(training_descriptor(args, &spec));
+        .training(training_descriptor(args, &spec, &workload));
     let round_timeout = Duration::try_from_secs_f64(args.round_timeout)
         .context("--round-timeout must be a positive number of seconds")?;
     let mut builder = PeerConfig::builder().scaled_to(round_timeout);
@@ -367,7 +408,6 @@ fn node_setup(
         .serve_state(args.serve_state.into())
         .build()?
         .with_genesis_quorum(args.genesis_quorum);
-    let workload = Workload::build(&spec).context("building the workload")?;
     let profile = Profile {
         bandwidth_bytes_per_s: args.bandwidth_mbit.saturating_mul(125_000),
         samples_per_s: 1000,
@@ -400,10 +440,29 @@ fn workload_spec(args: &NodeArgs) -> anyhow::Result<WorkloadSpec> {
     if let Some(floats) = args.synthetic_floats {
         return Ok(WorkloadSpec::Synthetic { floats });
     }
-    let (model, default_data) = match args.model {
-        ModelArg::Mlp => (ModelKind::Mlp, "data/digits.safetensors"),
-        ModelArg::Cnn => (ModelKind::Cnn, "data/digits.safetensors"),
-        ModelArg::Transformer => (ModelKind::Transformer(args.model_size), "data/pycorpus.txt"),
+    let (model, default_data) = match &args.model {
+        ModelArg::Mlp => (ModelKind::Mlp.into(), "data/digits.safetensors"),
+        ModelArg::Cnn => (ModelKind::Cnn.into(), "data/digits.safetensors"),
+        ModelArg::Transformer => (
+            ModelKind::Transformer(args.model_size).into(),
+            "data/pycorpus.txt",
+        ),
+        ModelArg::TorchScript(path) => {
+            anyhow::ensure!(
+                args.data.is_some(),
+                "--model torchscript:… needs --data FILE.safetensors (train_x/train_y/test_x/\
+                 test_y, or train_tokens/test_tokens with --context)"
+            );
+            let spec = ScriptSpec {
+                path: path.clone(),
+                loss: args.loss,
+            };
+            let model = ModelChoice::Script {
+                spec,
+                context: args.context,
+            };
+            (model, "")
+        }
     };
     Ok(WorkloadSpec::Model(ModelSpec {
         model,
@@ -418,15 +477,23 @@ fn workload_spec(args: &NodeArgs) -> anyhow::Result<WorkloadSpec> {
 }
 
 /// What every node of a mesh must set alike, told to peers so that one that differs is named.
-fn training_descriptor(args: &NodeArgs, spec: &WorkloadSpec) -> TrainingDescriptor {
+fn training_descriptor(
+    args: &NodeArgs,
+    spec: &WorkloadSpec,
+    workload: &Workload,
+) -> TrainingDescriptor {
     let mut words: Vec<(&str, String)> = Vec::new();
     match spec {
         WorkloadSpec::Synthetic { floats } => words.push(("synthetic-floats", floats.to_string())),
         WorkloadSpec::Model(spec) => {
-            words.extend([
-                ("model", spec.model.to_string()),
-                ("seed", spec.model_seed.to_string()),
-            ]);
+            match &spec.model {
+                ModelChoice::Builtin(kind) => words.extend([
+                    ("model", kind.to_string()),
+                    ("seed", spec.model_seed.to_string()),
+                ]),
+                // The module's architecture, weights, data shapes and loss.
+                ModelChoice::Script { .. } => words.extend(workload.identity().iter().cloned()),
+            }
             match &spec.training {
                 Training::Sync { learning_rate } => words.extend([
                     ("strategy", "sync".to_owned()),
@@ -470,7 +537,7 @@ fn collect_window(
 fn training(args: &NodeArgs) -> anyhow::Result<Training> {
     let default = match args.model {
         ModelArg::Transformer => StrategyArg::Diloco,
-        ModelArg::Mlp | ModelArg::Cnn => StrategyArg::Sync,
+        ModelArg::Mlp | ModelArg::Cnn | ModelArg::TorchScript(_) => StrategyArg::Sync,
     };
     let strategy = args.strategy.unwrap_or(default);
     anyhow::ensure!(

@@ -32,8 +32,8 @@ pub use peer::{Attach, Fault, PeerActor, PeerOptions};
 pub use telemetry::{MeshMetrics, Report};
 pub use trainer::TrainerActor;
 pub use workload::{
-    Computed, Evaluation, InnerOptimizer, ModelSpec, OuterSpec, Training, Workload, WorkloadError,
-    WorkloadSpec,
+    Computed, Evaluation, InnerOptimizer, ModelChoice, ModelSpec, OuterSpec, Training, Workload,
+    WorkloadError, WorkloadSpec,
 };
 
 use crate::net::{

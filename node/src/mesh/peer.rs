@@ -334,9 +334,11 @@ impl PeerActor {
                         },
                     ) = (reply, &mut report)
                     {
-                        *accuracy = Some(eval.accuracy);
+                        *accuracy = eval.accuracy;
                         *validation_loss = Some(eval.loss);
-                        act.metrics.accuracy.set(eval.accuracy);
+                        if let Some(value) = eval.accuracy {
+                            act.metrics.accuracy.set(value);
+                        }
                     }
                     act.show_progress(&report);
                     act.report(&report);

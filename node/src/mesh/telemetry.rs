@@ -108,10 +108,11 @@ pub enum Report {
     Evaluated {
         /// The round of the state evaluated (0: the seeded initial weights).
         round: u64,
-        /// Held-out cross-entropy (nats per example or token).
+        /// Held-out loss (cross-entropy in nats per example or token, or the model's own).
         validation_loss: f32,
-        /// Held-out accuracy (next-token accuracy for a language model).
-        accuracy: f64,
+        /// Held-out accuracy (next-token accuracy for a language model); absent for a
+        /// regression model.
+        accuracy: Option<f64>,
     },
     /// A listen address (dial it with `/p2p/<transport_peer>` appended).
     Listening {

@@ -1,5 +1,6 @@
-//! What a node trains: a model through LibTorch (the digits MLP or CNN, or the byte-level
-//! transformer on a text corpus), or a synthetic vector for all-reduce benchmarks. Each exposes
+//! What a node trains: a model through LibTorch (the digits MLP or CNN, the byte-level
+//! transformer on a text corpus, or a user's TorchScript module on the user's tensors), or a
+//! synthetic vector for all-reduce benchmarks. Each exposes
 //! the operations the protocol asks of a shell: compute a contribution on the current state, apply
 //! a committed average, load a synced state, serialize the state.
 //!
@@ -19,7 +20,8 @@ use std::sync::Arc;
 
 use gradmesh_federated::strategy::StrategyError;
 use gradmesh_kernels::{
-    Checkpoint, Device, FlatLayout, KernelError, MeshDigest, ModelKind, OptimizerConfig, Trainer,
+    Checkpoint, Device, FlatLayout, KernelError, MeshDigest, ModelKind, OptimizerConfig,
+    ScriptSpec, Trainer,
 };
 
 pub use outer::{InnerOptimizer, OuterSpec};
@@ -59,6 +61,14 @@ pub enum WorkloadError {
     /// A setting out of range; the message names the flag and its rule.
     #[error("{0}")]
     Config(&'static str),
+    /// A user's model failed on its data at start-up.
+    #[error("the model does not take this data ({data}): {reason}")]
+    DataMismatch {
+        /// The data's example shapes.
+        data: String,
+        /// LibTorch's first line.
+        reason: String,
+    },
 }
 
 /// How to build a workload.
@@ -73,13 +83,34 @@ pub enum WorkloadSpec {
     },
 }
 
+/// Which model a node trains.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelChoice {
+    /// One of the kernels' networks, initialized from the seed.
+    Builtin(ModelKind),
+    /// A user's TorchScript module, with its weights.
+    Script {
+        /// The file and the loss.
+        spec: ScriptSpec,
+        /// Tokens per window when the data is a token stream.
+        context: Option<usize>,
+    },
+}
+
+impl From<ModelKind> for ModelChoice {
+    fn from(kind: ModelKind) -> Self {
+        Self::Builtin(kind)
+    }
+}
+
 /// A model workload's parameters.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
-    /// MLP or CNN (digits), or a transformer (text).
-    pub model: ModelKind,
-    /// The digits safetensors file (`train_x/train_y/test_x/test_y`), or for a transformer a
-    /// UTF-8 file or directory (its last 10 % is validation).
+    /// MLP or CNN (digits), a transformer (text), or a user's module.
+    pub model: ModelChoice,
+    /// The digits safetensors file (`train_x/train_y/test_x/test_y`), for a transformer a UTF-8
+    /// file or directory (its last 10 % is validation), for a user's module a safetensors file
+    /// of examples or of tokens (`train_tokens/test_tokens`).
     pub data: PathBuf,
     /// LibTorch device.
     pub device: Device,
@@ -125,8 +156,9 @@ pub struct Computed {
 /// Held-out figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
-    /// Fraction of test examples (or validation tokens) predicted correctly.
-    pub accuracy: f64,
+    /// Fraction of test examples (or validation tokens) predicted correctly; `None` for a
+    /// regression (mean squared error) model.
+    pub accuracy: Option<f64>,
     /// Mean cross-entropy (nats per example, or per token).
     pub loss: f32,
 }
@@ -145,6 +177,9 @@ pub enum Workload {
 pub struct ModelWorkload {
     trainer: Trainer,
     source: Source,
+    /// What peers must share beyond their flags (a user's module only; see
+    /// [`Workload::identity`]).
+    identity: Vec<(&'static str, String)>,
     /// Local batches drawn so far (the samplers' step).
     step: u64,
     outer: Option<Outer>,
@@ -248,6 +283,30 @@ impl Workload {
         }
     }
 
+    /// What every peer of a mesh must share and no flag says, as descriptor words: for a user's
+    /// module its architecture (`model=torchscript:<digest of names and shapes>`), initial
+    /// `weights`, `data` shapes and `loss`. Empty for built-in models and the synthetic vector,
+    /// which their flags describe.
+    #[must_use]
+    pub fn identity(&self) -> &[(&'static str, String)] {
+        match self {
+            Self::Model(m) => &m.identity,
+            Self::Synthetic(_) => &[],
+        }
+    }
+
+    /// blake3 of the TorchScript file the model came from (hex), for a user's module.
+    #[must_use]
+    pub fn model_file_digest(&self) -> Option<String> {
+        match self {
+            Self::Model(m) => m
+                .trainer
+                .file_digest()
+                .map(|d| blake3::Hash::from(d).to_hex().to_string()),
+            Self::Synthetic(_) => None,
+        }
+    }
+
     /// The state as a checkpoint (models only) and the layout to write it with.
     #[must_use]
     pub fn checkpoint(&self, round: u64, digest: [u8; 32]) -> Option<(Checkpoint, FlatLayout)> {
@@ -297,33 +356,79 @@ impl ModelWorkload {
             Training::Outer(_) => OptimizerConfig::sgd(1.0, 0.0, false, 0.0),
         }
         .map_err(KernelError::from)?;
-        let trainer = Trainer::new(spec.model, optimizer, spec.device, spec.model_seed)?;
-        let source = match spec.model {
-            ModelKind::Transformer(shape) => Source::text(
-                &spec.data,
-                spec.device,
-                spec.shard,
-                spec.batch_size,
-                shape.context(),
-                spec.data_seed,
-            )?,
-            _ => Source::digits(
-                &spec.data,
-                spec.device,
-                spec.shard,
-                spec.batch_size,
-                spec.data_seed,
-            )?,
-        };
+        let (trainer, source) = Self::model_and_data(spec, optimizer)?;
         let outer = match &spec.training {
             Training::Sync { .. } => None,
             Training::Outer(outer) => Some(Outer::new(outer, &trainer)?),
         };
+        let identity = match &spec.model {
+            ModelChoice::Builtin(_) => Vec::new(),
+            ModelChoice::Script { spec: script, .. } => script_identity(script, &trainer, &source),
+        };
         Ok(Self {
             trainer,
             source,
+            identity,
             step: 0,
             outer,
+        })
+    }
+
+    /// The model and this node's shard of its data; a user's module must take that data.
+    fn model_and_data(
+        spec: &ModelSpec,
+        optimizer: OptimizerConfig,
+    ) -> Result<(Trainer, Source), WorkloadError> {
+        Ok(match &spec.model {
+            ModelChoice::Builtin(kind) => {
+                let trainer = Trainer::new(*kind, optimizer, spec.device, spec.model_seed)?;
+                let source = match kind {
+                    ModelKind::Transformer(shape) => Source::text(
+                        &spec.data,
+                        spec.device,
+                        spec.shard,
+                        spec.batch_size,
+                        shape.context(),
+                        spec.data_seed,
+                    )?,
+                    _ => Source::digits(
+                        &spec.data,
+                        spec.device,
+                        spec.shard,
+                        spec.batch_size,
+                        spec.data_seed,
+                    )?,
+                };
+                (trainer, source)
+            }
+            ModelChoice::Script {
+                spec: script,
+                context,
+            } => {
+                let trainer = Trainer::from_script(script, optimizer, spec.device)?;
+                let source = Source::tensors(
+                    &spec.data,
+                    spec.device,
+                    spec.shard,
+                    spec.batch_size,
+                    *context,
+                    spec.data_seed,
+                )?;
+                // A model that does not take this data fails here, in one line, rather than at
+                // its first step in the mesh.
+                if let Err(e) = source.evaluate(&trainer) {
+                    return Err(match e {
+                        WorkloadError::Kernel(KernelError::ModelRefused(reason)) => {
+                            WorkloadError::DataMismatch {
+                                data: source.describe(),
+                                reason,
+                            }
+                        }
+                        other => other,
+                    });
+                }
+                (trainer, source)
+            }
         })
     }
 
@@ -361,6 +466,33 @@ impl ModelWorkload {
         self.trainer.apply_gradients()?;
         Ok(Arc::from(self.trainer.state_bytes()))
     }
+}
+
+/// A user's module's descriptor words (see [`Workload::identity`]).
+fn script_identity(
+    script: &ScriptSpec,
+    trainer: &Trainer,
+    source: &Source,
+) -> Vec<(&'static str, String)> {
+    let weights: Vec<u8> = trainer
+        .parameters()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    vec![
+        (
+            "model",
+            format!("torchscript:{}", short_hex(&trainer.layout().digest())),
+        ),
+        ("weights", short_hex(blake3::hash(&weights).as_bytes())),
+        ("data", source.describe()),
+        ("loss", script.loss.to_string()),
+    ]
+}
+
+/// The first 16 hex digits of a digest: enough to tell two models apart in a one-line error.
+fn short_hex(digest: &[u8; 32]) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

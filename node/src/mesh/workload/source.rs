@@ -1,9 +1,12 @@
-//! Where a node's batches come from: its shard of the digits, or its shard of a text corpus. Both
-//! are functions of `(seed, step)`, so a node restarted at the same step draws the same batches.
+//! Where a node's batches come from: its shard of examples (the digits, or a user's tensors), or
+//! its shard of a token stream (a text corpus's bytes, or a user's token ids). Both are functions
+//! of `(seed, step)`, so a node restarted at the same step draws the same batches.
 
 use std::path::Path;
 
-use gradmesh_kernels::{Batch, BatchSampler, CharCorpus, Dataset, Device, Trainer};
+use gradmesh_kernels::{
+    Batch, BatchSampler, CharCorpus, Dataset, Device, Loss, TensorData, TokenWindows, Trainer,
+};
 
 use super::{Evaluation, WorkloadError};
 
@@ -19,16 +22,16 @@ const VALID_TOKENS: usize = 8192;
 /// A node's training shard and the held-out data it evaluates on.
 #[derive(Debug)]
 pub(super) enum Source {
-    /// Digits: this shard's example indices, drawn in a seeded order.
-    Digits {
+    /// Examples: this shard's example indices, drawn in a seeded order.
+    Examples {
         data: Dataset,
         shard: Vec<i64>,
         sampler: BatchSampler,
         batch: Vec<i64>,
     },
-    /// Text: random windows of this shard of the corpus's training split.
-    Text {
-        corpus: CharCorpus,
+    /// Tokens: random windows of this shard of the stream's training split.
+    Tokens {
+        corpus: Box<dyn TokenWindows>,
         batch_size: usize,
         context: usize,
         seed: u64,
@@ -44,14 +47,50 @@ impl Source {
         batch_size: usize,
         seed: u64,
     ) -> Result<Self, WorkloadError> {
-        let data = Dataset::load_digits(path, device)?;
+        Self::examples(
+            Dataset::load_digits(path, device)?,
+            (index, count),
+            batch_size,
+            seed,
+        )
+    }
+
+    /// Shard `index` of `count` of a user's safetensors file: examples, or a token stream in
+    /// windows of `context` tokens.
+    pub(super) fn tensors(
+        path: &Path,
+        device: Device,
+        shard: (usize, usize),
+        batch_size: usize,
+        context: Option<usize>,
+        seed: u64,
+    ) -> Result<Self, WorkloadError> {
+        match TensorData::load(path, device)? {
+            TensorData::Examples(data) => Self::examples(data, shard, batch_size, seed),
+            TensorData::Tokens(corpus) => {
+                let context = context.ok_or(WorkloadError::Config(
+                    "a token-stream data file (train_tokens, test_tokens) needs --context, the \
+                     tokens per training window",
+                ))?;
+                let corpus = corpus.shard(shard.0, shard.1, context)?;
+                Self::windows(Box::new(corpus), batch_size, context, seed)
+            }
+        }
+    }
+
+    fn examples(
+        data: Dataset,
+        (index, count): (usize, usize),
+        batch_size: usize,
+        seed: u64,
+    ) -> Result<Self, WorkloadError> {
         let shard: Vec<i64> = (index..data.train_len())
             .step_by(count)
             .filter_map(|i| i64::try_from(i).ok())
             .collect();
         let batch_size = batch_size.min(shard.len());
         let sampler = BatchSampler::new(shard.len(), batch_size, seed)?;
-        Ok(Self::Digits {
+        Ok(Self::Examples {
             data,
             shard,
             sampler,
@@ -70,9 +109,18 @@ impl Source {
         seed: u64,
     ) -> Result<Self, WorkloadError> {
         let corpus = CharCorpus::load(path, device)?.shard(index, count, context)?;
+        Self::windows(Box::new(corpus), batch_size, context, seed)
+    }
+
+    fn windows(
+        corpus: Box<dyn TokenWindows>,
+        batch_size: usize,
+        context: usize,
+        seed: u64,
+    ) -> Result<Self, WorkloadError> {
         // The evaluation must find at least one validation window.
         corpus.valid_batch(1, context)?;
-        Ok(Self::Text {
+        Ok(Self::Tokens {
             corpus,
             batch_size,
             context,
@@ -80,10 +128,19 @@ impl Source {
         })
     }
 
+    /// What one example looks like, as peers compare it: `x f32[1,8,8], y i64[]`, or
+    /// `tokens, context 64`.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Self::Examples { data, .. } => data.example_shapes(),
+            Self::Tokens { context, .. } => format!("tokens, context {context}"),
+        }
+    }
+
     /// The batch of local step `step`.
     pub(super) fn batch(&mut self, step: u64) -> Result<Batch, WorkloadError> {
         match self {
-            Self::Digits {
+            Self::Examples {
                 data,
                 shard,
                 sampler,
@@ -98,7 +155,7 @@ impl Source {
                 );
                 Ok(data.train_batch(batch)?)
             }
-            Self::Text {
+            Self::Tokens {
                 corpus,
                 batch_size,
                 context,
@@ -107,11 +164,12 @@ impl Source {
         }
     }
 
-    /// Accuracy (per example, or per next token) and mean cross-entropy on the held-out data.
+    /// Accuracy (per example, or per next token; none for a regression) and mean loss on the
+    /// held-out data.
     pub(super) fn evaluate(&self, trainer: &Trainer) -> Result<Evaluation, WorkloadError> {
         let held_out = match self {
-            Self::Digits { data, .. } => data.test()?,
-            Self::Text {
+            Self::Examples { data, .. } => data.test()?,
+            Self::Tokens {
                 corpus, context, ..
             } => {
                 let windows = (corpus.valid_len() / (context + 1))
@@ -121,8 +179,15 @@ impl Source {
                 corpus.valid_batch(windows.max(1), *context)?
             }
         };
+        let accuracy = match trainer.loss_kind() {
+            Loss::Mse => None,
+            Loss::CrossEntropy => Some(trainer.evaluate(&held_out)?),
+            // A module with a loss of its own may not return class scores: its accuracy is the
+            // arg-max's when its output compares with the targets, and none otherwise.
+            Loss::Module => trainer.evaluate(&held_out).ok(),
+        };
         Ok(Evaluation {
-            accuracy: trainer.evaluate(&held_out)?,
+            accuracy,
             loss: trainer.loss(&held_out)?,
         })
     }

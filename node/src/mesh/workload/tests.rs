@@ -14,7 +14,7 @@ fn data(name: &str) -> PathBuf {
 
 fn digits(shard: (usize, usize), training: Training) -> Workload {
     Workload::build(&WorkloadSpec::Model(ModelSpec {
-        model: ModelKind::Mlp,
+        model: ModelKind::Mlp.into(),
         data: data("digits.safetensors"),
         device: Device::Cpu,
         batch_size: 16,
@@ -129,7 +129,7 @@ fn one_inner_sgd_step_of_rate_one_under_an_outer_sgd_gives_synchronous_sgd_param
 fn diloco(shard: (usize, usize), seed: u64, inner_steps: u32) -> Workload {
     let shape = TransformerConfig::tiny();
     Workload::build(&WorkloadSpec::Model(ModelSpec {
-        model: ModelKind::Transformer(shape),
+        model: ModelKind::Transformer(shape).into(),
         data: data("corpus.txt"),
         device: Device::Cpu,
         batch_size: 8,
