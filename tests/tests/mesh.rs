@@ -767,3 +767,147 @@ fn diloco_nodes_lower_the_validation_loss_and_agree_through_a_join_and_a_kill() 
     let (_, digests) = committed(&mut cluster, &[0, 2, joiner], joined + 3);
     assert!(all_equal(&digests), "{digests:?}");
 }
+
+/// Runs `scripts/export_model.py` with the project venv; panics with its stderr on failure.
+fn export_model(args: &[&str]) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/export_model.py"))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "export_model.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `{"loss": …}`: the untrained module's loss on batch 0 (`loss.0` of a reference file).
+fn untrained_loss(reference: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(root.join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import json, sys; from safetensors.torch import load_file; \
+             print(json.dumps({'loss': load_file(sys.argv[1])['loss.0'].item()}))",
+            reference,
+        ])
+        .output()
+        .expect("python runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Three founders training `dir/model/gpt.pt` with DiLoCo on `dir/model/tokens.safetensors`,
+/// each checkpointing every 2 rounds into `dir/ckpt<i>`.
+fn torchscript_mesh(dir: &std::path::Path) -> Cluster {
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let mut cluster = Cluster::new(&gradmesh_bin(), &dir.join("mesh")).expect("cluster");
+    for i in 0..3 {
+        let mut a: Vec<String> = [
+            "--model",
+            &format!("torchscript:{}", path("model/gpt.pt")),
+            "--loss",
+            "module",
+            "--data",
+            &path("model/tokens.safetensors"),
+            "--context",
+            "64",
+            "--strategy",
+            "diloco",
+            "--inner-steps",
+            "10",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "0.003",
+            "--checkpoint-every",
+            "2",
+            "--checkpoint-dir",
+            &path(&format!("ckpt{i}")),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        a.extend(mesh_args(i, 3, 3));
+        if i > 0 {
+            a.extend(["--bootstrap".into(), cluster.address(0).expect("address")]);
+        }
+        cluster.spawn(&a).expect("node starts");
+    }
+    cluster
+}
+
+/// Issue 15, "done when": a user's module, exported from PyTorch (`scripts/export_model.py`'s
+/// GPT with its own `loss` method), trains on three node processes with DiLoCo on a token
+/// stream; they agree on every digest, the held-out loss falls, and a node's checkpoint loads
+/// back into the eager PyTorch module (`load_state_dict(strict=True)`) with a loss below the
+/// untrained module's.
+#[test]
+fn three_nodes_train_an_exported_torchscript_gpt_with_diloco_and_pytorch_loads_the_result() {
+    let _serial = serial();
+    let dir = workdir("torchscript");
+    std::fs::create_dir_all(&dir).expect("workdir");
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/corpus.txt");
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    export_model(&[
+        "export",
+        &path("model"),
+        "--corpus",
+        &corpus.to_string_lossy(),
+        "--corpus-bytes",
+        "400000",
+    ]);
+    // Batch 0 of the token stream and the untrained module's loss on it.
+    export_model(&[
+        "reference",
+        &path("model/gpt.pt"),
+        &path("model/tokens.safetensors"),
+        &path("reference.safetensors"),
+        "--steps",
+        "1",
+        "--loss",
+        "module",
+    ]);
+    let mut cluster = torchscript_mesh(&dir);
+    let (round, digests) = committed(&mut cluster, &[0, 1, 2], 6);
+    assert!(all_equal(&digests), "{digests:?}");
+    let losses: Vec<f32> = cluster
+        .history
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Report::Evaluated {
+                validation_loss, ..
+            } => Some(*validation_loss),
+            Report::Committed {
+                validation_loss, ..
+            } => *validation_loss,
+            _ => None,
+        })
+        .collect();
+    let (first, last) = (losses.first().copied(), losses.last().copied());
+    println!("round {round}: held-out loss {first:?} -> {last:?}");
+    assert!(
+        first.zip(last).is_some_and(|(a, b)| b < a - 1.0),
+        "{first:?} -> {last:?}"
+    );
+    drop(cluster);
+
+    let untrained = untrained_loss(&path("reference.safetensors"));
+    let trained = export_model(&[
+        "check-checkpoint",
+        "gpt",
+        &path("ckpt0/latest.safetensors"),
+        &path("reference.safetensors"),
+        "--loss",
+        "module",
+    ]);
+    let loss = |line: &str| -> f64 {
+        serde_json::from_str::<serde_json::Value>(line.trim()).expect("json")["loss"]
+            .as_f64()
+            .expect("loss")
+    };
+    println!("PyTorch, batch 0: untrained {untrained} trained {trained}");
+    assert!(loss(&trained) < loss(&untrained) - 1.0);
+}
