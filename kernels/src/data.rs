@@ -231,6 +231,7 @@ fn read_any(file: &SafeTensors<'_>, path: &Path, name: &str) -> Result<Tensor> {
         path: path.to_path_buf(),
         name: name.to_owned(),
     })?;
+    let shape: Vec<i64> = view.shape().iter().map(|&d| to_i64(d)).collect();
     let (stored, wanted) = match view.dtype() {
         Dtype::F32 => (Kind::Float, Kind::Float),
         Dtype::F16 => (Kind::Half, Kind::Float),
@@ -253,7 +254,6 @@ fn read_any(file: &SafeTensors<'_>, path: &Path, name: &str) -> Result<Tensor> {
                     i64::from_le_bytes(le)
                 })
                 .collect();
-            let shape: Vec<i64> = view.shape().iter().map(|&d| to_i64(d)).collect();
             return Ok(Tensor::from_slice(&ids).f_view(shape.as_slice())?);
         }
         other => {
@@ -264,7 +264,6 @@ fn read_any(file: &SafeTensors<'_>, path: &Path, name: &str) -> Result<Tensor> {
             });
         }
     };
-    let shape: Vec<i64> = view.shape().iter().map(|&d| to_i64(d)).collect();
     Ok(Tensor::f_from_data_size(view.data(), &shape, stored)?.f_to_kind(wanted)?)
 }
 

@@ -42,27 +42,27 @@ fn args(shard: usize, of: usize, founders: usize) -> Vec<String> {
     args
 }
 
+/// DiLoCo as the language-model tests train it: 10 inner AdamW steps of 8 windows.
+const DILOCO_FLAGS: [&str; 8] = [
+    "--strategy",
+    "diloco",
+    "--inner-steps",
+    "10",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "0.003",
+];
+
 /// The small language model with DiLoCo on the short corpus: ~0.7 s per inner phase here.
 fn lm_args(shard: usize, of: usize, founders: usize) -> Vec<String> {
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/corpus.txt");
-    let mut args: Vec<String> = [
-        "--model",
-        "transformer",
-        "--model-size",
-        "tiny",
-        "--strategy",
-        "diloco",
-        "--inner-steps",
-        "10",
-        "--batch-size",
-        "8",
-        "--learning-rate",
-        "0.003",
-        "--data",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let mut args: Vec<String> = ["--model", "transformer", "--model-size", "tiny"]
+        .iter()
+        .chain(&DILOCO_FLAGS)
+        .chain(&["--data"])
+        .map(ToString::to_string)
+        .collect();
     args.push(corpus.to_string_lossy().into_owned());
     args.extend(mesh_args(shard, of, founders));
     args
@@ -814,14 +814,6 @@ fn torchscript_mesh(dir: &std::path::Path) -> Cluster {
             &path("model/tokens.safetensors"),
             "--context",
             "64",
-            "--strategy",
-            "diloco",
-            "--inner-steps",
-            "10",
-            "--batch-size",
-            "8",
-            "--learning-rate",
-            "0.003",
             "--checkpoint-every",
             "2",
             "--checkpoint-dir",
@@ -830,6 +822,7 @@ fn torchscript_mesh(dir: &std::path::Path) -> Cluster {
         .iter()
         .map(ToString::to_string)
         .collect();
+        a.extend(DILOCO_FLAGS.iter().map(ToString::to_string));
         a.extend(mesh_args(i, 3, 3));
         if i > 0 {
             a.extend(["--bootstrap".into(), cluster.address(0).expect("address")]);
