@@ -1,13 +1,14 @@
 //! A local cluster of `gradmesh node` processes on loopback: spawn, watch their [`Report`]
-//! lines, SIGKILL, and clean up. The multi-process demo, the all-reduce benchmark and the
+//! lines, SIGTERM or SIGKILL, and clean up. The multi-process demo, the all-reduce benchmark and the
 //! end-to-end tests are built on it. With [`Placement::Netns`] each node instead runs in its own
 //! network namespace (the shaped layout of `scripts/netns.sh`), for real-run validation of the
 //! simulator.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ pub enum ClusterError {
         source: std::io::Error,
     },
     /// The awaited report did not come in time.
-    #[error("timed out after {0:?} waiting for {1}")]
+    #[error("timed out after {} s waiting for {}", .0.as_secs_f64(), .1)]
     Timeout(Duration, String),
     /// Every node's output closed before the awaited report.
     #[error("all nodes exited while waiting for {0}")]
@@ -215,20 +216,31 @@ impl Cluster {
             what: format!("creating {}", log.display()),
             source,
         })?;
-        let mut child = self
-            .node_command(index)
+        let mut command = self.node_command(index);
+        command
             .arg("--report")
             .arg("--identity")
             .arg(self.dir.join(format!("{identity}.key")))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| ClusterError::Io {
-                what: format!("spawning {}", self.bin.display()),
-                source,
-            })?;
+            .stderr(stderr);
+        // SAFETY: `prctl` is async-signal-safe and touches no memory of ours; it runs in the
+        // child between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // The node gets SIGTERM (and stops gracefully) if the thread that spawned it
+                // dies, however it dies: no orphaned nodes training forever.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| ClusterError::Io {
+            what: format!("spawning {}", self.bin.display()),
+            source,
+        })?;
         if let Some(stdout) = child.stdout.take() {
             let sender = self.sender.clone();
             std::thread::spawn(move || {
@@ -333,6 +345,68 @@ impl Cluster {
             let _ = child.wait();
         }
         Ok(())
+    }
+
+    /// Sends node `index` SIGTERM: it stops gracefully (final checkpoint, summary, exit 0).
+    /// [`Cluster::wait_exit`] waits for it.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoSuchNode`], or the signal could not be sent.
+    pub fn terminate(&mut self, index: usize) -> Result<(), ClusterError> {
+        let node = self
+            .nodes
+            .get(index)
+            .ok_or(ClusterError::NoSuchNode(index))?;
+        let Some(pid) = node
+            .child
+            .as_ref()
+            .and_then(|c| libc::pid_t::try_from(c.id()).ok())
+        else {
+            return Ok(());
+        };
+        // SAFETY: `kill` takes plain integers; the child is ours and not yet reaped.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } == -1 {
+            return Err(ClusterError::Io {
+                what: format!("sending SIGTERM to node {index}"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for node `index` to exit by itself (a stop condition, or after
+    /// [`Cluster::terminate`]) and returns how it exited.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoSuchNode`] (or already killed), [`ClusterError::Timeout`].
+    pub fn wait_exit(
+        &mut self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<ExitStatus, ClusterError> {
+        let node = self
+            .nodes
+            .get_mut(index)
+            .ok_or(ClusterError::NoSuchNode(index))?;
+        let child = node.child.as_mut().ok_or(ClusterError::NoSuchNode(index))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = child.try_wait().map_err(|source| ClusterError::Io {
+                what: format!("waiting for node {index}"),
+                source,
+            })?;
+            if let Some(status) = status {
+                node.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout(
+                    timeout,
+                    format!("node {index} to exit"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills every node.

@@ -18,7 +18,17 @@ static MALLOC_CONF: &u8 = &b"dirty_decay_ms:-1,muzzy_decay_ms:-1\0"[0];
 
 use cli::Command;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", gradmesh_node::error_line(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     match cli::parse()?.command {
         Command::Node(args) => cli::node::run(*args),
         Command::Demo(args) => cli::demo::run(&args),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gradmesh_e2e::gradmesh_bin;
 use gradmesh_node::cluster::Cluster;
@@ -355,8 +355,11 @@ fn a_wrong_mesh_key_never_connects_and_the_right_one_does() {
     let dir = workdir("keys");
     std::fs::create_dir_all(&dir).expect("dir");
     let key = |name: &str, byte: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
         let path = dir.join(name);
         std::fs::write(&path, byte.repeat(32)).expect("key file");
+        let secret = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(&path, secret).expect("chmod 600");
         path.to_string_lossy().into_owned()
     };
     let (good, bad) = (key("good.key", "ab"), key("bad.key", "cd"));
@@ -380,16 +383,37 @@ fn a_wrong_mesh_key_never_connects_and_the_right_one_does() {
             i == friend && matches!(r, Report::Connected { .. })
         })
         .expect("the right key connects");
+    // The intruder was not left in silence: one WARN names the bootstrap peer and the key.
+    let log = &cluster.nodes()[intruder].log;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let warning = loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("cannot reach bootstrap peer"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rendezvous warning in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(warning.contains("--mesh-key"), "{warning}");
 }
 
-/// Three founders with checkpoints every 5 rounds in `<dir>/ckpt<i>`, identities `node<i>`.
+/// Three founders with checkpoints every 5 rounds in `<dir>/ckpt<i>`, identities `node<i>`,
+/// `extra` added to every node's flags.
 fn checkpointed_mesh(
     dir: &std::path::Path,
     base: fn(usize, usize, usize) -> Vec<String>,
+    extra: &[&str],
 ) -> Cluster {
     let mut cluster = Cluster::new(&gradmesh_bin(), dir).expect("cluster");
     for i in 0..3 {
         let mut a = base(i, 3, 3);
+        a.extend(extra.iter().map(ToString::to_string));
         a.extend([
             "--checkpoint-every".into(),
             "5".into(),
@@ -404,12 +428,162 @@ fn checkpointed_mesh(
     cluster
 }
 
+/// Issue 18: `--max-rounds` stops every node at the same state, each writes a final checkpoint
+/// of exactly that state and exits 0, and the mesh restarted on them resumes there.
 #[test]
-fn a_restarted_mesh_resumes_from_its_checkpoints() {
+fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there() {
     let _serial = serial();
-    restart_and_resume(&workdir("restart"), args);
+    let dir = workdir("max-rounds");
+    let mut cluster = checkpointed_mesh(&dir, args, &["--max-rounds", "40"]);
+    let mut stopped: BTreeMap<usize, (u64, Option<String>, String)> = BTreeMap::new();
+    let mut first_stop: Option<Instant> = None;
+    let mut terminated = false;
+    while stopped.len() < 3 {
+        // A node that missed round 40's commit (it started late and was still syncing) cannot
+        // commit alone once the others have left: 30 s after the first stop, SIGTERM stops it
+        // where it is.
+        let wait = match first_stop {
+            Some(t) if !terminated => Duration::from_secs(30).saturating_sub(t.elapsed()),
+            _ => WAIT,
+        };
+        match cluster.wait_for(wait, "a node stopping", |_, r| {
+            matches!(r, Report::Stopped { .. })
+        }) {
+            Ok((
+                i,
+                Report::Stopped {
+                    round,
+                    digest,
+                    reason,
+                    checkpoint,
+                    ..
+                },
+            )) => {
+                assert!(checkpoint.is_some(), "node {i} wrote no final checkpoint");
+                stopped.insert(i, (round, digest, reason));
+                first_stop.get_or_insert_with(Instant::now);
+            }
+            _ => {
+                assert!(!terminated, "SIGTERM did not stop every node: {stopped:?}");
+                terminated = true;
+                for i in (0..3).filter(|i| !stopped.contains_key(i)) {
+                    cluster.terminate(i).expect("SIGTERM");
+                }
+            }
+        }
+    }
+    for i in 0..3 {
+        let status = cluster.wait_exit(i, WAIT).expect("exits");
+        assert!(status.success(), "node {i}: {status}");
+    }
+    let at_limit: Vec<_> = stopped
+        .values()
+        .filter(|(_, _, reason)| reason.contains("--max-rounds 40"))
+        .collect();
+    assert!(at_limit.len() >= 2, "{stopped:?}");
+    assert!(
+        at_limit
+            .iter()
+            .all(|(round, digest, _)| *round == 40 && *digest == at_limit[0].1),
+        "{stopped:?}"
+    );
+    drop(cluster);
+
+    // Restarted without the limit, each node resumes from the state it stopped with.
+    let mut cluster = checkpointed_mesh(&dir, args, &[]);
+    for (i, (round, digest, _)) in &stopped {
+        let resumed = cluster.history.iter().find_map(|(j, r)| match r {
+            Report::Resumed { round, digest } if j == i => Some((*round, digest.clone())),
+            _ => None,
+        });
+        assert_eq!(
+            resumed,
+            Some((*round, digest.clone().unwrap_or_default())),
+            "node {i}"
+        );
+    }
+    let (_, digests) = committed(&mut cluster, &[0, 1, 2], 45);
+    assert!(all_equal(&digests), "{digests:?}");
 }
 
+/// Issue 18: SIGTERM in the middle of a long inner phase ends it at the next step, writes a
+/// final checkpoint and exits 0 within seconds; the node restarts from it.
+#[test]
+fn sigterm_ends_an_inner_phase_writes_a_final_checkpoint_and_exits_0() {
+    let _serial = serial();
+    let dir = workdir("sigterm");
+    let ckpt = dir.join("ckpt").to_string_lossy().into_owned();
+    // One founder whose single inner phase would take hours.
+    let mut flags = args(0, 1, 1);
+    flags.extend(
+        [
+            "--strategy",
+            "diloco",
+            "--inner-steps",
+            "100000000",
+            "--checkpoint-dir",
+            &ckpt,
+        ]
+        .map(String::from),
+    );
+    let mut cluster = Cluster::new(&gradmesh_bin(), &dir).expect("cluster");
+    cluster.spawn_as("solo", &flags).expect("starts");
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = Instant::now();
+    cluster.terminate(0).expect("SIGTERM");
+    let (_, report) = cluster
+        .wait_for(Duration::from_secs(30), "the stop summary", |_, r| {
+            matches!(r, Report::Stopped { .. })
+        })
+        .expect("the node stops");
+    let status = cluster
+        .wait_exit(0, Duration::from_secs(30))
+        .expect("exits");
+    let took = sent.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let Report::Stopped {
+        reason,
+        checkpoint,
+        round,
+        ..
+    } = report
+    else {
+        unreachable!()
+    };
+    assert_eq!(reason, "SIGTERM received");
+    assert!(checkpoint.is_some_and(|c| std::path::Path::new(&c).exists()));
+    drop(cluster);
+
+    let mut cluster = Cluster::new(&gradmesh_bin(), &dir).expect("cluster");
+    cluster.spawn_as("solo", &flags).expect("restarts");
+    assert!(
+        cluster
+            .history
+            .iter()
+            .any(|(_, r)| matches!(r, Report::Resumed { round: q, .. } if *q == round)),
+        "{:?}",
+        cluster.history
+    );
+}
+
+/// Issue 18: a second node on a port another node listens on is refused with one line.
+#[test]
+fn a_second_node_on_a_taken_port_is_refused_by_name() {
+    let _serial = serial();
+    let mut cluster = Cluster::new(&gradmesh_bin(), &workdir("port")).expect("cluster");
+    cluster.spawn(&args(0, 1, 1)).expect("starts");
+    let taken = cluster.nodes()[0].listen[0].clone();
+    let out = std::process::Command::new(gradmesh_bin())
+        .args(["node", "--data", &data(), "--listen", &taken])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the address is in use"), "{stderr}");
+}
+
+/// The mesh killed (SIGKILL, no final checkpoint) resumes from its periodic checkpoints.
 #[test]
 fn a_restarted_diloco_mesh_resumes_its_global_model_and_inner_state() {
     let _serial = serial();
@@ -439,11 +613,11 @@ fn restart_and_resume(
     dir: &std::path::Path,
     base: fn(usize, usize, usize) -> Vec<String>,
 ) -> Cluster {
-    let mut cluster = checkpointed_mesh(dir, base);
+    let mut cluster = checkpointed_mesh(dir, base, &[]);
     committed(&mut cluster, &[0, 1, 2], 12);
     // A node that resynced instead of committing round 5 or 10 (a loaded machine makes a round
     // abort now and then) checkpoints at the next multiple of 5 it commits: wait for all three.
-    let deadline = std::time::Instant::now() + WAIT;
+    let deadline = Instant::now() + WAIT;
     let saved = |i: usize| dir.join(format!("ckpt{i}/latest.safetensors")).exists();
     while !(0..3).all(saved) {
         assert!(
@@ -454,7 +628,7 @@ fn restart_and_resume(
     }
     drop(cluster);
 
-    let mut cluster = checkpointed_mesh(dir, base);
+    let mut cluster = checkpointed_mesh(dir, base, &[]);
     let resumed: Vec<u64> = (0..3)
         .map(|index| {
             cluster

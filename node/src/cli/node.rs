@@ -12,8 +12,8 @@ use clap::{ArgMatches, Args, CommandFactory as _, ValueEnum};
 use gradmesh_federated::strategy::StrategyConfig;
 use gradmesh_kernels::{Device, Loss, ModelKind, ScriptSpec, TransformerConfig};
 use gradmesh_node::mesh::{
-    self, Fault, InnerOptimizer, ModelChoice, ModelSpec, NodeSetup, OuterSpec, PeerOptions,
-    Training, Workload, WorkloadSpec,
+    self, Fault, InnerOptimizer, ModelChoice, ModelSpec, NodeSetup, OuterSpec, PeerOptions, Stop,
+    StopReason, StopRule, Training, Workload, WorkloadSpec,
 };
 use gradmesh_node::net::{
     Keypair, Multiaddr, NetConfig, TrainingDescriptor, load_or_create, read_mesh_key,
@@ -89,7 +89,7 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "GRADMESH_DEVICE", default_value = "cpu")]
     pub(crate) device: Device,
     /// Examples (or text windows) per local step.
-    #[arg(long, env = "GRADMESH_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = "GRADMESH_BATCH_SIZE", default_value_t = 32, value_parser = at_least_one::<usize>)]
     pub(crate) batch_size: usize,
     /// How the mesh trains: `sync` (one all-reduce of gradients per step; the default for the
     /// digits models) or local steps between synchronisations with an outer step: `diloco` (the
@@ -98,12 +98,12 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "GRADMESH_STRATEGY", value_enum)]
     pub(crate) strategy: Option<StrategyArg>,
     /// Local steps per round under a strategy other than `sync` (DiLoCo's H).
-    #[arg(long, env = "GRADMESH_INNER_STEPS", default_value_t = 50)]
+    #[arg(long, env = "GRADMESH_INNER_STEPS", default_value_t = 50, value_parser = at_least_one::<u32>)]
     pub(crate) inner_steps: u32,
     /// Wall-clock budget of an inner phase in seconds: a node stops its local steps early when
     /// it is spent (after at least one), so a slow node does fewer and weighs less.
-    #[arg(long, env = "GRADMESH_INNER_TIME")]
-    pub(crate) inner_time: Option<f64>,
+    #[arg(long, env = "GRADMESH_INNER_TIME", allow_negative_numbers = true, value_parser = seconds)]
+    pub(crate) inner_time: Option<Duration>,
     /// Start the next inner phase as soon as this node's message is handed to the mesh, while
     /// the mesh reduces it (Streaming DiLoCo's one-step-delayed outer update): the inner steps
     /// taken meanwhile carry over to the new global model when it arrives, so compute waits for
@@ -135,18 +135,24 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "GRADMESH_SEED", default_value_t = 1)]
     pub(crate) seed: u64,
     /// Hard bound on one round, in seconds; every other protocol timeout scales with it.
-    #[arg(long, env = "GRADMESH_ROUND_TIMEOUT", default_value_t = 12.0)]
-    pub(crate) round_timeout: f64,
+    #[arg(
+        long,
+        env = "GRADMESH_ROUND_TIMEOUT",
+        default_value = "12",
+        allow_negative_numbers = true,
+        value_parser = seconds
+    )]
+    pub(crate) round_timeout: Duration,
     /// How long a round's leader waits, once ready, for the other nodes to be ready before it
     /// proposes a roster without them, in seconds (it proposes at once when all are). Default:
     /// 1/40 of the round timeout when training synchronously; under local steps half the
     /// inner-phase budget (--inner-time) or half the round timeout, so that nodes whose inner
     /// phases end a little apart still share a round.
-    #[arg(long, env = "GRADMESH_COLLECT_WINDOW")]
-    pub(crate) collect_window: Option<f64>,
+    #[arg(long, env = "GRADMESH_COLLECT_WINDOW", allow_negative_numbers = true, value_parser = seconds)]
+    pub(crate) collect_window: Option<Duration>,
     /// Votes the first round needs: set it to a majority of the founders, so that two halves
     /// of a mesh that start apart cannot both commit a first round.
-    #[arg(long, env = "GRADMESH_GENESIS_QUORUM", default_value_t = 1)]
+    #[arg(long, env = "GRADMESH_GENESIS_QUORUM", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub(crate) genesis_quorum: usize,
     /// How span owners reduce gradients: `mean`, `median`, `trimmed-mean:BETA`,
     /// `multi-krum:F:M` or `centered-clipping:TAU:ITERATIONS`. Every node of a mesh must use
@@ -177,11 +183,25 @@ pub(crate) struct NodeArgs {
     /// directory resumes from it.
     #[arg(long, env = "GRADMESH_CHECKPOINT_DIR")]
     pub(crate) checkpoint_dir: Option<PathBuf>,
-    /// Checkpoint every N committed rounds.
-    #[arg(long, env = "GRADMESH_CHECKPOINT_EVERY", default_value_t = 10)]
+    /// Checkpoint every N committed rounds (and once more when the node stops).
+    #[arg(long, env = "GRADMESH_CHECKPOINT_EVERY", default_value_t = 10, value_parser = at_least_one::<u64>)]
     pub(crate) checkpoint_every: u64,
+    /// Stop once this node holds the state of this round (the mesh's round count, so nodes
+    /// given the same limit stop at the same state), with a final checkpoint; exit 0.
+    #[arg(long, env = "GRADMESH_MAX_ROUNDS", value_parser = at_least_one::<u64>)]
+    pub(crate) max_rounds: Option<u64>,
+    /// Stop after this many local optimizer steps of this node (inner steps under local-step
+    /// strategies, one per committed round when synchronous).
+    #[arg(long, env = "GRADMESH_MAX_STEPS", value_parser = at_least_one::<u64>)]
+    pub(crate) max_steps: Option<u64>,
+    /// Stop this many seconds after start.
+    #[arg(long, env = "GRADMESH_MAX_TIME", allow_negative_numbers = true, value_parser = seconds)]
+    pub(crate) max_time: Option<Duration>,
+    /// Stop once the held-out loss after a round is at most this (nats per example or token).
+    #[arg(long, env = "GRADMESH_TARGET_LOSS", allow_negative_numbers = true, value_parser = loss_target)]
+    pub(crate) target_loss: Option<f64>,
     /// Usable upload bandwidth in Mbit/s, announced to the mesh: spans are sized by it.
-    #[arg(long, env = "GRADMESH_BANDWIDTH_MBIT", default_value_t = 1000)]
+    #[arg(long, env = "GRADMESH_BANDWIDTH_MBIT", default_value_t = 1000, value_parser = at_least_one::<u64>)]
     pub(crate) bandwidth_mbit: u64,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
     #[arg(long, env = "GRADMESH_METRICS_ADDR")]
@@ -199,7 +219,7 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "GRADMESH_SYNTHETIC_FLOATS")]
     pub(crate) synthetic_floats: Option<usize>,
     /// LibTorch intra-op threads.
-    #[arg(long, env = "GRADMESH_THREADS", default_value_t = 1)]
+    #[arg(long, env = "GRADMESH_THREADS", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub(crate) threads: usize,
     /// Deliberately corrupt this node's contributions (tests of the mesh's defences only).
     #[arg(long, hide = true, value_enum)]
@@ -279,6 +299,43 @@ pub(crate) enum FaultArg {
     ForgedState,
 }
 
+/// A count that must be at least 1.
+fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialEq + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let value: T = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if value == T::from(0) {
+        return Err("must be at least 1".into());
+    }
+    Ok(value)
+}
+
+/// A positive, finite number of seconds.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds, e.g. 12 or 0.5".to_owned())?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err("must be a positive number of seconds".into());
+    }
+    Duration::try_from_secs_f64(value).map_err(|_| "too many seconds".into())
+}
+
+/// A finite, non-negative loss.
+fn loss_target(s: &str) -> Result<f64, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number, e.g. 1.5".to_owned())?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err("must be a finite number ≥ 0".into());
+    }
+    Ok(value)
+}
+
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     let (i, n) = s.split_once('/').ok_or("expected INDEX/COUNT, e.g. 0/4")?;
     let i = i.trim().parse().map_err(|e| format!("shard index: {e}"))?;
@@ -346,19 +403,50 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     let setup = node_setup(&args, progress.as_ref())?;
     let system = actix::System::new();
     system.block_on(async move {
-        let info = mesh::start(setup).await.context("starting the node")?;
+        let started = mesh::start(setup).await.context("starting the node")?;
+        let info = &started.info;
         tracing::info!(
-            peer = %info.local_peer,
-            transport_peer = %info.transport_peer,
-            metrics = ?info.metrics_addr,
-            "node started; others dial it at <listen address>/p2p/{}",
+            "node started: peer {} (libp2p {})",
+            info.local_peer,
             info.transport_peer
         );
+        if let Some(addr) = info.metrics_addr {
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
+        actix::spawn(stop_on_signals(started.node));
         anyhow::Ok(())
     })?;
     let code = system.run_with_code()?;
     anyhow::ensure!(code == 0, "node stopped with code {code}");
     Ok(())
+}
+
+/// SIGINT and SIGTERM stop the node gracefully (final checkpoint, summary, exit 0); a second
+/// one exits at once.
+async fn stop_on_signals(node: actix::Addr<mesh::PeerActor>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!(
+            "cannot watch SIGINT/SIGTERM: a signal stops the node without a final checkpoint"
+        );
+        return;
+    };
+    let mut stopping = false;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        if stopping {
+            tracing::warn!("{name} again: exiting now, without a final checkpoint");
+            std::process::exit(130);
+        }
+        stopping = true;
+        node.do_send(Stop(StopReason::Signal(name)));
+    }
 }
 
 fn node_setup(
@@ -396,8 +484,7 @@ fn node_setup(
         .lane_port(args.lane_port)
         .metrics_addr(args.metrics_addr)
         .training(training_descriptor(args, &spec, &workload));
-    let round_timeout = Duration::try_from_secs_f64(args.round_timeout)
-        .context("--round-timeout must be a positive number of seconds")?;
+    let round_timeout = args.round_timeout;
     let mut builder = PeerConfig::builder().scaled_to(round_timeout);
     if let Some(window) = collect_window(args, &spec, round_timeout)? {
         builder = builder.collect_window(window);
@@ -421,24 +508,49 @@ fn node_setup(
         workload,
         checkpoint_dir: args.checkpoint_dir.clone(),
         join: args.join,
-        options: PeerOptions {
-            report: args.report,
-            checkpoint_every: args.checkpoint_every,
-            evaluate: args.synthetic_floats.is_none(),
-            fault: args.inject_fault.map(|f| match f {
-                FaultArg::Nan => Fault::NanContributions,
-                FaultArg::Short => Fault::ShortContributions,
-                FaultArg::ForgedState => Fault::ForgedState,
-            }),
-            progress: progress.clone(),
-            overlap: args.overlap,
-        },
+        options: peer_options(args, progress),
     })
+}
+
+/// How the node's actor reports, checkpoints and stops.
+fn peer_options(args: &NodeArgs, progress: Option<indicatif::ProgressBar>) -> PeerOptions {
+    PeerOptions {
+        report: args.report,
+        checkpoint_every: args.checkpoint_every,
+        evaluate: args.synthetic_floats.is_none(),
+        fault: args.inject_fault.map(|f| match f {
+            FaultArg::Nan => Fault::NanContributions,
+            FaultArg::Short => Fault::ShortContributions,
+            FaultArg::ForgedState => Fault::ForgedState,
+        }),
+        progress,
+        overlap: args.overlap,
+        stop: StopRule {
+            max_rounds: args.max_rounds,
+            max_steps: args.max_steps,
+            max_time: args.max_time,
+            target_loss: args.target_loss,
+        },
+    }
 }
 
 fn workload_spec(args: &NodeArgs) -> anyhow::Result<WorkloadSpec> {
     if let Some(floats) = args.synthetic_floats {
+        anyhow::ensure!(
+            args.target_loss.is_none(),
+            "--target-loss needs a model to evaluate; --synthetic-floats trains none"
+        );
         return Ok(WorkloadSpec::Synthetic { floats });
+    }
+    if !matches!(args.model, ModelArg::TorchScript(_)) {
+        anyhow::ensure!(
+            args.loss == Loss::CrossEntropy,
+            "--loss applies to --model torchscript:… only (the built-in models use cross-entropy)"
+        );
+        anyhow::ensure!(
+            args.context.is_none(),
+            "--context applies to --model torchscript:… only (the transformer's is in --model-size)"
+        );
     }
     let (model, default_data) = match &args.model {
         ModelArg::Mlp => (ModelKind::Mlp.into(), "data/digits.safetensors"),
@@ -517,11 +629,11 @@ fn collect_window(
     spec: &WorkloadSpec,
     round_timeout: Duration,
 ) -> anyhow::Result<Option<Duration>> {
-    if let Some(seconds) = args.collect_window {
-        let window = Duration::try_from_secs_f64(seconds)
-            .ok()
-            .filter(|w| !w.is_zero() && *w < round_timeout)
-            .context("--collect-window must be positive and shorter than --round-timeout")?;
+    if let Some(window) = args.collect_window {
+        anyhow::ensure!(
+            window < round_timeout,
+            "--collect-window must be shorter than --round-timeout"
+        );
         return Ok(Some(window));
     }
     Ok(match spec {
@@ -564,14 +676,9 @@ fn training(args: &NodeArgs) -> anyhow::Result<Training> {
             lr: args.learning_rate.unwrap_or(0.1),
         },
     };
-    let inner_time = args
-        .inner_time
-        .map(Duration::try_from_secs_f64)
-        .transpose()
-        .context("--inner-time must be a positive number of seconds")?;
     Ok(Training::Outer(OuterSpec {
         inner_steps: args.inner_steps,
-        inner_time,
+        inner_time: args.inner_time,
         inner,
         strategy: config,
     }))
@@ -614,8 +721,13 @@ fn override_outer(
 }
 
 pub(crate) fn init_tracing(format: LogFormat, progress: Option<indicatif::ProgressBar>) {
+    // Kademlia warns "Failed to trigger bootstrap: No known peers" every few seconds on a
+    // founder, which is expected there, and gossipsub warns once per announcement it cannot
+    // queue to a peer that does not read (hundreds a second); the node says it once per
+    // episode instead (net/swarm_events.rs, `slow_peer`). Errors of both still show.
+    const QUIET: &str = "info,libp2p_kad::behaviour=error,libp2p_gossipsub::behaviour=error";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(QUIET));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -639,5 +751,85 @@ impl std::io::Write for BarWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Command};
+
+    fn refusal(flags: &[&str]) -> String {
+        let argv = ["gradmesh", "node"].iter().chain(flags);
+        match Cli::try_parse_from(argv) {
+            Ok(_) => panic!("{flags:?} accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// Issue 18: flags that make no sense are refused with the rule they break, not accepted
+    /// (a checkpoint cadence of 0 never wrote one) or misread (`-1` as a flag).
+    #[test]
+    fn senseless_flags_are_refused_naming_the_rule() {
+        for flag in [
+            "--checkpoint-every",
+            "--genesis-quorum",
+            "--bandwidth-mbit",
+            "--batch-size",
+            "--inner-steps",
+            "--threads",
+            "--max-rounds",
+            "--max-steps",
+        ] {
+            let error = refusal(&[flag, "0"]);
+            assert!(
+                error.contains(flag) && error.contains("must be at least 1"),
+                "{error}"
+            );
+        }
+        for flag in [
+            "--round-timeout",
+            "--inner-time",
+            "--collect-window",
+            "--max-time",
+        ] {
+            for value in ["-1", "0", "nan", "inf"] {
+                let error = refusal(&[flag, value]);
+                assert!(
+                    error.contains("must be a positive number of seconds"),
+                    "{flag} {value}: {error}"
+                );
+            }
+        }
+        let error = refusal(&["--target-loss", "-0.5"]);
+        assert!(error.contains("must be a finite number ≥ 0"), "{error}");
+    }
+
+    #[test]
+    fn limits_and_durations_parse() {
+        let cli = Cli::try_parse_from([
+            "gradmesh",
+            "node",
+            "--max-rounds",
+            "20",
+            "--max-time",
+            "90.5",
+            "--round-timeout",
+            "0.5",
+            "--target-loss",
+            "1.25",
+        ])
+        .expect("parses");
+        let Command::Node(args) = cli.command else {
+            panic!("not node");
+        };
+        assert_eq!(args.max_rounds, Some(20));
+        assert_eq!(
+            args.max_time,
+            Some(std::time::Duration::from_secs_f64(90.5))
+        );
+        assert_eq!(args.round_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(args.target_loss, Some(1.25));
     }
 }

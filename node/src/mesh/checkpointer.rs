@@ -30,9 +30,9 @@ impl Actor for Checkpointer {
     type Context = SyncContext<Self>;
 }
 
-/// Write this checkpoint.
+/// Write this checkpoint; replies whether it was written.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Save {
     /// The checkpoint.
     pub checkpoint: Checkpoint,
@@ -41,13 +41,19 @@ pub struct Save {
 }
 
 impl Handler<Save> for Checkpointer {
-    type Result = ();
+    type Result = bool;
 
-    fn handle(&mut self, save: Save, _: &mut Self::Context) {
+    fn handle(&mut self, save: Save, _: &mut Self::Context) -> bool {
         let round = save.checkpoint.round;
         match write_checkpoint(&self.path, &save.checkpoint, &save.layout) {
-            Ok(()) => tracing::debug!(round, path = %self.path.display(), "checkpoint written"),
-            Err(error) => tracing::warn!(round, %error, "checkpoint write failed"),
+            Ok(()) => {
+                tracing::debug!(round, path = %self.path.display(), "checkpoint written");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(round, "checkpoint write failed: {error}");
+                false
+            }
         }
     }
 }

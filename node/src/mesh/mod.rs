@@ -14,6 +14,7 @@
 
 mod checkpointer;
 mod peer;
+mod stop;
 mod telemetry;
 mod trainer;
 mod workload;
@@ -29,6 +30,7 @@ use gradmesh_protocol::{Digest, PeerId, RoundId, Timestamp};
 
 pub use checkpointer::{CHECKPOINT_FILE, Checkpointer, Save};
 pub use peer::{Attach, Fault, PeerActor, PeerOptions};
+pub use stop::{Interrupt, Stop, StopReason, StopRule};
 pub use telemetry::{MeshMetrics, Report};
 pub use trainer::TrainerActor;
 pub use workload::{
@@ -99,11 +101,20 @@ pub enum StartNodeError {
     },
 }
 
-/// Starts a node's actors inside the running actix system; returns the network's facts.
+/// A started node.
+#[derive(Debug)]
+pub struct Started {
+    /// The network's facts.
+    pub info: NetInfo,
+    /// The node's adapter actor: send it [`Stop`] to stop the node gracefully.
+    pub node: Addr<PeerActor>,
+}
+
+/// Starts a node's actors inside the running actix system.
 ///
 /// # Errors
 /// [`StartNodeError`].
-pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
+pub async fn start(setup: NodeSetup) -> Result<Started, StartNodeError> {
     let NodeSetup {
         net,
         keypair,
@@ -155,10 +166,13 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
         None => Peer::new(peer_config, key, profile, initial, Timestamp::ZERO)?,
     };
     let clock = Instant::now();
+    let interrupt = workload.interrupt();
     let trainer = TrainerActor::start(workload);
     let checkpointer = checkpoint_dir.as_deref().map(Checkpointer::start);
-    let actor =
-        PeerActor::new(peer, clock, trainer, checkpointer, metrics, options.clone()).start();
+    let checkpoint_file = checkpoint_dir.map(|dir| dir.join(CHECKPOINT_FILE));
+    let actor = PeerActor::new(peer, clock, trainer, checkpointer, metrics, options.clone())
+        .stopping_with(interrupt, checkpoint_file)
+        .start();
     let (network, info) = Network::start(net_config, keypair, actor.clone().recipient()).await?;
     actor.do_send(Attach(network));
     if options.report {
@@ -168,7 +182,7 @@ pub async fn start(setup: NodeSetup) -> Result<NetInfo, StartNodeError> {
             metrics: info.metrics_addr.map(|a| a.to_string()),
         });
     }
-    Ok(info)
+    Ok(Started { info, node: actor })
 }
 
 /// Restores the checkpoint in `dir`, if there is one, and rebuilds its protocol snapshot. A

@@ -9,8 +9,9 @@
 //! all of them.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -22,8 +23,10 @@ use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
 use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
 
 use super::checkpointer::{Checkpointer, Save};
+use super::stop::{Interrupt, Stop, StopReason, StopRule};
 use super::telemetry::{MeshMetrics, Report};
 use super::trainer::{Apply, Compute, Evaluate, InnerStep, Load, TakeCheckpoint, TrainerActor};
+use super::workload::WorkloadError;
 use crate::net::{
     Ban, BanReason, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, NetEvent, Network,
     Publish, SendFrame,
@@ -46,6 +49,13 @@ pub enum Fault {
     /// (issue 16, rows 1 and 3).
     ForgedState,
 }
+
+/// At most one INFO line about commits in this long (the others go to DEBUG).
+const COMMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The longest a graceful stop may take (the state in hand applied, the final checkpoint
+/// written); past it the node exits without the checkpoint rather than hang.
+const STOP_GRACE: Duration = Duration::from_secs(60);
 
 /// How far ahead of its own state a [`Fault::ForgedState`] node claims to be.
 const FORGED_ROUNDS_AHEAD: u64 = 1000;
@@ -70,6 +80,8 @@ pub struct PeerOptions {
     /// Start the next inner phase as soon as a message is handed over, while the mesh reduces
     /// it (one-step-delayed outer update).
     pub overlap: bool,
+    /// When to stop by itself.
+    pub stop: StopRule,
 }
 
 /// The adapter actor.
@@ -97,6 +109,26 @@ pub struct PeerActor {
     bytes_received: u64,
     /// The junk state a [`Fault::ForgedState`] node announces and serves, by its round.
     forged: Option<StateSnapshot>,
+    /// States handed to the trainer (a round's average to apply, a synced state to load) whose
+    /// replies have not come back: a stopping node waits for them before its final checkpoint.
+    states_in_flight: u32,
+    /// Local optimizer steps taken, and rounds committed, since start.
+    steps: u64,
+    rounds: u64,
+    /// Whether a contribution came from local steps (else each commit is one step).
+    local_steps: bool,
+    /// Set once the node is stopping: it takes no new work and ends as soon as the state in
+    /// hand is applied.
+    stopping: Option<StopReason>,
+    /// The final checkpoint has been asked for; the node has exited.
+    finishing: bool,
+    exited: bool,
+    /// Raised when stopping; the trainer ends its inner phase at the next step.
+    interrupt: Interrupt,
+    /// The checkpoint file, for the stop summary.
+    checkpoint_file: Option<PathBuf>,
+    /// When the last INFO commit line was written, and commits since at DEBUG.
+    commit_logged: Option<(Instant, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -143,7 +175,25 @@ impl PeerActor {
             bytes_sent: 0,
             bytes_received: 0,
             forged: None,
+            states_in_flight: 0,
+            steps: 0,
+            rounds: 0,
+            local_steps: false,
+            stopping: None,
+            finishing: false,
+            exited: false,
+            interrupt: Interrupt::default(),
+            checkpoint_file: None,
+            commit_logged: None,
         }
+    }
+
+    /// The trainer's interrupt flag and the checkpoint file, for stopping.
+    #[must_use]
+    pub fn stopping_with(mut self, interrupt: Interrupt, checkpoint_file: Option<PathBuf>) -> Self {
+        self.interrupt = interrupt;
+        self.checkpoint_file = checkpoint_file;
+        self
     }
 
     fn now(&self) -> Timestamp {
@@ -160,7 +210,7 @@ impl PeerActor {
 
     /// Carries out every pending output, then re-arms the timer.
     fn drain(&mut self, ctx: &mut Context<Self>) {
-        if self.network.is_none() {
+        if self.network.is_none() || self.stopping.is_some() {
             return;
         }
         while let Some(output) = self.peer.poll_output() {
@@ -199,6 +249,8 @@ impl PeerActor {
         let request = self.trainer.send(Compute).into_actor(self);
         ctx.spawn(request.map(|reply, act, ctx| match reply {
             Ok(Ok(computed)) => {
+                act.steps += u64::from(computed.inner_steps);
+                act.local_steps |= computed.inner_steps > 0;
                 act.last_loss = Some(computed.loss);
                 act.last_inner_steps = computed.inner_steps;
                 act.last_compute_seconds = computed.seconds;
@@ -207,7 +259,7 @@ impl PeerActor {
                 act.peer
                     .handle_gradient(now, computed.weight, computed.gradient);
                 act.drain(ctx);
-                if act.options.overlap {
+                if act.options.overlap && act.stopping.is_none() {
                     act.step_ahead(ctx);
                 }
             }
@@ -231,49 +283,68 @@ impl PeerActor {
     /// Loads a synced state. One that does not load (junk from a donor, non-finite values) is
     /// refused, not fatal: the protocol goes back to the state it held and fetches another.
     fn load(&mut self, summary: StateSummary, bytes: Arc<[u8]>, ctx: &mut Context<Self>) {
+        self.states_in_flight += 1;
         let request = self.trainer.send(Load(bytes)).into_actor(self);
-        ctx.spawn(request.map(move |reply, act, ctx| match reply {
+        ctx.spawn(request.map(move |reply, act, ctx| {
+            act.states_in_flight -= 1;
+            act.loaded(summary, reply, ctx);
+            act.finish_if_stopping(ctx);
+        }));
+    }
+
+    fn loaded(
+        &mut self,
+        summary: StateSummary,
+        reply: Result<Result<(), WorkloadError>, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match reply {
             Ok(Ok(())) => {
-                act.metrics.syncs.inc();
+                self.metrics.syncs.inc();
                 tracing::info!(round = summary.round.0, "loaded the mesh's state");
-                act.report(&Report::Synced {
+                self.report(&Report::Synced {
                     round: summary.round.0,
                     digest: summary.digest.to_hex(),
                 });
             }
             Ok(Err(error)) => {
-                act.metrics.states_refused.inc();
+                self.metrics.states_refused.inc();
                 tracing::warn!(
                     round = summary.round.0,
                     digest = %summary.digest.to_hex(),
                     "refusing the synced state: {error}; keeping our own and fetching another"
                 );
-                act.report(&Report::Refused {
+                self.report(&Report::Refused {
                     round: summary.round.0,
                     digest: summary.digest.to_hex(),
                     reason: error.to_string(),
                 });
-                let now = act.now();
-                act.peer.handle_state_refused(now, summary);
-                act.drain(ctx);
+                let now = self.now();
+                self.peer.handle_state_refused(now, summary);
+                self.drain(ctx);
             }
             Err(error) => fatal(&format!("trainer is gone: {error}")),
-        }));
+        }
     }
 
     fn apply(&mut self, round: RoundId, average: Floats, ctx: &mut Context<Self>) {
+        self.states_in_flight += 1;
         let request = self.trainer.send(Apply(average)).into_actor(self);
-        ctx.spawn(request.map(move |reply, act, ctx| match reply {
-            Ok(Ok(bytes)) => {
-                let now = act.now();
-                if let Err(error) = act.peer.handle_state(now, round, bytes) {
-                    fatal(&format!("state cannot be snapshotted: {error}"));
+        ctx.spawn(request.map(move |reply, act, ctx| {
+            act.states_in_flight -= 1;
+            match reply {
+                Ok(Ok(bytes)) => {
+                    let now = act.now();
+                    if let Err(error) = act.peer.handle_state(now, round, bytes) {
+                        fatal(&format!("state cannot be snapshotted: {error}"));
+                    }
+                    act.drain(ctx);
+                    act.after_commit(round, ctx);
                 }
-                act.drain(ctx);
-                act.after_commit(round, ctx);
+                Ok(Err(error)) => fatal(&format!("applying round {} failed: {error}", round.0)),
+                Err(error) => fatal(&format!("trainer is gone: {error}")),
             }
-            Ok(Err(error)) => fatal(&format!("applying round {} failed: {error}", round.0)),
-            Err(error) => fatal(&format!("trainer is gone: {error}")),
+            act.finish_if_stopping(ctx);
         }));
     }
 
@@ -282,6 +353,10 @@ impl PeerActor {
         let Some(state) = self.peer.state() else {
             return;
         };
+        self.rounds += 1;
+        if !self.local_steps {
+            self.steps += 1;
+        }
         self.metrics
             .state_round
             .set(i64::try_from(state.round.0).unwrap_or(i64::MAX));
@@ -293,7 +368,7 @@ impl PeerActor {
         if let Some(loss) = self.last_loss {
             self.metrics.loss.set(f64::from(loss));
         }
-        let mut report = Report::Committed {
+        let report = Report::Committed {
             round: round.0,
             contributors,
             loss: self.last_loss,
@@ -315,6 +390,15 @@ impl PeerActor {
         {
             self.checkpoint(round, state.digest, ctx);
         }
+        if let Some(reason) = self.options.stop.reached(round.0, self.steps) {
+            self.begin_stop(reason, ctx);
+        }
+        self.evaluate_then_report(report, ctx);
+    }
+
+    /// Fills the held-out figures into a commit's report (when the node evaluates), then shows
+    /// and prints it; `--target-loss` is checked here.
+    fn evaluate_then_report(&mut self, mut report: Report, ctx: &mut Context<Self>) {
         if !self.options.evaluate {
             self.show_progress(&report);
             self.report(&report);
@@ -324,7 +408,7 @@ impl PeerActor {
             self.trainer
                 .send(Evaluate)
                 .into_actor(self)
-                .map(move |reply, act, _| {
+                .map(move |reply, act, ctx| {
                     if let (
                         Ok(Ok(Some(eval))),
                         Report::Committed {
@@ -339,11 +423,122 @@ impl PeerActor {
                         if let Some(value) = eval.accuracy {
                             act.metrics.accuracy.set(value);
                         }
+                        if let Some(reason) = act.options.stop.loss_reached(f64::from(eval.loss)) {
+                            act.begin_stop(reason, ctx);
+                        }
                     }
                     act.show_progress(&report);
                     act.report(&report);
                 }),
         );
+    }
+
+    /// Starts a graceful stop: no new work is taken (messages, timers and the protocol's
+    /// outputs are ignored from now on), the trainer ends its inner phase at the next step, and
+    /// once the state in hand is applied the node writes its final checkpoint and exits 0.
+    /// Bounded by [`STOP_GRACE`].
+    fn begin_stop(&mut self, reason: StopReason, ctx: &mut Context<Self>) {
+        if self.stopping.is_some() {
+            return;
+        }
+        tracing::info!("stopping: {reason}");
+        self.stopping = Some(reason);
+        self.interrupt.raise();
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        ctx.run_later(STOP_GRACE, |act, _| {
+            tracing::warn!(
+                "the final checkpoint did not finish within {} s; exiting without it",
+                STOP_GRACE.as_secs()
+            );
+            act.exit(None);
+        });
+        self.finish_if_stopping(ctx);
+    }
+
+    /// Once stopping and no state is on its way to the trainer: the final checkpoint of the
+    /// state held (when there is a checkpoint directory), then exit.
+    fn finish_if_stopping(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping.is_none() || self.states_in_flight > 0 || self.finishing {
+            return;
+        }
+        self.finishing = true;
+        let (Some(checkpointer), Some(state)) = (self.checkpointer.clone(), self.peer.state())
+        else {
+            self.exit(None);
+            return;
+        };
+        let take = TakeCheckpoint {
+            round: state.round.0,
+            digest: state.digest.0,
+            committee: self.peer.state_committee().iter().map(|p| p.0).collect(),
+        };
+        let written = self
+            .trainer
+            .send(take)
+            .into_actor(self)
+            .then(move |reply, act, _| {
+                let save = match reply {
+                    Ok(Some((checkpoint, layout))) => {
+                        Some(checkpointer.send(Save { checkpoint, layout }))
+                    }
+                    _ => None,
+                };
+                async move {
+                    match save {
+                        Some(save) => save.await.unwrap_or(false),
+                        None => false,
+                    }
+                }
+                .into_actor(act)
+            });
+        ctx.spawn(written.map(|written, act, _| {
+            let file = act.checkpoint_file.clone().filter(|_| written);
+            act.exit(file);
+        }));
+    }
+
+    /// The stop summary (a log line and a report line), then the end of the process, exit 0.
+    fn exit(&mut self, checkpoint: Option<PathBuf>) {
+        if self.exited {
+            return;
+        }
+        self.exited = true;
+        let reason = self
+            .stopping
+            .as_ref()
+            .map_or_else(|| "stopped".to_owned(), ToString::to_string);
+        let state = self.peer.state();
+        let round = state.map_or(0, |s| s.round.0);
+        let seconds = self.clock.elapsed().as_secs_f64();
+        let held = state.map_or_else(
+            || "no state yet".to_owned(),
+            |s| format!("state of round {round} ({})", short(&s.digest.to_hex())),
+        );
+        let saved = checkpoint.as_ref().map_or_else(
+            || "no final checkpoint".to_owned(),
+            |path| format!("final checkpoint {}", path.display()),
+        );
+        if let Some(bar) = &self.options.progress {
+            bar.finish_and_clear();
+        }
+        tracing::info!(
+            "stopped ({reason}): {held}, {} rounds committed and {} local steps in {seconds:.1} s; \
+             {saved}",
+            self.rounds,
+            self.steps,
+        );
+        self.report(&Report::Stopped {
+            reason,
+            round,
+            digest: state.map(|s| s.digest.to_hex()),
+            steps: self.steps,
+            rounds: self.rounds,
+            seconds,
+            checkpoint: checkpoint.map(|p| p.display().to_string()),
+        });
+        System::current().stop_with_code(0);
     }
 
     /// Asks the trainer for a checkpoint of the state committed in `round` and hands it to the
@@ -394,8 +589,9 @@ impl PeerActor {
         } else {
             String::new()
         };
+        let peers = plural(*contributors, "peer", "peers");
         bar.set_message(format!(
-            "round {round}: {contributors} peers, {steps}loss {loss}, held-out loss {held_out}, \
+            "round {round}: {contributors} {peers}, {steps}loss {loss}, held-out loss {held_out}, \
              accuracy {accuracy}, all-reduce {seconds:.3} s"
         ));
         bar.tick();
@@ -403,6 +599,10 @@ impl PeerActor {
 
     fn observe(&mut self, event: Event) {
         self.ban_if_proven(&event);
+        let event = match Self::log_only(event, self.peer.id()) {
+            Ok(()) => return,
+            Err(event) => event,
+        };
         match event {
             Event::RoundStarted {
                 round,
@@ -430,12 +630,12 @@ impl PeerActor {
                     let seconds = started.elapsed().as_secs_f64();
                     self.last_allreduce = Some((round, seconds));
                     self.metrics.allreduce_seconds.observe(seconds);
-                    tracing::info!(round = round.0, contributors, seconds, "round committed");
+                    self.log_commit(round, contributors, seconds);
                 }
             }
             Event::RoundAborted { round, reason } => {
                 self.metrics.rounds_aborted.inc();
-                tracing::warn!(round = round.0, ?reason, "round aborted");
+                tracing::warn!("round {} aborted: {reason}", round.0);
                 self.report(&Report::Aborted {
                     round: round.0,
                     reason: format!("{reason:?}"),
@@ -447,30 +647,102 @@ impl PeerActor {
                 reason,
             } => {
                 self.metrics.rejected.inc();
-                tracing::warn!(%peer, round = round.0, %reason, "contribution rejected");
+                tracing::warn!(
+                    "refused a message of peer {peer} in round {}: {reason}",
+                    round.0
+                );
                 self.report(&Report::Rejected {
                     peer: hex::encode(peer.0),
                     round: round.0,
                     reason: reason.to_string(),
                 });
             }
+            other => tracing::debug!(event = ?other, "protocol event"),
+        }
+    }
+
+    /// Logs the events that only need a line (this node's own refused proposals with advice);
+    /// hands back the others.
+    fn log_only(event: Event, own: PeerId) -> Result<(), Event> {
+        match event {
+            Event::DonorDropped { peer, fault } => {
+                tracing::warn!("state donor {peer} dropped: {fault}");
+            }
             Event::BadProposal {
                 peer,
                 round,
                 error: RosterError::BadVectorLength { vector_len },
-            } if peer == self.peer.id() => {
+            } if peer == own => {
                 let span_max = u64::from(wire::SPAN_FLOATS_MAX);
                 tracing::warn!(
-                    round = round.0,
-                    "this node's model has {vector_len} parameters and one node's share of a \
+                    "round {}: this node's model has {vector_len} parameters and one node's share of a \
                      round holds at most {span_max}: the round needs at least {} nodes with \
                      equal --bandwidth-mbit; start more nodes",
+                    round.0,
                     vector_len.div_ceil(span_max)
                 );
             }
-            Event::DonorDropped { peer, fault } => tracing::warn!(%peer, %fault, "donor dropped"),
-            other => tracing::info!(event = ?other, "protocol event"),
+            Event::BadProposal { peer, round, error } => {
+                tracing::warn!(
+                    "refused peer {peer}'s roster for round {}: {error}",
+                    round.0
+                );
+            }
+            Event::Impersonation { peer, claimed } => {
+                tracing::warn!("peer {peer} sent a message claiming to be {claimed}; refused");
+            }
+            Event::Diverged { round, .. } => tracing::info!(
+                "the mesh committed round {} with a result this node lacks; syncing its state",
+                round.0
+            ),
+            Event::SyncStarted { target, donors } => tracing::info!(
+                "fetching the mesh's state of round {} from {donors} {}",
+                target.round.0,
+                plural(donors, "donor", "donors")
+            ),
+            Event::SyncFailed { target } => tracing::warn!(
+                "every donor of the state of round {} failed; fetching another later",
+                target.round.0
+            ),
+            Event::ResumedOwnState => {
+                tracing::info!("no newer state to fetch; training on this node's own");
+            }
+            Event::StateWithheld { peer } => tracing::info!(
+                "peer {peer} asked for the state and was refused (--serve-state members)"
+            ),
+            Event::Proposed { .. } | Event::StateRefused { .. } => {}
+            other => return Err(other),
         }
+        Ok(())
+    }
+
+    /// The commit line: INFO for a round that took a while, otherwise at most one INFO line
+    /// every [`COMMIT_LOG_INTERVAL`] (the rounds between them at DEBUG), so a fast mesh does
+    /// not fill its logs.
+    fn log_commit(&mut self, round: RoundId, contributors: usize, seconds: f64) {
+        let now = Instant::now();
+        let due = self
+            .commit_logged
+            .is_none_or(|(at, _)| now.duration_since(at) >= COMMIT_LOG_INTERVAL);
+        if !due {
+            if let Some((_, quiet)) = &mut self.commit_logged {
+                *quiet += 1;
+            }
+            tracing::debug!(round = round.0, contributors, seconds, "round committed");
+            return;
+        }
+        let quiet = self.commit_logged.map_or(0, |(_, quiet)| quiet);
+        let since = if quiet > 0 {
+            format!(" ({quiet} more since the last line)")
+        } else {
+            String::new()
+        };
+        tracing::info!(
+            "round {} committed: {contributors} {}, all-reduce {seconds:.3} s{since}",
+            round.0,
+            plural(contributors, "contributor", "contributors")
+        );
+        self.commit_logged = Some((now, 0));
     }
 
     fn broadcast(&mut self, envelope: &Envelope) {
@@ -723,8 +995,34 @@ fn fatal(message: &str) {
     System::current().stop_with_code(3);
 }
 
+/// `one` or `many` by count.
+const fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+/// The first 16 hex digits of a digest, enough to compare by eye.
+fn short(hex: &str) -> &str {
+    hex.get(..16).unwrap_or(hex)
+}
+
 impl Actor for PeerActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(limit) = self.options.stop.max_time {
+            ctx.run_later(limit, move |act, ctx| {
+                act.begin_stop(StopReason::MaxTime(limit), ctx);
+            });
+        }
+    }
+}
+
+impl Handler<Stop> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, Stop(reason): Stop, ctx: &mut Self::Context) {
+        self.begin_stop(reason, ctx);
+    }
 }
 
 impl Handler<Attach> for PeerActor {
@@ -740,6 +1038,9 @@ impl Handler<NetEvent> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, event: NetEvent, ctx: &mut Self::Context) {
+        if self.stopping.is_some() {
+            return;
+        }
         match event {
             NetEvent::FrameReceived { from, frame } => self.receive_frame(from, &frame, ctx),
             NetEvent::GossipReceived { from, bytes } => self.receive_gossip(from, &bytes),

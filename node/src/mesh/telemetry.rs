@@ -205,4 +205,21 @@ pub enum Report {
         /// Why it did not load.
         reason: String,
     },
+    /// The node stopped cleanly (a limit was reached, or SIGINT/SIGTERM); the process exits 0.
+    Stopped {
+        /// Why, in words (`--max-rounds 20 reached`, `SIGTERM`).
+        reason: String,
+        /// Round of the state it held (0: the initial state, or none yet).
+        round: u64,
+        /// That state's digest, if it held one.
+        digest: Option<String>,
+        /// Local optimizer steps this node took (one per committed round when synchronous).
+        steps: u64,
+        /// Rounds this node committed.
+        rounds: u64,
+        /// Seconds since the node started.
+        seconds: f64,
+        /// The final checkpoint written, if the node has a checkpoint directory.
+        checkpoint: Option<String>,
+    },
 }

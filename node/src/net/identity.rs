@@ -45,6 +45,12 @@ pub enum IdentityError {
         /// The file.
         path: PathBuf,
     },
+    /// The path is a directory.
+    #[error("--identity {path} is a directory; give a file in it, e.g. {path}/node.key")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+    },
 }
 
 /// Loads the keypair at `path`, or creates one there (mode 0600) when the file does not exist.
@@ -61,6 +67,11 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
 }
 
 fn load(path: &Path, meta: &fs::Metadata) -> Result<Keypair, IdentityError> {
+    if meta.is_dir() {
+        return Err(IdentityError::Directory {
+            path: path.to_owned(),
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(IdentityError::InsecurePermissions {
@@ -169,6 +180,9 @@ mod tests {
             load_or_create(&path),
             Err(IdentityError::Malformed { .. })
         ));
+        let dir = path.parent().expect("dir");
+        let error = load_or_create(dir).expect_err("a directory is no identity");
+        assert!(error.to_string().contains("is a directory"), "{error}");
         let _ = fs::remove_dir_all(path.parent().and_then(Path::parent).expect("dir"));
     }
 

@@ -30,6 +30,7 @@ pub(crate) struct NetMetrics {
     pub(crate) gossip_received: Counter,
     pub(crate) gossip_dropped: Counter,
     pub(crate) peer_bans: Counter,
+    pub(crate) slow_peer_disconnects: Counter,
     pub(crate) peers_banned: Gauge,
     pub(crate) inbound_frame_bytes: Gauge,
 }
@@ -84,6 +85,11 @@ impl NetMetrics {
                 sub,
                 "peer_bans",
                 "Peers banned for sending what no honest peer sends (undecodable frames or announcements)",
+            ),
+            slow_peer_disconnects: counter(
+                sub,
+                "slow_peer_disconnects",
+                "Peers disconnected for leaving their announcement queue full for 5 s",
             ),
             peers_banned: gauge(sub, "peers_banned", "Peers banned now"),
             inbound_frame_bytes: gauge(

@@ -22,8 +22,76 @@ use super::swarm_loop::{PendingKey, SwarmLoop, frame_bytes};
 const IDENTIFY_ADDRS_MAX: usize = 8;
 /// Peers taken from one mDNS discovery.
 const MDNS_PEERS_MAX: usize = 32;
+/// How long a peer may leave its announcement queue full before it is disconnected.
+pub(super) const SLOW_PEER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A run of heartbeats in which gossipsub found a peer's send queue full.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SlowEpisode {
+    /// The first and the latest report.
+    pub(super) since: std::time::Instant,
+    pub(super) last: std::time::Instant,
+    /// Messages dropped meanwhile.
+    pub(super) dropped: u64,
+}
 
 type FrameEvent = request_response::Event<Frame, FrameAck>;
+
+/// A dial error on one line: each address's transport error once (libp2p's own message repeats
+/// every cause inside a debug-formatted list).
+fn dial_error_line(error: &DialError) -> String {
+    match error {
+        DialError::Transport(errors) => errors
+            .iter()
+            .map(|(addr, e)| format!("{addr}: {}", crate::error_line(e)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => crate::error_line(other),
+    }
+}
+
+/// The likely reason a dial failed, in an operator's words.
+fn likely_cause(error: &DialError) -> &'static str {
+    match error {
+        DialError::WrongPeerId { .. } => {
+            "another node answers at that address: was it restarted with a new identity? copy \
+             its address again"
+        }
+        DialError::LocalPeerId { .. } => "that is this node's own address",
+        DialError::Transport(errors) => {
+            let text = errors
+                .iter()
+                .map(|(_, e)| crate::error_line(e).to_lowercase())
+                .collect::<Vec<_>>()
+                .join("; ");
+            transport_cause(&text)
+        }
+        _ => "the dial was aborted",
+    }
+}
+
+/// [`likely_cause`] of a transport failure, from its lower-cased error text.
+fn transport_cause(text: &str) -> &'static str {
+    const HANDSHAKE: [&str; 6] = [
+        "noise",
+        "handshake",
+        "decrypt",
+        "multistream",
+        "pnet",
+        "eof",
+    ];
+    if text.contains("refused") {
+        "nothing listens there: is the node running, and is the port right?"
+    } else if text.contains("timed out") || text.contains("timeout") {
+        "no answer in time: a firewall or NAT in the way, or a different --mesh-key"
+    } else if HANDSHAKE.iter().any(|w| text.contains(w)) {
+        "the handshake failed: do both nodes use the same --mesh-key (or both none)?"
+    } else if text.contains("unreachable") || text.contains("no route") {
+        "the address cannot be reached from here (network, NAT or firewall)"
+    } else {
+        "unreachable, or the handshake failed"
+    }
+}
 type OfferEvent = request_response::Event<LaneOffer, OfferAck>;
 
 impl SwarmLoop {
@@ -84,6 +152,10 @@ impl SwarmLoop {
             return None;
         };
         self.peers.insert(peer, protocol);
+        if let Some(addr) = self.bootstrap.get(&peer) {
+            self.unreached.remove(&peer);
+            tracing::info!("reached bootstrap peer {addr}");
+        }
         if let Some(offer) = self.lanes.connected(protocol, remote) {
             self.swarm.behaviour_mut().lanes.send_request(&peer, offer);
         }
@@ -105,12 +177,21 @@ impl SwarmLoop {
         Some(NetEvent::PeerDisconnected { peer: protocol })
     }
 
+    /// A failed dial: a WARN naming the likely cause when the peer is one of `--bootstrap` (once
+    /// until it is reached), debug otherwise.
     pub(super) fn handle_dial_error(
-        &self,
+        &mut self,
         peer: Option<libp2p::PeerId>,
         error: &DialError,
     ) -> NetEvent {
-        tracing::debug!(?peer, %error, "dial failed");
+        match peer.and_then(|p| self.bootstrap.get(&p).map(|addr| (p, addr))) {
+            Some((peer, addr)) if self.unreached.insert(peer) => tracing::warn!(
+                "cannot reach bootstrap peer {addr}: {} ({})",
+                likely_cause(error),
+                dial_error_line(error)
+            ),
+            _ => tracing::debug!("dial failed: {}", dial_error_line(error)),
+        }
         NetEvent::DialFailed {
             peer: peer.as_ref().and_then(protocol_peer_id),
             failure: DialFailure::from(error),
@@ -220,8 +301,47 @@ impl SwarmLoop {
             gossipsub::Event::Subscribed { peer_id, topic, .. } if topic == self.topic.hash() => {
                 protocol_peer_id(&peer_id).map(|peer| NetEvent::AnnouncementsJoined { peer })
             }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                let dropped = failed_messages.priority + failed_messages.non_priority;
+                self.slow_peer(peer_id, u64::try_from(dropped).unwrap_or(u64::MAX));
+                None
+            }
             _ => None,
         }
+    }
+
+    /// gossipsub reports, once per heartbeat, a peer whose send queue was full (announcements
+    /// to it dropped). A peer that stays so for [`SLOW_PEER_GRACE`] is not reading (stopped,
+    /// or stuck): it is disconnected with one WARN, so its queue goes away and a fresh
+    /// connection starts empty once it reads again (it redials, or we do through Kademlia).
+    fn slow_peer(&mut self, peer: libp2p::PeerId, dropped: u64) {
+        let now = std::time::Instant::now();
+        let episode = self.slow.entry(peer).or_insert(SlowEpisode {
+            since: now,
+            last: now,
+            dropped: 0,
+        });
+        episode.last = now;
+        episode.dropped = episode.dropped.saturating_add(dropped);
+        if now.duration_since(episode.since) < SLOW_PEER_GRACE {
+            return;
+        }
+        let dropped = episode.dropped;
+        self.slow.remove(&peer);
+        self.metrics.slow_peer_disconnects.inc();
+        let name = self
+            .peers
+            .protocol_of(&peer)
+            .map_or_else(|| peer.to_string(), |p| p.to_string());
+        tracing::warn!(
+            "peer {name} has not read its announcements for {} s ({dropped} dropped); \
+             disconnecting it, it reconnects once it reads again",
+            SLOW_PEER_GRACE.as_secs()
+        );
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     /// Listen addresses a peer reports go to Kademlia, so others can find it through us; a peer
@@ -291,5 +411,29 @@ fn send_failure(error: &OutboundFailure) -> SendFailure {
         OutboundFailure::ConnectionClosed => SendFailure::ConnectionClosed,
         OutboundFailure::UnsupportedProtocols => SendFailure::Unsupported,
         OutboundFailure::Io(e) => SendFailure::Io(e.kind()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transport_cause;
+
+    /// The words an operator needs for each way a bootstrap dial fails (the texts are what
+    /// libp2p's TCP, pnet and noise layers report).
+    #[test]
+    fn dial_failures_name_their_likely_cause() {
+        let cases = [
+            (
+                "failed to connect: connection refused (os error 111)",
+                "nothing listens",
+            ),
+            ("timeout has been reached", "--mesh-key"),
+            ("noise: decrypt error", "--mesh-key"),
+            ("unexpected eof", "--mesh-key"),
+            ("network is unreachable (os error 101)", "cannot be reached"),
+        ];
+        for (text, words) in cases {
+            assert!(transport_cause(text).contains(words), "{text}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! events out as [`NetEvent`]s, [`Command`]s in as swarm calls. Both channels are bounded;
 //! a slow subscriber slows this loop (back-pressure) instead of growing a queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
@@ -35,6 +35,7 @@ use super::messages::{
 };
 use super::metrics::{NetMetrics, bind_metrics, serve_metrics};
 use super::peers::PeerTable;
+use super::swarm_events::SlowEpisode;
 use super::transport::build_transport;
 
 /// Commands queued from the actor to the loop.
@@ -82,6 +83,15 @@ pub enum StartError {
         addr: Multiaddr,
         /// The cause.
         source: TransportError<std::io::Error>,
+    },
+    /// Something already listens on the address.
+    #[error(
+        "cannot listen on {addr}: the address is in use (another node or program listens there); \
+         pick another port, or 0 for any free one"
+    )]
+    AddressInUse {
+        /// The address.
+        addr: Multiaddr,
     },
     /// The lane port could not bind.
     #[error("cannot listen for lanes: {0}")]
@@ -146,6 +156,12 @@ pub(crate) struct SwarmLoop {
     bans: HashMap<libp2p::PeerId, Instant>,
     /// What this node trains, checked against every peer's identify.
     pub(super) training: Option<TrainingDescriptor>,
+    /// The `--bootstrap` peers and their addresses, and those not reached since their last
+    /// failed dial was reported (one warning per peer until it is reached).
+    pub(super) bootstrap: HashMap<libp2p::PeerId, Multiaddr>,
+    pub(super) unreached: HashSet<libp2p::PeerId>,
+    /// Peers whose announcement queue is full, while it stays so.
+    pub(super) slow: HashMap<libp2p::PeerId, SlowEpisode>,
     pub(super) metrics: NetMetrics,
 }
 
@@ -175,14 +191,7 @@ impl SwarmLoop {
             (registrar.0)(registry.sub_registry_with_prefix("gradmesh"));
         }
         let mut swarm = build_swarm(&keypair, &config, &mut registry)?;
-        for addr in &config.listen {
-            swarm
-                .listen_on(addr.clone())
-                .map_err(|source| StartError::Listen {
-                    addr: addr.clone(),
-                    source,
-                })?;
-        }
+        listen(&mut swarm, &config.listen)?;
         dial_bootstrap(&mut swarm, &config);
         let (lanes, lane_addr, lane_events) = Lanes::start(
             config.lanes,
@@ -225,6 +234,9 @@ impl SwarmLoop {
             inbound: config.inbound_frame_bytes.clone(),
             bans: HashMap::new(),
             training: config.training.clone(),
+            bootstrap: config.bootstrap.iter().cloned().collect(),
+            unreached: HashSet::new(),
+            slow: HashMap::new(),
             metrics,
         };
         Ok((swarm_loop, info))
@@ -278,6 +290,9 @@ impl SwarmLoop {
             }
             on
         });
+        // A slow episode ends when gossipsub stops reporting the peer (two quiet heartbeats).
+        self.slow
+            .retain(|_, episode| now.duration_since(episode.last) < 2 * HOUSEKEEPING_INTERVAL);
         self.metrics
             .peers_banned
             .set(i64::try_from(self.bans.len()).unwrap_or(i64::MAX));
@@ -452,7 +467,10 @@ impl SwarmLoop {
         let out = match event {
             SwarmEvent::Behaviour(event) => return self.handle_behaviour_event(event).await,
             SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!(%address, "listening");
+                let peer = self.swarm.local_peer_id();
+                tracing::info!(
+                    "listening on {address}; other nodes join with --bootstrap {address}/p2p/{peer}"
+                );
                 Some(NetEvent::ListeningOn { addr: address })
             }
             SwarmEvent::ConnectionEstablished {
@@ -514,6 +532,56 @@ fn build_swarm(
         keypair.public().to_peer_id(),
         swarm_config,
     ))
+}
+
+/// Listens on every address, refusing one that something already listens on.
+fn listen(swarm: &mut Swarm<MeshBehaviour>, addrs: &[Multiaddr]) -> Result<(), StartError> {
+    for addr in addrs {
+        ensure_free(addr)?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|source| StartError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Refuses a listen address something already listens on. libp2p binds its TCP listeners with
+/// `SO_REUSEPORT` (so that dials can leave from the listening port), and Linux then lets a
+/// second process that does the same bind the very same port: two nodes would silently share
+/// its incoming connections. A plain bind first (without `SO_REUSEPORT`, which fails against
+/// any listener there) finds the port taken before libp2p takes it too. Other bind errors are
+/// left to libp2p's own listen to report.
+fn ensure_free(addr: &Multiaddr) -> Result<(), StartError> {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    let mut port = None;
+    for protocol in addr {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) if p != 0 => port = Some((p, true)),
+            Protocol::Udp(p) if p != 0 => port = Some((p, false)),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some((port, tcp))) = (ip, port) else {
+        return Ok(());
+    };
+    let at = SocketAddr::new(ip, port);
+    let probe = if tcp {
+        std::net::TcpListener::bind(at).map(drop)
+    } else {
+        std::net::UdpSocket::bind(at).map(drop)
+    };
+    match probe {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(StartError::AddressInUse { addr: addr.clone() })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Seeds Kademlia with the bootstrap peers and dials them; a failed dial is logged, not fatal,

@@ -5,6 +5,7 @@
 //! key cannot even start the noise handshake. It cannot wrap QUIC (QUIC brings its own TLS over
 //! UDP), so with a mesh key QUIC is left out entirely rather than opening a door that skips it.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,6 +46,17 @@ pub enum MeshKeyError {
         /// The file.
         path: PathBuf,
     },
+    /// The file may be read by group or others (the key is the mesh's only secret).
+    #[error(
+        "mesh key file {path} has mode {mode:o}; it must not be accessible to group/others \
+         (chmod 600 {path})"
+    )]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// Parses a mesh key: either the standard key-file format
@@ -71,7 +83,15 @@ pub fn read_mesh_key(path: &Path) -> Result<PreSharedKey, MeshKeyError> {
     let malformed = || MeshKeyError::Malformed {
         path: path.to_owned(),
     };
-    if std::fs::metadata(path).map_err(io_err)?.len() > MESH_KEY_FILE_BYTES_MAX {
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(MeshKeyError::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    if meta.len() > MESH_KEY_FILE_BYTES_MAX {
         return Err(malformed());
     }
     let text = std::fs::read_to_string(path).map_err(io_err)?;
@@ -149,5 +169,18 @@ mod tests {
         }
         let non_hex = HEX.replace('0', "g");
         assert!(parse_mesh_key(&non_hex).is_none());
+    }
+
+    /// The mesh key is a secret like the identity: a file others may read is refused by name.
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("mesh.key");
+        std::fs::write(&path, HEX).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = read_mesh_key(&path).expect_err("0644 is refused");
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(read_mesh_key(&path).is_ok());
     }
 }

@@ -154,6 +154,18 @@ pub enum AbortReason {
     Withheld,
 }
 
+impl std::fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MissingSpans => "a span never arrived, even from its backup owner",
+            Self::NoQuorum => "no result reached a quorum of votes",
+            Self::Deserted => "too many contributors moved on for a quorum",
+            Self::Superseded => "a better-ranked leader's roster replaced it",
+            Self::Withheld => "this node withheld its vote (an earlier vote locks it)",
+        })
+    }
+}
+
 /// The committed result of a round: bit-identical on every peer that commits it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoundResult {

@@ -1,11 +1,10 @@
 //! Outputs of `gradmesh-sim fl`: `fl_rounds.csv`, `partition.csv` (per-client label counts) and
 //! three SVG plots (test accuracy vs simulated time and vs rounds; the first clients' label
-//! histogram as stacked bars). Numbers have fixed precision,
+//! histogram as stacked bars, with a legend of the classes). Numbers have fixed precision,
 //! so one seed gives byte-identical files.
 
 use super::{FlRecord, FlSummary};
-use crate::report::{ReportError, line_chart};
-use plotters::prelude::*;
+use crate::report::{Axis, ReportError, line_chart, stacked_bars_chart};
 use std::path::Path;
 
 /// Clients shown in `label_histogram.svg`.
@@ -108,65 +107,35 @@ pub fn write_all(dir: &Path, summary: &FlSummary) -> Result<(), ReportError> {
     line_chart(
         &dir.join("accuracy_vs_time.svg"),
         "Test accuracy vs simulated time",
-        "simulated time (s)",
-        "test accuracy (%)",
+        Axis::real("simulated time (s)"),
+        Axis::real("test accuracy (%)"),
         &by_time,
     )?;
     line_chart(
         &dir.join("accuracy_vs_round.svg"),
         "Test accuracy vs rounds",
-        "round",
-        "test accuracy (%)",
+        Axis::integer("round"),
+        Axis::real("test accuracy (%)"),
         &by_round,
     )
 }
 
-/// Stacked bars of the first `clients_max` clients' label counts (one colour per class).
+/// Stacked bars of the first `clients_max` clients' label counts, one colour per class, named in
+/// the legend.
 fn label_histogram_svg(
     path: &Path,
     counts: &[Vec<u32>],
     clients_max: usize,
 ) -> Result<(), ReportError> {
-    let plot_err = |e: &dyn std::fmt::Display| ReportError::Plot {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
     let shown = &counts[..counts.len().min(clients_max)];
-    let y_max = shown
-        .iter()
-        .map(|r| r.iter().sum::<u32>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Label histogram (first clients)", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(
-            -0.5..(shown.len() as f64 - 0.5),
-            0.0..f64::from(y_max) * 1.05,
-        )
-        .map_err(|e| plot_err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("client")
-        .y_desc("samples (stacked by class)")
-        .draw()
-        .map_err(|e| plot_err(&e))?;
-    let mut bars = Vec::new();
-    for (i, row) in shown.iter().enumerate() {
-        let mut base = 0.0;
-        for (class, &n) in row.iter().enumerate() {
-            let top = base + f64::from(n);
-            let x = i as f64;
-            let style = Palette99::pick(class).filled();
-            bars.push(Rectangle::new([(x - 0.4, base), (x + 0.4, top)], style));
-            base = top;
-        }
-    }
-    chart.draw_series(bars).map_err(|e| plot_err(&e))?;
-    root.present().map_err(|e| plot_err(&e))
+    let classes = shown.first().map_or(0, Vec::len);
+    let names: Vec<String> = (0..classes).map(|c| format!("class {c}")).collect();
+    stacked_bars_chart(
+        path,
+        "Label histogram (first clients)",
+        "client",
+        "samples (stacked by class)",
+        shown,
+        &names,
+    )
 }

@@ -27,6 +27,8 @@ use gradmesh_kernels::{
 pub use outer::{InnerOptimizer, OuterSpec};
 
 use outer::Outer;
+
+use super::stop::Interrupt;
 use source::Source;
 use synthetic::Synthetic;
 
@@ -205,6 +207,16 @@ impl Workload {
         match self {
             Self::Model(m) => m.compute(),
             Self::Synthetic(s) => Ok(s.compute()),
+        }
+    }
+
+    /// The flag that ends an inner phase at its next step when the node stops (a fresh,
+    /// unused one for workloads without inner phases).
+    #[must_use]
+    pub fn interrupt(&self) -> Interrupt {
+        match self {
+            Self::Model(m) => m.outer.as_ref().map(Outer::interrupt).unwrap_or_default(),
+            Self::Synthetic(_) => Interrupt::default(),
         }
     }
 

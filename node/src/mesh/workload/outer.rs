@@ -26,6 +26,7 @@ use gradmesh_kernels::{
 
 use super::source::Source;
 use super::{Computed, WorkloadError};
+use crate::mesh::stop::Interrupt;
 
 /// DiLoCo's inner AdamW β₁ and β₂ (as OpenDiLoCo and INTELLECT-1: 0.9, 0.95) and ε.
 const ADAMW_BETAS: (f32, f32) = (0.9, 0.95);
@@ -100,6 +101,8 @@ pub(super) struct Outer {
     rounds: u64,
     /// The inner phase under way, if one has begun.
     phase: Option<Phase>,
+    /// Raised when the node stops: the phase under way ends at its next step.
+    interrupt: Interrupt,
 }
 
 /// What an inner phase has done so far.
@@ -134,7 +137,13 @@ impl Outer {
             global,
             rounds: 0,
             phase: None,
+            interrupt: Interrupt::default(),
         })
+    }
+
+    /// The flag that ends inner phases early when the node stops.
+    pub(super) fn interrupt(&self) -> Interrupt {
+        self.interrupt.clone()
     }
 
     /// Finishes the inner phase (H steps, or fewer when the time budget is spent) from θ + Δ and
@@ -161,7 +170,8 @@ impl Outer {
     ) -> Result<bool, WorkloadError> {
         let phase = self.phase.get_or_insert_with(Phase::default);
         let started = *phase.started.get_or_insert_with(Instant::now);
-        let spent = self.inner_time.is_some_and(|t| started.elapsed() >= t);
+        let spent =
+            self.inner_time.is_some_and(|t| started.elapsed() >= t) || self.interrupt.raised();
         if phase.steps >= self.inner_steps || (phase.steps > 0 && spent) {
             return Ok(false);
         }
