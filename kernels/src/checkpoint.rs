@@ -182,6 +182,16 @@ pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<()> {
         .map_err(io_error("fsync", dir))
 }
 
+/// Atomically and durably replaces `path` with `bytes` (a temporary file, fsynced, renamed over
+/// it, the directory fsynced): after a crash at any point `path` holds the old bytes or the new.
+///
+/// # Errors
+/// [`KernelError::Io`] naming the step and file that failed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = stage(path, bytes)?;
+    commit(&tmp, path)
+}
+
 /// Atomically writes `checkpoint` for a model with `layout` to `path` (see the module docs).
 pub fn write_checkpoint(path: &Path, checkpoint: &Checkpoint, layout: &FlatLayout) -> Result<()> {
     let bytes = encode(checkpoint, layout).map_err(|e| match e {
@@ -191,8 +201,7 @@ pub fn write_checkpoint(path: &Path, checkpoint: &Checkpoint, layout: &FlatLayou
         },
         other => other,
     })?;
-    let tmp = stage(path, &bytes)?;
-    commit(&tmp, path)
+    write_atomically(path, &bytes)
 }
 
 fn read_u64(file: &SafeTensors<'_>, path: &Path, name: &str) -> Result<u64> {

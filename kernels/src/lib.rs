@@ -11,7 +11,9 @@
 pub use gradmesh_math::codec;
 
 pub use crate::{
-    checkpoint::{Checkpoint, LocalState, MeshDigest, load_checkpoint, write_checkpoint},
+    checkpoint::{
+        Checkpoint, LocalState, MeshDigest, load_checkpoint, write_atomically, write_checkpoint,
+    },
     data::{
         Batch, BatchSampler, CharCorpus, Corpus, Dataset, TensorData, Token, TokenCorpus,
         TokenWindows,

@@ -92,6 +92,7 @@ pub struct PeerConfig {
     pub(crate) aggregation: Aggregation,
     pub(crate) codec: CodecKind,
     pub(crate) serve_state: ServeState,
+    pub(crate) announce_seq_base: u64,
 }
 
 impl PeerConfig {
@@ -112,6 +113,17 @@ impl PeerConfig {
     #[must_use]
     pub fn with_genesis_quorum(mut self, votes: usize) -> Self {
         self.genesis_quorum = votes.max(1);
+        self
+    }
+
+    /// The same configuration whose announcements count from `base` (default 0). Receivers
+    /// ignore an announcement whose counter is below the last they kept from its sender, so a
+    /// restarted peer that counted from 0 again went unheard until they forgot it; a shell that
+    /// starts each run's counter above the last run's (the node uses the wall clock in
+    /// microseconds: far more microseconds pass than announcements go out) is heard at once.
+    #[must_use]
+    pub const fn with_announce_seq_base(mut self, base: u64) -> Self {
+        self.announce_seq_base = base;
         self
     }
 
@@ -159,6 +171,7 @@ impl Default for PeerConfig {
             aggregation: Aggregation::Mean,
             codec: CodecKind::None,
             serve_state: ServeState::Anyone,
+            announce_seq_base: 0,
         }
     }
 }

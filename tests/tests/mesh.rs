@@ -487,6 +487,14 @@ fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there()
             .all(|(round, digest, _)| *round == 40 && *digest == at_limit[0].1),
         "{stopped:?}"
     );
+    // Beside each checkpoint, the node's promises (docs/protocol.md §5.2): no round at or
+    // below the one it committed last will it start again.
+    for (i, (round, _, _)) in &stopped {
+        let file = dir.join(format!("ckpt{i}/promise.json"));
+        let promise: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("promise file")).expect("json");
+        assert!(promise["next_round"].as_u64() > Some(*round), "{promise}");
+    }
     drop(cluster);
 
     // Restarted without the limit, each node resumes from the state it stopped with.

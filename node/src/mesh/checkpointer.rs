@@ -6,10 +6,81 @@
 use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
-use gradmesh_kernels::{Checkpoint, FlatLayout, write_checkpoint};
+use gradmesh_kernels::{Checkpoint, FlatLayout, KernelError, write_atomically, write_checkpoint};
+use gradmesh_protocol::peer::Promise;
 
 /// The checkpoint file inside a checkpoint directory.
 pub const CHECKPOINT_FILE: &str = "latest.safetensors";
+/// The node's promises to the mesh (its next round and last vote, docs/protocol.md §5.2), kept
+/// beside the checkpoint and rewritten before every announcement or vote that changes them.
+pub const PROMISE_FILE: &str = "promise.json";
+/// A promise is a few hundred bytes (the vote's backer bitmap is bounded by the roster size).
+const PROMISE_FILE_BYTES_MAX: u64 = 64 << 10;
+
+/// Why the promise file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PromiseError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The contents are not a promise.
+    #[error(
+        "{path} is not a promise file ({reason}); the node refuses to start rather than forget \
+         the votes it promised. Move it away only if no other node holds this identity's votes"
+    )]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Writes the promise durably (see [`write_atomically`]) before the node acts on it.
+///
+/// # Errors
+/// The write failed.
+pub fn write_promise(path: &Path, promise: &Promise) -> Result<(), KernelError> {
+    let bytes = serde_json::to_vec(promise).map_err(|e| KernelError::Io {
+        op: "encode",
+        path: path.to_owned(),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomically(path, &bytes)
+}
+
+/// The promise saved at `path`, if the file exists.
+///
+/// # Errors
+/// [`PromiseError`].
+pub fn read_promise(path: &Path) -> Result<Option<Promise>, PromiseError> {
+    let io = |source| PromiseError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let malformed = |reason: String| PromiseError::Malformed {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    if meta.len() > PROMISE_FILE_BYTES_MAX {
+        return Err(malformed(format!("{} bytes", meta.len())));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| malformed(e.to_string()))
+}
 
 /// The checkpointer actor.
 #[derive(Debug)]
@@ -55,5 +126,47 @@ impl Handler<Save> for Checkpointer {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gradmesh_protocol::wire::{StateSummary, VoteLock};
+    use gradmesh_protocol::{Digest, RoundId};
+
+    use super::*;
+
+    #[test]
+    fn a_promise_survives_the_file_and_a_damaged_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(PROMISE_FILE);
+        assert!(
+            read_promise(&path)
+                .expect("no file is no promise")
+                .is_none()
+        );
+        let promise = Promise {
+            next_round: RoundId(42),
+            lock: Some((
+                StateSummary {
+                    round: RoundId(40),
+                    digest: Digest([7; 32]),
+                },
+                VoteLock {
+                    round: RoundId(41),
+                    digest: Digest([9; 32]),
+                    carried: true,
+                    backers: vec![0b101],
+                },
+            )),
+        };
+        write_promise(&path, &promise).expect("written");
+        assert_eq!(read_promise(&path).expect("read"), Some(promise));
+        std::fs::write(&path, b"{\"next_round\": ").expect("damage");
+        let error = read_promise(&path).expect_err("refused");
+        assert!(
+            error.to_string().contains("is not a promise file"),
+            "{error}"
+        );
     }
 }

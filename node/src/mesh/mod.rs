@@ -20,15 +20,18 @@ mod trainer;
 mod workload;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use gradmesh_protocol::config::PeerConfig;
-use gradmesh_protocol::peer::{Peer, Profile};
+use gradmesh_protocol::peer::{Peer, Profile, Promise};
 use gradmesh_protocol::sync::{SnapshotError, StateSnapshot};
-use gradmesh_protocol::{Digest, PeerId, RoundId, Timestamp};
+use gradmesh_protocol::{Digest, PeerId, PeerKey, RoundId, Timestamp};
 
-pub use checkpointer::{CHECKPOINT_FILE, Checkpointer, Save};
+pub use checkpointer::{
+    CHECKPOINT_FILE, Checkpointer, PROMISE_FILE, PromiseError, Save, read_promise, write_promise,
+};
 pub use peer::{Attach, Fault, PeerActor, PeerOptions};
 pub use stop::{Interrupt, Stop, StopReason, StopRule};
 pub use telemetry::{MeshMetrics, Report};
@@ -91,6 +94,9 @@ pub enum StartNodeError {
         /// The file.
         path: PathBuf,
     },
+    /// The promise file beside the checkpoint could not be read.
+    #[error(transparent)]
+    Promise(#[from] PromiseError),
     /// The checkpoint directory could not be created.
     #[error("checkpoint directory {path}: {source}")]
     CheckpointDir {
@@ -139,10 +145,12 @@ pub async fn start(setup: NodeSetup) -> Result<Started, StartNodeError> {
             source,
         })?;
     }
+    // Announcement counters start above any earlier run's (see `with_announce_seq_base`).
+    let peer_config = peer_config.with_announce_seq_base(wall_clock_micros());
     let resumed = resume(&mut workload, checkpoint_dir.as_ref(), &peer_config)?;
     let initial = (!join).then(|| workload.state_bytes());
     if options.report && options.evaluate && !join {
-        let round = resumed.as_ref().map_or(0, |s| s.summary().round.0);
+        let round = resumed.as_ref().map_or(0, |(s, _)| s.summary().round.0);
         if let Ok(Some(eval)) = workload.evaluate() {
             report_line(&Report::Evaluated {
                 round,
@@ -151,27 +159,13 @@ pub async fn start(setup: NodeSetup) -> Result<Started, StartNodeError> {
             });
         }
     }
-    let peer = match resumed {
-        Some(snapshot) => {
-            let summary = snapshot.summary();
-            tracing::info!(round = summary.round.0, "resumed from checkpoint");
-            if options.report {
-                report_line(&Report::Resumed {
-                    round: summary.round.0,
-                    digest: summary.digest.to_hex(),
-                });
-            }
-            Peer::resume(peer_config, key, profile, snapshot, Timestamp::ZERO)?
-        }
-        None => Peer::new(peer_config, key, profile, initial, Timestamp::ZERO)?,
-    };
+    let peer = protocol_peer(resumed, initial, peer_config, key, profile, options.report)?;
     let clock = Instant::now();
     let interrupt = workload.interrupt();
     let trainer = TrainerActor::start(workload);
     let checkpointer = checkpoint_dir.as_deref().map(Checkpointer::start);
-    let checkpoint_file = checkpoint_dir.map(|dir| dir.join(CHECKPOINT_FILE));
     let actor = PeerActor::new(peer, clock, trainer, checkpointer, metrics, options.clone())
-        .stopping_with(interrupt, checkpoint_file)
+        .with_files(interrupt, checkpoint_dir)
         .start();
     let (network, info) = Network::start(net_config, keypair, actor.clone().recipient()).await?;
     actor.do_send(Attach(network));
@@ -185,13 +179,46 @@ pub async fn start(setup: NodeSetup) -> Result<Started, StartNodeError> {
     Ok(Started { info, node: actor })
 }
 
-/// Restores the checkpoint in `dir`, if there is one, and rebuilds its protocol snapshot. A
-/// checkpoint whose rebuilt digest differs from the one it recorded is refused.
+/// The protocol machine: resumed from a checkpoint (with its promises), or new.
+fn protocol_peer(
+    resumed: Option<(StateSnapshot, Option<Promise>)>,
+    initial: Option<Arc<[u8]>>,
+    peer_config: PeerConfig,
+    key: PeerKey,
+    profile: Profile,
+    report: bool,
+) -> Result<Peer, StartNodeError> {
+    Ok(match resumed {
+        Some((snapshot, promise)) => {
+            let summary = snapshot.summary();
+            tracing::info!(round = summary.round.0, "resumed from checkpoint");
+            if report {
+                report_line(&Report::Resumed {
+                    round: summary.round.0,
+                    digest: summary.digest.to_hex(),
+                });
+            }
+            Peer::resume_with_promise(
+                peer_config,
+                key,
+                profile,
+                snapshot,
+                promise,
+                Timestamp::ZERO,
+            )?
+        }
+        None => Peer::new(peer_config, key, profile, initial, Timestamp::ZERO)?,
+    })
+}
+
+/// Restores the checkpoint in `dir`, if there is one, and rebuilds its protocol snapshot; with
+/// the promises the node made before it stopped (the promise file beside it). A checkpoint
+/// whose rebuilt digest differs from the one it recorded is refused.
 fn resume(
     workload: &mut Workload,
     dir: Option<&PathBuf>,
     config: &PeerConfig,
-) -> Result<Option<StateSnapshot>, StartNodeError> {
+) -> Result<Option<(StateSnapshot, Option<Promise>)>, StartNodeError> {
     let Some(path) = dir.map(|d| d.join(CHECKPOINT_FILE)).filter(|p| p.exists()) else {
         return Ok(None);
     };
@@ -209,7 +236,11 @@ fn resume(
         // The weights are loaded already: refuse to start rather than found a mesh with them.
         return Err(StartNodeError::CheckpointMismatch { path });
     }
-    Ok(Some(snapshot))
+    let promise = dir
+        .map(|d| read_promise(&d.join(PROMISE_FILE)))
+        .transpose()?
+        .flatten();
+    Ok(Some((snapshot, promise)))
 }
 
 /// The largest frame payload this node sends or reads: a span is at most the whole gradient and
@@ -224,6 +255,13 @@ fn frame_payload_cap(state_bytes: usize, config: &PeerConfig) -> u64 {
     largest
         .saturating_add(SLACK)
         .min(crate::net::frame::PAYLOAD_BYTES_MAX_LIMIT)
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn wall_clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn report_line(report: &Report) {

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use gradmesh_protocol::peer::{Event, Output, Peer};
+use gradmesh_protocol::peer::{Event, Output, Peer, Promise};
 use gradmesh_protocol::reduce::RejectReason;
 use gradmesh_protocol::roster::RosterError;
 use gradmesh_protocol::sync::{DonorFault, StateSnapshot};
 use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
 use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
 
-use super::checkpointer::{Checkpointer, Save};
+use super::checkpointer::{CHECKPOINT_FILE, Checkpointer, PROMISE_FILE, Save, write_promise};
 use super::stop::{Interrupt, Stop, StopReason, StopRule};
 use super::telemetry::{MeshMetrics, Report};
 use super::trainer::{Apply, Compute, Evaluate, InnerStep, Load, TakeCheckpoint, TrainerActor};
@@ -125,8 +125,9 @@ pub struct PeerActor {
     exited: bool,
     /// Raised when stopping; the trainer ends its inner phase at the next step.
     interrupt: Interrupt,
-    /// The checkpoint file, for the stop summary.
+    /// The checkpoint file, for the stop summary, and the promise file beside it.
     checkpoint_file: Option<PathBuf>,
+    promise_file: Option<PathBuf>,
     /// When the last INFO commit line was written, and commits since at DEBUG.
     commit_logged: Option<(Instant, u64)>,
 }
@@ -184,16 +185,31 @@ impl PeerActor {
             exited: false,
             interrupt: Interrupt::default(),
             checkpoint_file: None,
+            promise_file: None,
             commit_logged: None,
         }
     }
 
-    /// The trainer's interrupt flag and the checkpoint file, for stopping.
+    /// The trainer's interrupt flag (raised when stopping), and the checkpoint directory where
+    /// the final checkpoint and the promise file go.
     #[must_use]
-    pub fn stopping_with(mut self, interrupt: Interrupt, checkpoint_file: Option<PathBuf>) -> Self {
+    pub fn with_files(mut self, interrupt: Interrupt, checkpoint_dir: Option<PathBuf>) -> Self {
         self.interrupt = interrupt;
-        self.checkpoint_file = checkpoint_file;
+        self.checkpoint_file = checkpoint_dir.as_ref().map(|d| d.join(CHECKPOINT_FILE));
+        self.promise_file = checkpoint_dir.map(|d| d.join(PROMISE_FILE));
         self
+    }
+
+    /// Makes the peer's promise durable before the outputs after it go out. Without a
+    /// checkpoint directory there is nothing to resume from, so nothing to keep; a failed write
+    /// is a warning (the node goes on, as it does when a checkpoint write fails).
+    fn persist(&self, promise: &Promise) {
+        let Some(path) = &self.promise_file else {
+            return;
+        };
+        if let Err(error) = write_promise(path, promise) {
+            tracing::warn!("cannot keep this node's promises: {error}");
+        }
     }
 
     fn now(&self) -> Timestamp {
@@ -224,6 +240,7 @@ impl PeerActor {
                 }
                 Output::ApplyRound(result) => self.apply(result.round, result.data, ctx),
                 Output::Event(event) => self.observe(event),
+                Output::Persist(promise) => self.persist(&promise),
             }
         }
         self.rearm(ctx);

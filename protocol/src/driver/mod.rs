@@ -605,6 +605,8 @@ impl Driver {
                         self.checker.record_state(i, state, now);
                     }
                 }
+                // The driver never restarts a peer from a checkpoint: nothing to keep.
+                Output::Persist(_) => {}
                 Output::Event(e) => {
                     self.checker.record_event(i, &e, now);
                     if self.keep_log {

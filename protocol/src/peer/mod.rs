@@ -34,7 +34,7 @@ use crate::sync::{DonorFault, SnapshotError, StateSnapshot, StateSync, SyncOutpu
 use crate::time::Timestamp;
 use crate::wire::{ATTESTATIONS_MAX, Announce, Body, Envelope, Proposal, Role, StateSummary};
 
-pub use output::{Event, Output};
+pub use output::{Event, Output, Promise};
 
 /// Most messages buffered for rounds this peer has not started yet (they arrive before the
 /// roster when the leader is slow to reach us). Bounded so a peer cannot be flooded.
@@ -133,6 +133,11 @@ pub struct Peer {
     /// This peer's last vote on its current state, with the voted result if it holds it
     /// (`lock.rs`); it bounds what the peer may vote for in later rounds on the same state.
     lock: Option<lock::Lock>,
+    /// A lock from before a restart ([`Peer::resume_with_promise`]) on a state this peer does
+    /// not hold (yet): it becomes `lock` if the peer comes to hold that state again.
+    dormant_lock: Option<lock::Lock>,
+    /// The last [`Promise`] handed to the shell to persist.
+    persisted: Option<Promise>,
     sync: Option<StateSync>,
     /// The state this peer held when a sync finished, until the shell is known to have loaded
     /// the synced one: a state the shell refuses ([`Peer::handle_state_refused`]) falls back to it.
@@ -208,6 +213,7 @@ impl Peer {
         now: Timestamp,
     ) -> Result<Self, SnapshotError> {
         let announce_interval = config.announce_interval;
+        let announce_seq = config.announce_seq_base;
         let mut peer = Self {
             config,
             me: key.id(),
@@ -220,6 +226,8 @@ impl Peer {
             gradient: None,
             round: None,
             lock: None,
+            dormant_lock: None,
+            persisted: None,
             sync: None,
             before_sync: None,
             refused: BTreeMap::new(),
@@ -244,7 +252,7 @@ impl Peer {
             round_leader: None,
             proposed: None,
             next_announce: now,
-            announce_seq: 0,
+            announce_seq,
             leader_order: leader::LeaderOrder::default(),
             outputs: VecDeque::new(),
         };
@@ -269,9 +277,37 @@ impl Peer {
         snapshot: StateSnapshot,
         now: Timestamp,
     ) -> Result<Self, SnapshotError> {
+        Self::resume_with_promise(config, key, profile, snapshot, None, now)
+    }
+
+    /// [`Peer::resume`] keeping the promises of the peer's previous run (the last
+    /// [`Output::Persist`] it handed out): it starts no round below the one it had reached,
+    /// and its last vote binds it again on the state it was cast on, now or once it holds that
+    /// state again (a checkpoint can be older than the vote).
+    ///
+    /// # Errors
+    /// As [`Peer::resume`].
+    pub fn resume_with_promise(
+        config: PeerConfig,
+        key: PeerKey,
+        profile: Profile,
+        snapshot: StateSnapshot,
+        promise: Option<Promise>,
+        now: Timestamp,
+    ) -> Result<Self, SnapshotError> {
         let mut peer = Self::new(config, key, profile, None, now)?;
         peer.outputs.clear();
+        if let Some(promise) = promise {
+            peer.dormant_lock = promise
+                .lock
+                .clone()
+                .map(|(base, vote)| lock::Lock::new(base, vote, None));
+            peer.persisted = Some(promise);
+        }
         peer.install(now, snapshot);
+        if let Some(promised) = peer.persisted.as_ref().map(|p| p.next_round) {
+            peer.next_round = peer.next_round.max(promised);
+        }
         peer.apply_next_pending();
         peer.announce(now);
         Ok(peer)
@@ -442,6 +478,13 @@ impl Peer {
         }
         if self.lock.as_ref().is_some_and(|l| l.base() != summary) {
             self.lock = None;
+        }
+        match &self.dormant_lock {
+            Some(d) if d.base() == summary && self.lock.is_none() => {
+                self.lock = self.dormant_lock.take();
+            }
+            Some(d) if d.base().round < summary.round => self.dormant_lock = None,
+            _ => {}
         }
         self.state = Some(summary);
         self.snapshots.insert(summary.round, snapshot);
@@ -1157,10 +1200,34 @@ impl Peer {
             seq: self.announce_seq,
             attestation: self.state.map(|s| self.attestation(s)),
         };
+        // The announcement promises `next_round` (and shows the lock): durable first.
+        self.persist_promise();
         self.announce_seq += 1;
         let envelope = Envelope::new(self.me, self.next_round, Body::Announce(announce));
         self.outputs.push_back(Output::Broadcast { envelope });
         self.next_announce = now + self.config.announce_interval;
+    }
+
+    /// What this peer has promised now: its next round, and its last vote on its state (the
+    /// running round's, once cast, else the lock).
+    fn promise(&self) -> Promise {
+        let voting = self
+            .round
+            .as_ref()
+            .and_then(|round| round.voted().map(|(vote, _)| (round.roster().base(), vote)));
+        Promise {
+            next_round: self.next_round,
+            lock: voting.or_else(|| self.lock.as_ref().map(|l| (l.base(), l.announced()))),
+        }
+    }
+
+    /// Hands the shell the promise to persist when it changed since the last one.
+    fn persist_promise(&mut self) {
+        let promise = self.promise();
+        if self.persisted.as_ref() != Some(&promise) {
+            self.persisted = Some(promise.clone());
+            self.outputs.push_back(Output::Persist(promise));
+        }
     }
 
     fn send(&mut self, to: PeerId, round: RoundId, body: Body) {
@@ -1187,7 +1254,13 @@ impl Peer {
         while let Some(out) = self.round.as_mut().and_then(ReduceRound::poll_output) {
             let round = self.next_round;
             match out {
-                RoundOutput::Send { to, body } => self.send(to, round, body),
+                RoundOutput::Send { to, body } => {
+                    if matches!(body, Body::Vote(_)) {
+                        // A vote is a lock: durable before it leaves.
+                        self.persist_promise();
+                    }
+                    self.send(to, round, body);
+                }
                 RoundOutput::Rejected { peer, reason } => {
                     self.event(Event::Rejected {
                         peer,

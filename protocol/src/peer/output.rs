@@ -4,7 +4,9 @@ use crate::ids::{Digest, PeerId, RoundId};
 use crate::reduce::{AbortReason, RejectReason, RoundResult};
 use crate::roster::RosterError;
 use crate::sync::{DonorFault, StateSnapshot};
-use crate::wire::{Envelope, Role, StateSummary};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Envelope, Role, StateSummary, VoteLock};
 
 /// An action for the shell. Drain with [`super::Peer::poll_output`] after every input.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,21 @@ pub enum Output {
     ApplyRound(RoundResult),
     /// Something worth logging or counting; requires no action.
     Event(Event),
+    /// Make this record durable before carrying out the outputs after it: they announce or
+    /// cast the promises it holds. Hand it back with [`super::Peer::resume_with_promise`] when
+    /// restarting from a checkpoint, so the peer keeps them (docs/protocol.md §5.2).
+    Persist(Promise),
+}
+
+/// What a peer has promised the mesh and must keep across a restart: the rounds it will never
+/// start again (every round below `next_round`) and its last vote on a state (`lock`: the
+/// state voted on and the vote), which binds its later votes on that state (§5.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promise {
+    /// The peer never starts a round below this one.
+    pub next_round: RoundId,
+    /// The state its last vote was cast on, and that vote.
+    pub lock: Option<(StateSummary, VoteLock)>,
 }
 
 /// Observable protocol events.

@@ -141,6 +141,146 @@ fn a_resumed_peer_continues_after_its_saved_round() {
     )));
 }
 
+/// The announcement among `outputs`: its envelope round (the sender's next round) and lock.
+fn announced(outputs: &[Output]) -> Option<(RoundId, Option<VoteLock>)> {
+    outputs.iter().rev().find_map(|o| match o {
+        Output::Broadcast { envelope } => match &envelope.body {
+            Body::Announce(a) => Some((envelope.round, a.lock.clone())),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Issue 18 item 5 (docs/protocol.md §5.2): a peer hands out its promises (next round, last
+/// vote) to persist before the announcement that makes them, and a peer resumed from a
+/// checkpoint with them keeps them: it announces the same lock and no earlier round. Without
+/// them it would announce round 1 and no lock, free to vote anew on the same state.
+#[test]
+fn a_resumed_peer_keeps_the_vote_and_rounds_it_promised() {
+    let me_key = PeerKey::from_index(1);
+    let initial: Arc<[u8]> = Arc::from(vec![0u8; 16]);
+    let mut t = Timestamp::ZERO;
+    let mut peer = Peer::new(
+        config(),
+        me_key.clone(),
+        profile(),
+        Some(initial.clone()),
+        t,
+    )
+    .expect("fits");
+    let mut outputs = drain(&mut peer);
+    peer.handle_gradient(t, 8, Arc::from(vec![0.5f32; 4]));
+    let mut voted_on_initial = None;
+    while voted_on_initial.is_none() {
+        t = peer.poll_timeout().expect("always a timer");
+        peer.handle_timeout(t);
+        outputs.extend(drain(&mut peer));
+        voted_on_initial = outputs.iter().position(|o| {
+            matches!(o, Output::Persist(Promise { lock: Some((base, _)), .. }) if base.round == RoundId(0))
+        });
+        assert!(t < Timestamp::ZERO + Duration::from_secs(30), "{outputs:?}");
+    }
+    let at = voted_on_initial.expect("found");
+    let Output::Persist(promise) = outputs[at].clone() else {
+        unreachable!()
+    };
+    let (base, vote) = promise.lock.clone().expect("a lock");
+    assert_eq!(vote.round, RoundId(1));
+    assert!(promise.next_round >= RoundId(1));
+    // Persisted before any announcement that shows it.
+    let first_shown = outputs.iter().position(|o| {
+        matches!(o, Output::Broadcast { envelope } if matches!(&envelope.body, Body::Announce(a) if a.lock.is_some()))
+    });
+    assert!(first_shown.is_none_or(|shown| shown > at), "{outputs:?}");
+
+    // Restarted from a checkpoint of the state it voted on (the round never committed for it).
+    let snapshot = || {
+        StateSnapshot::new(
+            RoundId(0),
+            Vec::new(),
+            initial.clone(),
+            config().state_chunk_bytes(),
+        )
+        .expect("fits")
+    };
+    assert_eq!(snapshot().summary(), base);
+    let promised = RoundId(7);
+    let kept = Promise {
+        next_round: promised,
+        lock: Some((base, vote.clone())),
+    };
+    let mut resumed = Peer::resume_with_promise(
+        config(),
+        me_key.clone(),
+        profile(),
+        snapshot(),
+        Some(kept),
+        Timestamp::ZERO,
+    )
+    .expect("resumes");
+    assert_eq!(
+        announced(&drain(&mut resumed)),
+        Some((promised, Some(vote.clone())))
+    );
+    let mut forgetful =
+        Peer::resume(config(), me_key, profile(), snapshot(), Timestamp::ZERO).expect("resumes");
+    assert_eq!(announced(&drain(&mut forgetful)), Some((RoundId(1), None)));
+}
+
+/// A lock from before a restart on a state the checkpoint is older than binds once the peer
+/// holds that state again, and a counter base starts its announcements above the last run's.
+#[test]
+fn a_dormant_lock_wakes_on_its_state_and_announcements_count_from_the_base() {
+    let me_key = PeerKey::from_index(1);
+    let old = StateSnapshot::new(
+        RoundId(1),
+        vec![PeerId::from_index(1)],
+        Arc::from(vec![1u8; 16]),
+        16,
+    )
+    .expect("fits");
+    let newer = StateSnapshot::new(
+        RoundId(2),
+        vec![PeerId::from_index(1)],
+        Arc::from(vec![2u8; 16]),
+        16,
+    )
+    .expect("fits");
+    let vote = VoteLock {
+        round: RoundId(3),
+        digest: Digest([9; 32]),
+        carried: false,
+        backers: vec![1],
+    };
+    let promise = Promise {
+        next_round: RoundId(4),
+        lock: Some((newer.summary(), vote.clone())),
+    };
+    let config = config().with_announce_seq_base(1_000_000);
+    let mut peer = Peer::resume_with_promise(
+        config,
+        me_key,
+        profile(),
+        old,
+        Some(promise),
+        Timestamp::ZERO,
+    )
+    .expect("resumes");
+    let outputs = drain(&mut peer);
+    assert_eq!(announced(&outputs), Some((RoundId(4), None)));
+    let seq = outputs.iter().find_map(|o| match o {
+        Output::Broadcast { envelope } => match &envelope.body {
+            Body::Announce(a) => Some(a.seq),
+            _ => None,
+        },
+        _ => None,
+    });
+    assert!(seq.is_some_and(|s| s >= 1_000_000), "{seq:?}");
+    peer.install(Timestamp::ZERO, newer);
+    assert_eq!(peer.lock.as_ref().map(lock::Lock::announced), Some(vote));
+}
+
 /// Peer `me` (index 1) of a committee {1, 2, 3} holding the state after round 2, ready with a
 /// gradient, and locked on `digest` from round 3 (it voted, then the round ended without it
 /// learning the outcome, say cut off by a partition right after the votes).

@@ -391,6 +391,8 @@ impl ProtocolMesh {
                 }
                 Output::ApplyRound(result) => self.apply_round(now, i, &result),
                 Output::Event(e) => self.on_event(now, i, &e),
+                // Simulated peers never restart from a checkpoint.
+                Output::Persist(_) => {}
             }
         }
         let n = &mut self.nodes[i];
