@@ -20,7 +20,9 @@ pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
+        if text.is_empty() {
+            text = cause_text;
+        } else if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
         }
@@ -47,5 +49,11 @@ mod tests {
             super::error_line(&error),
             "starting the node: cannot listen: address in use"
         );
+        // An error with no message of its own (libp2p's transport errors) is its cause.
+        #[derive(Debug, thiserror::Error)]
+        #[error("")]
+        struct Silent(#[source] std::io::Error);
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "Timeout has been reached");
+        assert_eq!(super::error_line(&Silent(io)), "Timeout has been reached");
     }
 }
