@@ -428,20 +428,17 @@ fn checkpointed_mesh(
     cluster
 }
 
-/// Issue 18: `--max-rounds` stops every node at the same state, each writes a final checkpoint
-/// of exactly that state and exits 0, and the mesh restarted on them resumes there.
-#[test]
-fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there() {
-    let _serial = serial();
-    let dir = workdir("max-rounds");
-    let mut cluster = checkpointed_mesh(&dir, args, &["--max-rounds", "40"]);
-    let mut stopped: BTreeMap<usize, (u64, Option<String>, String)> = BTreeMap::new();
+/// A node's stop report: the round and digest of the state it held, and why it stopped.
+type Stopped = (u64, Option<String>, String);
+
+/// Waits for the first `n` nodes' stop reports (each with a final checkpoint). A node that
+/// missed the limit's commit (it started late and was still syncing) cannot commit alone once
+/// the others have left: 30 s after the first stop, SIGTERM stops it where it is.
+fn stops(cluster: &mut Cluster, n: usize) -> BTreeMap<usize, Stopped> {
+    let mut stopped: BTreeMap<usize, Stopped> = BTreeMap::new();
     let mut first_stop: Option<Instant> = None;
     let mut terminated = false;
-    while stopped.len() < 3 {
-        // A node that missed round 40's commit (it started late and was still syncing) cannot
-        // commit alone once the others have left: 30 s after the first stop, SIGTERM stops it
-        // where it is.
+    while stopped.len() < n {
         let wait = match first_stop {
             Some(t) if !terminated => Duration::from_secs(30).saturating_sub(t.elapsed()),
             _ => WAIT,
@@ -466,12 +463,23 @@ fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there()
             _ => {
                 assert!(!terminated, "SIGTERM did not stop every node: {stopped:?}");
                 terminated = true;
-                for i in (0..3).filter(|i| !stopped.contains_key(i)) {
+                for i in (0..n).filter(|i| !stopped.contains_key(i)) {
                     cluster.terminate(i).expect("SIGTERM");
                 }
             }
         }
     }
+    stopped
+}
+
+/// Issue 18: `--max-rounds` stops every node at the same state, each writes a final checkpoint
+/// of exactly that state and exits 0, and the mesh restarted on them resumes there.
+#[test]
+fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there() {
+    let _serial = serial();
+    let dir = workdir("max-rounds");
+    let mut cluster = checkpointed_mesh(&dir, args, &["--max-rounds", "40"]);
+    let stopped = stops(&mut cluster, 3);
     for i in 0..3 {
         let status = cluster.wait_exit(i, WAIT).expect("exits");
         assert!(status.success(), "node {i}: {status}");
