@@ -435,41 +435,48 @@ type Stopped = (u64, Option<String>, String);
 /// missed the limit's commit (it started late and was still syncing) cannot commit alone once
 /// the others have left: 30 s after the first stop, SIGTERM stops it where it is.
 fn stops(cluster: &mut Cluster, n: usize) -> BTreeMap<usize, Stopped> {
-    let mut stopped: BTreeMap<usize, Stopped> = BTreeMap::new();
     let mut first_stop: Option<Instant> = None;
     let mut terminated = false;
-    while stopped.len() < n {
-        let wait = match first_stop {
-            Some(t) if !terminated => Duration::from_secs(30).saturating_sub(t.elapsed()),
-            _ => WAIT,
-        };
-        match cluster.wait_for(wait, "a node stopping", |_, r| {
-            matches!(r, Report::Stopped { .. })
-        }) {
-            Ok((
-                i,
+    loop {
+        // Every report so far counts, including those recorded while later nodes started.
+        let stopped: BTreeMap<usize, Stopped> = cluster
+            .history
+            .iter()
+            .filter_map(|(i, r)| match r {
                 Report::Stopped {
                     round,
                     digest,
                     reason,
                     checkpoint,
                     ..
-                },
-            )) => {
-                assert!(checkpoint.is_some(), "node {i} wrote no final checkpoint");
-                stopped.insert(i, (round, digest, reason));
-                first_stop.get_or_insert_with(Instant::now);
-            }
-            _ => {
-                assert!(!terminated, "SIGTERM did not stop every node: {stopped:?}");
-                terminated = true;
-                for i in (0..n).filter(|i| !stopped.contains_key(i)) {
-                    cluster.terminate(i).expect("SIGTERM");
+                } => {
+                    assert!(checkpoint.is_some(), "node {i} wrote no final checkpoint");
+                    Some((*i, (*round, digest.clone(), reason.clone())))
                 }
+                _ => None,
+            })
+            .collect();
+        if stopped.len() >= n {
+            return stopped;
+        }
+        if !stopped.is_empty() {
+            first_stop.get_or_insert_with(Instant::now);
+        }
+        let wait = match first_stop {
+            Some(t) if !terminated => Duration::from_secs(30).saturating_sub(t.elapsed()),
+            _ => WAIT,
+        };
+        let stop = cluster.wait_for(wait, "a node stopping", |_, r| {
+            matches!(r, Report::Stopped { .. })
+        });
+        if stop.is_err() {
+            assert!(!terminated, "SIGTERM did not stop every node: {stopped:?}");
+            terminated = true;
+            for i in (0..n).filter(|i| !stopped.contains_key(i)) {
+                cluster.terminate(i).expect("SIGTERM");
             }
         }
     }
-    stopped
 }
 
 /// Issue 18: `--max-rounds` stops every node at the same state, each writes a final checkpoint
