@@ -485,7 +485,7 @@ fn stops(cluster: &mut Cluster, n: usize) -> BTreeMap<usize, Stopped> {
 fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there() {
     let _serial = serial();
     let dir = workdir("max-rounds");
-    let mut cluster = checkpointed_mesh(&dir, args, &["--max-rounds", "40"]);
+    let mut cluster = checkpointed_mesh(&dir, args, &["--max-rounds", "150"]);
     let stopped = stops(&mut cluster, 3);
     for i in 0..3 {
         let status = cluster.wait_exit(i, WAIT).expect("exits");
@@ -493,13 +493,13 @@ fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there()
     }
     let at_limit: Vec<_> = stopped
         .values()
-        .filter(|(_, _, reason)| reason.contains("--max-rounds 40"))
+        .filter(|(_, _, reason)| reason.contains("--max-rounds 150"))
         .collect();
     assert!(at_limit.len() >= 2, "{stopped:?}");
     assert!(
         at_limit
             .iter()
-            .all(|(round, digest, _)| *round == 40 && *digest == at_limit[0].1),
+            .all(|(round, digest, _)| *round == 150 && *digest == at_limit[0].1),
         "{stopped:?}"
     );
     // Beside each checkpoint, the node's promises (docs/protocol.md §5.2): no round at or
@@ -525,7 +525,7 @@ fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there()
             "node {i}"
         );
     }
-    let (_, digests) = committed(&mut cluster, &[0, 1, 2], 45);
+    let (_, digests) = committed(&mut cluster, &[0, 1, 2], 155);
     assert!(all_equal(&digests), "{digests:?}");
 }
 

@@ -53,9 +53,12 @@ pub enum Fault {
 /// At most one INFO line about commits in this long (the others go to DEBUG).
 const COMMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The longest a graceful stop may take (the state in hand applied, the final checkpoint
-/// written); past it the node exits without the checkpoint rather than hang.
-const STOP_GRACE: Duration = Duration::from_secs(60);
+/// The longest a stopping node waits for the round it runs to end (so the others need not fail
+/// over its spans); past it, it leaves the round and writes its checkpoint anyway.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+/// The longest a graceful stop may take in all (round ended, state in hand applied, final
+/// checkpoint written); past it the node exits without the checkpoint rather than hang.
+const STOP_GRACE: Duration = Duration::from_secs(90);
 
 /// How far ahead of its own state a [`Fault::ForgedState`] node claims to be.
 const FORGED_ROUNDS_AHEAD: u64 = 1000;
@@ -120,7 +123,9 @@ pub struct PeerActor {
     /// Set once the node is stopping: it takes no new work and ends as soon as the state in
     /// hand is applied.
     stopping: Option<StopReason>,
-    /// The final checkpoint has been asked for; the node has exited.
+    /// The round in flight was given up on; the final checkpoint has been asked for; the node
+    /// has exited.
+    settle_waived: bool,
     finishing: bool,
     exited: bool,
     /// Raised when stopping; the trainer ends its inner phase at the next step.
@@ -181,6 +186,7 @@ impl PeerActor {
             rounds: 0,
             local_steps: false,
             stopping: None,
+            settle_waived: false,
             finishing: false,
             exited: false,
             interrupt: Interrupt::default(),
@@ -226,7 +232,7 @@ impl PeerActor {
 
     /// Carries out every pending output, then re-arms the timer.
     fn drain(&mut self, ctx: &mut Context<Self>) {
-        if self.network.is_none() || self.stopping.is_some() {
+        if self.network.is_none() || self.finishing {
             return;
         }
         while let Some(output) = self.peer.poll_output() {
@@ -244,6 +250,7 @@ impl PeerActor {
             }
         }
         self.rearm(ctx);
+        self.finish_if_stopping(ctx);
     }
 
     fn rearm(&mut self, ctx: &mut Context<Self>) {
@@ -450,10 +457,10 @@ impl PeerActor {
         );
     }
 
-    /// Starts a graceful stop: no new work is taken (messages, timers and the protocol's
-    /// outputs are ignored from now on), the trainer ends its inner phase at the next step, and
-    /// once the state in hand is applied the node writes its final checkpoint and exits 0.
-    /// Bounded by [`STOP_GRACE`].
+    /// Starts a graceful stop: the peer leaves the mesh ([`Peer::leave`]: it sees the round it
+    /// runs through and takes no other), the trainer ends its inner phase at the next step, and
+    /// once the round is over (or [`SETTLE_MAX`] has passed) and the state in hand is applied,
+    /// the node writes its final checkpoint and exits 0. Bounded by [`STOP_GRACE`].
     fn begin_stop(&mut self, reason: StopReason, ctx: &mut Context<Self>) {
         if self.stopping.is_some() {
             return;
@@ -461,9 +468,18 @@ impl PeerActor {
         tracing::info!("stopping: {reason}");
         self.stopping = Some(reason);
         self.interrupt.raise();
-        if let Some(handle) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
+        let now = self.now();
+        self.peer.leave(now);
+        ctx.run_later(SETTLE_MAX, |act, ctx| {
+            if !act.finishing {
+                tracing::warn!(
+                    "the round in flight did not end within {} s; leaving it",
+                    SETTLE_MAX.as_secs()
+                );
+                act.settle_waived = true;
+                act.finish_if_stopping(ctx);
+            }
+        });
         ctx.run_later(STOP_GRACE, |act, _| {
             tracing::warn!(
                 "the final checkpoint did not finish within {} s; exiting without it",
@@ -471,16 +487,21 @@ impl PeerActor {
             );
             act.exit(None);
         });
-        self.finish_if_stopping(ctx);
+        self.drain(ctx);
     }
 
-    /// Once stopping and no state is on its way to the trainer: the final checkpoint of the
-    /// state held (when there is a checkpoint directory), then exit.
+    /// Once stopping, with the round over and no state on its way to the trainer: the final
+    /// checkpoint of the state held (when there is a checkpoint directory), then exit. From here
+    /// on the node takes no input.
     fn finish_if_stopping(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping.is_none() || self.states_in_flight > 0 || self.finishing {
+        let settled = self.peer.is_settled() || self.settle_waived;
+        if self.stopping.is_none() || self.states_in_flight > 0 || !settled || self.finishing {
             return;
         }
         self.finishing = true;
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
         let (Some(checkpointer), Some(state)) = (self.checkpointer.clone(), self.peer.state())
         else {
             self.exit(None);
@@ -1055,7 +1076,7 @@ impl Handler<NetEvent> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, event: NetEvent, ctx: &mut Self::Context) {
-        if self.stopping.is_some() {
+        if self.finishing {
             return;
         }
         match event {

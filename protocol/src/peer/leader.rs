@@ -91,6 +91,9 @@ impl Peer {
         let Stage::Ready { since } = self.stage else {
             return None;
         };
+        if self.leaving {
+            return None;
+        }
         if self.round.is_some() || self.propose_blocked || self.proposed == Some(self.next_round) {
             return None;
         }

@@ -138,6 +138,8 @@ pub struct Peer {
     dormant_lock: Option<lock::Lock>,
     /// The last [`Promise`] handed to the shell to persist.
     persisted: Option<Promise>,
+    /// [`Peer::leave`] was called: the peer finishes the round it runs and takes no other.
+    leaving: bool,
     sync: Option<StateSync>,
     /// The state this peer held when a sync finished, until the shell is known to have loaded
     /// the synced one: a state the shell refuses ([`Peer::handle_state_refused`]) falls back to it.
@@ -228,6 +230,7 @@ impl Peer {
             lock: None,
             dormant_lock: None,
             persisted: None,
+            leaving: false,
             sync: None,
             before_sync: None,
             refused: BTreeMap::new(),
@@ -344,6 +347,28 @@ impl Peer {
     #[must_use]
     pub const fn next_round(&self) -> RoundId {
         self.next_round
+    }
+
+    /// The peer is leaving the mesh (its node is stopping): it finishes the round it runs, so
+    /// the others need not fail over its spans, but computes nothing more, announces itself
+    /// not ready, takes no other roster, proposes none and starts no sync. The shell waits for
+    /// [`Peer::is_settled`] (bounded by the round timeout), then goes.
+    pub fn leave(&mut self, now: Timestamp) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        self.sync = None;
+        self.announce(now);
+    }
+
+    /// Whether nothing is under way that the peer's shell must see through: no round runs and
+    /// no committed result waits to be applied.
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        self.round.is_none()
+            && self.applying.is_none()
+            && !matches!(self.stage, Stage::Applying { .. })
     }
 
     /// Whether this peer is waiting to obtain the mesh's state.
@@ -499,6 +524,9 @@ impl Peer {
     fn compute_next(&mut self) {
         self.gradient = None;
         self.stage = Stage::Computing;
+        if self.leaving {
+            return;
+        }
         self.outputs.push_back(Output::ComputeGradient {
             round: self.next_round,
         });
@@ -813,7 +841,11 @@ impl Peer {
     /// announcing it. It need not wait for a roster: a mesh whose committee needs this peer could
     /// otherwise never propose one.
     fn maybe_start_sync(&mut self, now: Timestamp) {
-        if self.stage != Stage::Joining || self.sync.is_some() || self.round.is_some() {
+        if self.leaving
+            || self.stage != Stage::Joining
+            || self.sync.is_some()
+            || self.round.is_some()
+        {
             return;
         }
         // Newest round first; among equals, the state most peers announce.
@@ -870,7 +902,7 @@ impl Peer {
     }
 
     fn handle_proposal(&mut self, now: Timestamp, from: PeerId, round: RoundId, p: &Proposal) {
-        if round < self.next_round || !self.may_supersede(now, from, round) {
+        if self.leaving || round < self.next_round || !self.may_supersede(now, from, round) {
             return;
         }
         let roster = match Roster::from_proposal(round, p) {
@@ -1188,7 +1220,8 @@ impl Peer {
     }
 
     fn announce(&mut self, now: Timestamp) {
-        let ready_for = matches!(self.stage, Stage::Ready { .. }).then_some(self.next_round);
+        let ready = matches!(self.stage, Stage::Ready { .. }) && !self.leaving;
+        let ready_for = ready.then_some(self.next_round);
         let announce = Announce {
             state: self.state,
             ready_for,

@@ -141,6 +141,63 @@ fn a_resumed_peer_continues_after_its_saved_round() {
     )));
 }
 
+/// Issue 18: a leaving peer sees its running round through (so nobody fails over its spans),
+/// then computes nothing, announces itself not ready and proposes nothing: settled.
+#[test]
+fn a_leaving_peer_finishes_its_round_then_takes_no_other() {
+    let me_key = PeerKey::from_index(1);
+    let initial: Arc<[u8]> = Arc::from(vec![0u8; 16]);
+    let mut t = Timestamp::ZERO;
+    let mut peer = Peer::new(config(), me_key, profile(), Some(initial), t).expect("fits");
+    drain(&mut peer);
+    peer.handle_gradient(t, 8, Arc::from(vec![0.5f32; 4]));
+    while peer.is_settled() {
+        t = peer.poll_timeout().expect("always a timer");
+        peer.handle_timeout(t);
+        drain(&mut peer);
+    }
+    // In round 1 now: leave.
+    peer.leave(t);
+    let mut applied = None;
+    while applied.is_none() {
+        t = peer.poll_timeout().expect("always a timer");
+        peer.handle_timeout(t);
+        applied = drain(&mut peer).into_iter().find_map(|o| match o {
+            Output::ApplyRound(result) => Some(result.round),
+            _ => None,
+        });
+        assert!(
+            t < Timestamp::ZERO + Duration::from_secs(30),
+            "round 1 never ended"
+        );
+    }
+    assert_eq!(applied, Some(RoundId(1)));
+    assert!(!peer.is_settled(), "the result is still being applied");
+    peer.handle_state(t, RoundId(1), Arc::from(vec![1u8; 16]))
+        .expect("fits");
+    assert!(peer.is_settled());
+    let mut after = drain(&mut peer);
+    for _ in 0..10 {
+        t = peer.poll_timeout().expect("always a timer");
+        peer.handle_timeout(t);
+        after.extend(drain(&mut peer));
+    }
+    assert!(
+        !after
+            .iter()
+            .any(|o| matches!(o, Output::ComputeGradient { .. } | Output::Send { .. })),
+        "{after:?}"
+    );
+    let ready = after.iter().find_map(|o| match o {
+        Output::Broadcast { envelope } => match &envelope.body {
+            Body::Announce(a) => Some(a.ready_for),
+            _ => None,
+        },
+        _ => None,
+    });
+    assert_eq!(ready, Some(None), "{after:?}");
+}
+
 /// The announcement among `outputs`: its envelope round (the sender's next round) and lock.
 fn announced(outputs: &[Output]) -> Option<(RoundId, Option<VoteLock>)> {
     outputs.iter().rev().find_map(|o| match o {
