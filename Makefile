@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo demo-lm test fmt-check clippy clippy-sim-lite unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce bench-diloco soak fuzz chaos-soak fl-table
+.PHONY: setup demo demo-lm test fmt-check clippy clippy-sim-lite unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce bench-torchscript bench-diloco soak fuzz chaos-soak fl-table
 
 setup:
 	bash scripts/setup.sh
@@ -61,6 +61,13 @@ bench-allreduce: setup
 	bash scripts/bench_allreduce.sh target/release/gradmesh 20
 	$(CARGO) run --release -p gradmesh-node --example allreduce_floor -- 4 16777216 2
 	$(CARGO) run --release -p gradmesh-node --example allreduce_floor -- 2 16777216 2
+
+# A user's TorchScript module (the exported GPT and ResNet examples) trained by one node vs the
+# same module in a plain PyTorch loop, same run, same threads (docs/benchmarks.md).
+bench-torchscript: setup
+	$(CARGO) build --release -p gradmesh-node --bin gradmesh
+	target/release/gradmesh bench torchscript --model gpt
+	target/release/gradmesh bench torchscript --model cnn --steps 2000
 
 # Digits test accuracy with every codec vs uncompressed, 4 simulated peers, same steps (~1 min);
 # `make bench-codec-accuracy CODEC_ACCURACY_STEPS=N` sets the step count. See docs/benchmarks.md.

@@ -7,6 +7,8 @@ usage:
                                  [--lr 0.05] [--momentum 0.9] [--loss cross-entropy|mse|module]
                                  [--context 64]
   export_model.py check-checkpoint gpt|cnn CHECKPOINT.safetensors REF.safetensors [--loss ...]
+  export_model.py loop gpt|cnn DATA.safetensors [--steps 500] [--warmup 20] [--batch 16]
+                                 [--context 64] [--lr 0.001] [--threads 1] [--seed 1]
 
 `export` writes four files into OUT_DIR:
   gpt.pt               torch.jit.script(TinyGPT()): byte-level causal LM, int64 [B, T<=64] ->
@@ -32,11 +34,18 @@ loss of batch 0 in eval mode after the steps.
 `check-checkpoint` loads a gradmesh checkpoint's `param.*` (and any `buffer.*`) tensors into the eager
 TinyGPT / TinyResNet with load_state_dict(strict=True) and prints {"loss": ...}: the eval-mode loss
 of REF's batch 0. Every other checkpoint entry (optimizer.values, step, round, ...) is ignored.
+
+`loop` is the baseline of `gradmesh bench torchscript`: the eager model trained the way a user's
+plain PyTorch loop would — torch.optim.AdamW(lr, betas 0.9/0.95, weight decay 0.1), mean
+cross-entropy, random batches (B random examples, or B random windows of context+1 tokens) drawn
+with torch's generator seeded --seed — on --threads intra-op threads. It times --steps steps after
+--warmup untimed ones and prints one JSON line: {"steps", "seconds", "steps_per_s", "loss"}.
 """
 
 import argparse
 import json
 import os
+import time
 
 import numpy as np
 import torch
@@ -279,6 +288,46 @@ def check_checkpoint(args) -> None:
     print(json.dumps({"loss": loss.item()}))
 
 
+def loop(args) -> None:
+    torch.set_num_threads(args.threads)
+    model = build(args.kind)
+    model.train()
+    data = load_file(args.data)
+    gen = torch.Generator().manual_seed(args.seed)
+    if "train_x" in data:
+        xs, ys = data["train_x"], data["train_y"].to(torch.int64)
+
+        def batch():
+            idx = torch.randint(len(ys), (args.batch,), generator=gen)
+            return xs[idx], ys[idx]
+    else:
+        windows = data["train_tokens"].to(torch.int64).unfold(0, args.context + 1, 1)
+
+        def batch():
+            idx = torch.randint(len(windows), (args.batch,), generator=gen)
+            w = windows[idx]
+            return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+
+    def step():
+        x, y = batch()
+        opt.zero_grad()
+        loss = loss_of(model, "cross-entropy", x, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    seconds = time.perf_counter() - start
+    print(json.dumps({"steps": args.steps, "seconds": seconds, "steps_per_s": args.steps / seconds,
+                      "loss": loss.item()}))
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -317,8 +366,21 @@ def parse_args(argv=None):
     p.add_argument("--loss", choices=LOSSES, default="cross-entropy", help="as for reference")
     p.set_defaults(run=check_checkpoint)
 
+    p = sub.add_parser("loop", formatter_class=fmt,
+                       help="time a plain PyTorch AdamW loop of the eager model (bench baseline)")
+    p.add_argument("kind", choices=["gpt", "cnn"], metavar="KIND", help="gpt (TinyGPT) or cnn (TinyResNet)")
+    p.add_argument("data", metavar="DATA.safetensors", help="train_x/train_y, or train_tokens")
+    p.add_argument("--steps", type=int, default=500, help="timed steps (>= 1)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    p.add_argument("--batch", type=int, default=16, help="examples (or token windows) per batch")
+    p.add_argument("--context", type=int, default=64, help="tokens per window (token data only)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--seed", type=int, default=1, help="seed of the batch draws")
+    p.set_defaults(run=loop)
+
     args = parser.parse_args(argv)
-    if args.command == "reference" and args.steps < 1:
+    if args.command in ("reference", "loop") and args.steps < 1:
         parser.error("--steps must be at least 1")
     return args
 

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) enum BenchCommand {
     /// Time the decentralized all-reduce against gloo.
     Allreduce(AllreduceArgs),
+    /// Train an exported TorchScript example in one node against the same module in a plain
+    /// PyTorch loop.
+    Torchscript(super::bench_script::TorchscriptArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +84,10 @@ struct Figures {
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Allreduce(args) = command;
+    let args = match command {
+        BenchCommand::Allreduce(args) => args,
+        BenchCommand::Torchscript(args) => return super::bench_script::run(args),
+    };
     let ours = gradmesh_allreduce(args)?;
     print_figures(&ours);
     let gloo = if args.no_gloo || args.netns.is_some() {
@@ -295,8 +301,10 @@ mod tests {
 
     fn parse(extra: &[&str]) -> AllreduceArgs {
         let argv = ["bench", "allreduce"].iter().chain(extra).copied();
-        let BenchCommand::Allreduce(args) = Cli::try_parse_from(argv).unwrap().bench;
-        args
+        match Cli::try_parse_from(argv).unwrap().bench {
+            BenchCommand::Allreduce(args) => args,
+            BenchCommand::Torchscript(_) => unreachable!("parsed `bench allreduce`"),
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The command line of the `gradmesh` binary.
 
 pub(crate) mod bench;
+pub(crate) mod bench_script;
 pub(crate) mod demo;
 pub(crate) mod node;
 

@@ -543,6 +543,12 @@ impl Peer {
         self.stage = Stage::Ready { since: now };
         self.announce(now);
         self.maybe_propose(now);
+        // A round this started may have finished at once (a lone contributor's does): conclude
+        // it now rather than at the next timer. (Other rounds' outputs wait for the next input,
+        // as before, which keeps the simulator's seeded runs as they were.)
+        if self.round.as_ref().is_some_and(ReduceRound::is_finished) {
+            self.pump(now);
+        }
     }
 
     /// A message from `from`, the peer the transport authenticated.

@@ -141,51 +141,84 @@ fn a_resumed_peer_continues_after_its_saved_round() {
     )));
 }
 
-/// Issue 18: a leaving peer sees its running round through (so nobody fails over its spans),
-/// then computes nothing, announces itself not ready and proposes nothing: settled.
-#[test]
-fn a_leaving_peer_finishes_its_round_then_takes_no_other() {
-    let me_key = PeerKey::from_index(1);
-    let initial: Arc<[u8]> = Arc::from(vec![0u8; 16]);
-    let mut t = Timestamp::ZERO;
-    let mut peer = Peer::new(config(), me_key, profile(), Some(initial), t).expect("fits");
-    drain(&mut peer);
-    peer.handle_gradient(t, 8, Arc::from(vec![0.5f32; 4]));
-    while peer.is_settled() {
-        t = peer.poll_timeout().expect("always a timer");
-        peer.handle_timeout(t);
-        drain(&mut peer);
-    }
-    // In round 1 now: leave.
-    peer.leave(t);
-    let mut applied = None;
-    while applied.is_none() {
-        t = peer.poll_timeout().expect("always a timer");
-        peer.handle_timeout(t);
-        applied = drain(&mut peer).into_iter().find_map(|o| match o {
-            Output::ApplyRound(result) => Some(result.round),
-            _ => None,
-        });
-        assert!(
-            t < Timestamp::ZERO + Duration::from_secs(30),
-            "round 1 never ended"
-        );
-    }
-    assert_eq!(applied, Some(RoundId(1)));
-    assert!(!peer.is_settled(), "the result is still being applied");
-    peer.handle_state(t, RoundId(1), Arc::from(vec![1u8; 16]))
-        .expect("fits");
-    assert!(peer.is_settled());
-    let mut after = drain(&mut peer);
-    for _ in 0..10 {
-        t = peer.poll_timeout().expect("always a timer");
-        peer.handle_timeout(t);
-        after.extend(drain(&mut peer));
+/// Fires the peer's next timer; answers a committed result as the shell would. Returns the
+/// time and the outputs.
+fn tick(peer: &mut Peer) -> (Timestamp, Vec<Output>) {
+    let t = peer.poll_timeout().expect("always a timer");
+    peer.handle_timeout(t);
+    let outputs = drain(peer);
+    for o in &outputs {
+        if let Output::ApplyRound(result) = o {
+            peer.handle_state(t, result.round, Arc::from(vec![1u8; 16]))
+                .expect("fits");
+        }
     }
     assert!(
-        !after
-            .iter()
-            .any(|o| matches!(o, Output::ComputeGradient { .. } | Output::Send { .. })),
+        t < Timestamp::ZERO + Duration::from_secs(30),
+        "stuck: {outputs:?}"
+    );
+    (t, outputs)
+}
+
+/// Issue 18: a leaving peer sees its running round through (so nobody fails over its spans),
+/// then computes nothing, announces itself not ready and takes or proposes no round: settled.
+#[test]
+fn a_leaving_peer_finishes_its_round_then_takes_no_other() {
+    let initial: Arc<[u8]> = Arc::from(vec![0u8; 16]);
+    let key = PeerKey::from_index(1);
+    let mut peer =
+        Peer::new(config(), key, profile(), Some(initial), Timestamp::ZERO).expect("fits");
+    drain(&mut peer);
+    // A second founder, ready for round 1, that will never answer: the round runs to its end.
+    let other = PeerId::from_index(2);
+    let announce = Announce {
+        state: peer.state(),
+        ready_for: Some(RoundId(1)),
+        wants_to_join: false,
+        bandwidth_bytes_per_s: 1_000_000,
+        samples_per_s: 100,
+        samples_per_step: 8,
+        lock: None,
+        seq: 0,
+        attestation: None,
+    };
+    let envelope = Envelope::new(other, RoundId(1), Body::Announce(announce));
+    peer.handle_message(Timestamp::ZERO, other, envelope);
+    peer.handle_gradient(Timestamp::ZERO, 8, Arc::from(vec![0.5f32; 4]));
+    drain(&mut peer);
+    let mut t = Timestamp::ZERO;
+    while peer.is_settled() {
+        t = tick(&mut peer).0;
+    }
+    // In round 1 now: leave. The round still ends, by the protocol's own deadlines.
+    peer.leave(t);
+    let mut during = drain(&mut peer);
+    while !peer.is_settled() {
+        during.extend(tick(&mut peer).1);
+    }
+    assert!(
+        during.iter().any(|o| matches!(
+            o,
+            Output::Event(
+                Event::RoundAborted {
+                    round: RoundId(1),
+                    ..
+                } | Event::RoundCommitted {
+                    round: RoundId(1),
+                    ..
+                }
+            )
+        )),
+        "{during:?}"
+    );
+    let after: Vec<Output> = (0..10).flat_map(|_| tick(&mut peer).1).collect();
+    assert!(
+        !after.iter().any(|o| matches!(
+            o,
+            Output::ComputeGradient { .. }
+                | Output::Send { .. }
+                | Output::Event(Event::Proposed { .. } | Event::RoundStarted { .. })
+        )),
         "{after:?}"
     );
     let ready = after.iter().find_map(|o| match o {
@@ -915,4 +948,37 @@ fn a_member_whose_committee_is_gone_takes_the_newest_state() {
     announce_state(&mut peer, t, PeerId::from_index(7), newer, 0);
     assert!(peer.is_joining());
     assert_eq!(sync_target(&drain(&mut peer)), Some(newer));
+}
+
+/// A lone founder (a one-node mesh) commits each round as soon as its gradient is in: it holds
+/// every part and the deciding vote. It used to wait for its next announce tick each round (one
+/// round a second in the node).
+#[test]
+fn a_lone_founder_commits_round_after_round_without_waiting_for_a_timer() {
+    let me_key = PeerKey::from_index(1);
+    let initial: Arc<[u8]> = Arc::from(vec![0u8; 16]);
+    let mut peer =
+        Peer::new(config(), me_key, profile(), Some(initial), Timestamp::ZERO).expect("fits");
+    drain(&mut peer);
+    peer.handle_gradient(Timestamp::ZERO, 8, Arc::from(vec![0.5f32; 4]));
+    // Past the discovery window, once; from then on no timer fires.
+    let t = peer.poll_timeout().expect("timer");
+    peer.handle_timeout(t);
+    let mut committed = Vec::new();
+    let mut outputs: VecDeque<Output> = drain(&mut peer).into();
+    while let Some(output) = outputs.pop_front() {
+        match output {
+            Output::ApplyRound(result) if result.round < RoundId(5) => {
+                committed.push(result.round);
+                peer.handle_state(t, result.round, Arc::from(vec![1u8; 16]))
+                    .expect("fits");
+            }
+            Output::ComputeGradient { .. } => {
+                peer.handle_gradient(t, 8, Arc::from(vec![0.5f32; 4]));
+            }
+            _ => {}
+        }
+        outputs.extend(drain(&mut peer));
+    }
+    assert_eq!(committed, (1..5).map(RoundId).collect::<Vec<_>>());
 }
