@@ -115,7 +115,7 @@ pub enum Body {
 }
 
 /// A committed state: the round whose result it includes, and its digest
-/// ([`crate::sync::StateSnapshot::digest`]).
+/// ([`crate::sync::StateSnapshot::summary`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StateSummary {
     /// The last round applied to this state (`RoundId(0)` is the initial state).

@@ -323,20 +323,11 @@ fn a_resumed_peer_keeps_the_vote_and_rounds_it_promised() {
 #[test]
 fn a_dormant_lock_wakes_on_its_state_and_announcements_count_from_the_base() {
     let me_key = PeerKey::from_index(1);
-    let old = StateSnapshot::new(
-        RoundId(1),
-        vec![PeerId::from_index(1)],
-        Arc::from(vec![1u8; 16]),
-        16,
-    )
-    .expect("fits");
-    let newer = StateSnapshot::new(
-        RoundId(2),
-        vec![PeerId::from_index(1)],
-        Arc::from(vec![2u8; 16]),
-        16,
-    )
-    .expect("fits");
+    let state = |round: u64| {
+        let bytes = Arc::from(vec![u8::try_from(round).expect("small"); 16]);
+        StateSnapshot::new(RoundId(round), vec![PeerId::from_index(1)], bytes, 16).expect("fits")
+    };
+    let (old, newer) = (state(1), state(2));
     let vote = VoteLock {
         round: RoundId(3),
         digest: Digest([9; 32]),
