@@ -120,8 +120,8 @@ pub struct PeerActor {
     rounds: u64,
     /// Whether a contribution came from local steps (else each commit is one step).
     local_steps: bool,
-    /// Set once the node is stopping: it takes no new work and ends as soon as the state in
-    /// hand is applied.
+    /// Set once the node is stopping: it leaves the mesh (finishing the round it runs) and ends
+    /// once the state in hand is applied.
     stopping: Option<StopReason>,
     /// The round in flight was given up on; the final checkpoint has been asked for; the node
     /// has exited.
@@ -133,6 +133,8 @@ pub struct PeerActor {
     /// The checkpoint file, for the stop summary, and the promise file beside it.
     checkpoint_file: Option<PathBuf>,
     promise_file: Option<PathBuf>,
+    /// The last promise write failed (warned once until one succeeds).
+    promise_failing: bool,
     /// When the last INFO commit line was written, and commits since at DEBUG.
     commit_logged: Option<(Instant, u64)>,
 }
@@ -192,6 +194,7 @@ impl PeerActor {
             interrupt: Interrupt::default(),
             checkpoint_file: None,
             promise_file: None,
+            promise_failing: false,
             commit_logged: None,
         }
     }
@@ -208,13 +211,22 @@ impl PeerActor {
 
     /// Makes the peer's promise durable before the outputs after it go out. Without a
     /// checkpoint directory there is nothing to resume from, so nothing to keep; a failed write
-    /// is a warning (the node goes on, as it does when a checkpoint write fails).
-    fn persist(&self, promise: &Promise) {
+    /// is a warning, once until a write succeeds (the node goes on, as it does when a
+    /// checkpoint write fails).
+    fn persist(&mut self, promise: &Promise) {
         let Some(path) = &self.promise_file else {
             return;
         };
-        if let Err(error) = write_promise(path, promise) {
-            tracing::warn!("cannot keep this node's promises: {error}");
+        match write_promise(path, promise) {
+            Ok(()) => self.promise_failing = false,
+            Err(error) if !self.promise_failing => {
+                self.promise_failing = true;
+                tracing::warn!(
+                    "cannot keep this node's promises ({error}); a restart from the checkpoint \
+                     would forget its last vote"
+                );
+            }
+            Err(_) => {}
         }
     }
 
