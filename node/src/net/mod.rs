@@ -22,6 +22,7 @@ mod lane;
 mod messages;
 mod metrics;
 mod peers;
+mod slow_peers;
 mod swarm_events;
 mod swarm_loop;
 mod transport;

@@ -16,24 +16,13 @@ use super::frame::{Frame, FrameAck};
 use super::identity::protocol_peer_id;
 use super::lane::{LaneOffer, OfferAck};
 use super::messages::{BanReason, DialFailure, NetEvent, SendFailure};
+use super::slow_peers::SLOW_PEER_GRACE;
 use super::swarm_loop::{PendingKey, SwarmLoop, frame_bytes};
 
 /// Addresses taken from one identify message; the rest are ignored.
 const IDENTIFY_ADDRS_MAX: usize = 8;
 /// Peers taken from one mDNS discovery.
 const MDNS_PEERS_MAX: usize = 32;
-/// How long a peer may leave its announcement queue full before it is disconnected.
-pub(super) const SLOW_PEER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A run of heartbeats in which gossipsub found a peer's send queue full.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct SlowEpisode {
-    /// The first and the latest report.
-    pub(super) since: std::time::Instant,
-    pub(super) last: std::time::Instant,
-    /// Messages dropped meanwhile.
-    pub(super) dropped: u64,
-}
 
 type FrameEvent = request_response::Event<Frame, FrameAck>;
 
@@ -313,24 +302,13 @@ impl SwarmLoop {
         }
     }
 
-    /// gossipsub reports, once per heartbeat, a peer whose send queue was full (announcements
-    /// to it dropped). A peer that stays so for [`SLOW_PEER_GRACE`] is not reading (stopped,
-    /// or stuck): it is disconnected with one WARN, so its queue goes away and a fresh
-    /// connection starts empty once it reads again (it redials, or we do through Kademlia).
+    /// A peer gossipsub found with a full send queue ([`super::slow_peers::SlowPeers`]): one that stays so for
+    /// [`SLOW_PEER_GRACE`] is disconnected with one WARN (it redials, or we do through
+    /// Kademlia, once it reads again).
     fn slow_peer(&mut self, peer: libp2p::PeerId, dropped: u64) {
-        let now = std::time::Instant::now();
-        let episode = self.slow.entry(peer).or_insert(SlowEpisode {
-            since: now,
-            last: now,
-            dropped: 0,
-        });
-        episode.last = now;
-        episode.dropped = episode.dropped.saturating_add(dropped);
-        if now.duration_since(episode.since) < SLOW_PEER_GRACE {
+        let Some(dropped) = self.slow.report(peer, std::time::Instant::now(), dropped) else {
             return;
-        }
-        let dropped = episode.dropped;
-        self.slow.remove(&peer);
+        };
         self.metrics.slow_peer_disconnects.inc();
         let name = self
             .peers

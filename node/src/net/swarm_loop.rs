@@ -35,7 +35,7 @@ use super::messages::{
 };
 use super::metrics::{NetMetrics, bind_metrics, serve_metrics};
 use super::peers::PeerTable;
-use super::swarm_events::SlowEpisode;
+use super::slow_peers::SlowPeers;
 use super::transport::build_transport;
 
 /// Commands queued from the actor to the loop.
@@ -161,7 +161,7 @@ pub(crate) struct SwarmLoop {
     pub(super) bootstrap: HashMap<libp2p::PeerId, Multiaddr>,
     pub(super) unreached: HashSet<libp2p::PeerId>,
     /// Peers whose announcement queue is full, while it stays so.
-    pub(super) slow: HashMap<libp2p::PeerId, SlowEpisode>,
+    pub(super) slow: SlowPeers<libp2p::PeerId>,
     pub(super) metrics: NetMetrics,
 }
 
@@ -236,7 +236,7 @@ impl SwarmLoop {
             training: config.training.clone(),
             bootstrap: config.bootstrap.iter().cloned().collect(),
             unreached: HashSet::new(),
-            slow: HashMap::new(),
+            slow: SlowPeers::default(),
             metrics,
         };
         Ok((swarm_loop, info))
@@ -290,9 +290,7 @@ impl SwarmLoop {
             }
             on
         });
-        // A slow episode ends when gossipsub stops reporting the peer (two quiet heartbeats).
-        self.slow
-            .retain(|_, episode| now.duration_since(episode.last) < 2 * HOUSEKEEPING_INTERVAL);
+        self.slow.expire(now);
         self.metrics
             .peers_banned
             .set(i64::try_from(self.bans.len()).unwrap_or(i64::MAX));
