@@ -191,7 +191,7 @@ fn protocol_peer(
     Ok(match resumed {
         Some((snapshot, promise)) => {
             let summary = snapshot.summary();
-            tracing::info!(round = summary.round.0, "resumed from checkpoint");
+            tracing::info!("resumed from the checkpoint of round {}", summary.round.0);
             if report {
                 report_line(&Report::Resumed {
                     round: summary.round.0,

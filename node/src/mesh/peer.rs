@@ -337,7 +337,7 @@ impl PeerActor {
         match reply {
             Ok(Ok(())) => {
                 self.metrics.syncs.inc();
-                tracing::info!(round = summary.round.0, "loaded the mesh's state");
+                tracing::info!("loaded the mesh's state of round {}", summary.round.0);
                 self.report(&Report::Synced {
                     round: summary.round.0,
                     digest: summary.digest.to_hex(),
