@@ -519,11 +519,7 @@ impl PeerActor {
             self.exit(None);
             return;
         };
-        let take = TakeCheckpoint {
-            round: state.round.0,
-            digest: state.digest.0,
-            committee: self.peer.state_committee().iter().map(|p| p.0).collect(),
-        };
+        let take = self.checkpoint_request(state.round, state.digest);
         let written = self
             .trainer
             .send(take)
@@ -597,11 +593,7 @@ impl PeerActor {
         let Some(dir) = self.checkpointer.clone() else {
             return;
         };
-        let take = TakeCheckpoint {
-            round: round.0,
-            digest: digest.0,
-            committee: self.peer.state_committee().iter().map(|p| p.0).collect(),
-        };
+        let take = self.checkpoint_request(round, digest);
         ctx.spawn(
             self.trainer
                 .send(take)
@@ -612,6 +604,15 @@ impl PeerActor {
                     }
                 }),
         );
+    }
+
+    /// The trainer's checkpoint of the state committed in `round`, with its committee.
+    fn checkpoint_request(&self, round: RoundId, digest: Digest) -> TakeCheckpoint {
+        TakeCheckpoint {
+            round: round.0,
+            digest: digest.0,
+            committee: self.peer.state_committee().iter().map(|p| p.0).collect(),
+        }
     }
 
     fn show_progress(&self, report: &Report) {

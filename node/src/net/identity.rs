@@ -66,14 +66,20 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
     }
 }
 
+/// A secret file's permission bits when group or others may access it (then it is refused, as
+/// ssh refuses such keys); `None` when only its owner may.
+pub(super) fn open_to_others(meta: &fs::Metadata) -> Option<u32> {
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 fn load(path: &Path, meta: &fs::Metadata) -> Result<Keypair, IdentityError> {
     if meta.is_dir() {
         return Err(IdentityError::Directory {
             path: path.to_owned(),
         });
     }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = open_to_others(meta) {
         return Err(IdentityError::InsecurePermissions {
             path: path.to_owned(),
             mode,

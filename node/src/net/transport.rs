@@ -5,7 +5,6 @@
 //! key cannot even start the noise handshake. It cannot wrap QUIC (QUIC brings its own TLS over
 //! UDP), so with a mesh key QUIC is left out entirely rather than opening a door that skips it.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,6 +15,8 @@ use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::{PeerId, noise, quic, tcp, yamux};
+
+use super::identity::open_to_others;
 
 /// Upper bound on a whole connection upgrade (pnet, noise, yamux negotiation). A peer with a
 /// different mesh key decrypts our handshake to garbage; when that garbage reads as a long
@@ -84,8 +85,7 @@ pub fn read_mesh_key(path: &Path) -> Result<PreSharedKey, MeshKeyError> {
         path: path.to_owned(),
     };
     let meta = std::fs::metadata(path).map_err(io_err)?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = open_to_others(&meta) {
         return Err(MeshKeyError::InsecurePermissions {
             path: path.to_owned(),
             mode,
@@ -174,6 +174,7 @@ mod tests {
     /// The mesh key is a secret like the identity: a file others may read is refused by name.
     #[test]
     fn a_key_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("mesh.key");
         std::fs::write(&path, HEX).expect("write");

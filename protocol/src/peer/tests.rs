@@ -170,20 +170,14 @@ fn a_leaving_peer_finishes_its_round_then_takes_no_other() {
         Peer::new(config(), key, profile(), Some(initial), Timestamp::ZERO).expect("fits");
     drain(&mut peer);
     // A second founder, ready for round 1, that will never answer: the round runs to its end.
-    let other = PeerId::from_index(2);
-    let announce = Announce {
-        state: peer.state(),
-        ready_for: Some(RoundId(1)),
-        wants_to_join: false,
-        bandwidth_bytes_per_s: 1_000_000,
-        samples_per_s: 100,
-        samples_per_step: 8,
-        lock: None,
-        seq: 0,
-        attestation: None,
-    };
-    let envelope = Envelope::new(other, RoundId(1), Body::Announce(announce));
-    peer.handle_message(Timestamp::ZERO, other, envelope);
+    let initial_state = peer.state().expect("a founder holds the initial state");
+    announce_state(
+        &mut peer,
+        Timestamp::ZERO,
+        PeerId::from_index(2),
+        initial_state,
+        0,
+    );
     peer.handle_gradient(Timestamp::ZERO, 8, Arc::from(vec![0.5f32; 4]));
     drain(&mut peer);
     let mut t = Timestamp::ZERO;
