@@ -93,6 +93,7 @@ pub struct PeerConfig {
     pub(crate) codec: CodecKind,
     pub(crate) serve_state: ServeState,
     pub(crate) announce_seq_base: u64,
+    pub(crate) refound_after: Option<Duration>,
 }
 
 impl PeerConfig {
@@ -124,6 +125,13 @@ impl PeerConfig {
     #[must_use]
     pub const fn with_announce_seq_base(mut self, base: u64) -> Self {
         self.announce_seq_base = base;
+        self
+    }
+
+    /// The same configuration with a different [`PeerConfigBuilder::refound_after`].
+    #[must_use]
+    pub const fn with_refound_after(mut self, after: Option<Duration>) -> Self {
+        self.refound_after = after;
         self
     }
 
@@ -172,6 +180,7 @@ impl Default for PeerConfig {
             codec: CodecKind::None,
             serve_state: ServeState::Anyone,
             announce_seq_base: 0,
+            refound_after: None,
         }
     }
 }
@@ -274,6 +283,16 @@ impl PeerConfigBuilder {
     setter!(
         /// Who may fetch the states this peer holds (default [`ServeState::Anyone`]).
         serve_state: ServeState
+    );
+
+    setter!(
+        /// Re-found the mesh after a mass failure (docs/protocol.md §5.6; default `None`:
+        /// never). When this peer has heard from no strict majority of its state's committee for
+        /// this long, it assumes the members it cannot hear are gone for good and goes on from
+        /// the state it holds in the next epoch, with the live holders of that state as its
+        /// founders. Setting it is the operator's confirmation of that assumption: two sides of a
+        /// partition that both re-found train apart until an operator stops one.
+        refound_after: Option<Duration>
     );
 
     /// Scales every duration so that the round timeout becomes `round_timeout`, keeping the

@@ -39,10 +39,20 @@ impl core::fmt::Display for PeerId {
 }
 
 /// A training round. Round `r` averages the gradients computed on the state committed by `r - 1`.
+///
+/// The id packs an *epoch* above [`EPOCH_SHIFT`] bits of round *count*: a mesh that lost the
+/// majority of its committee and was re-founded (docs/protocol.md §5.6) goes on in the next
+/// epoch, and since ids compare as integers, every state of a later epoch is newer than any
+/// state of an earlier one, whatever their counts. A mesh that never re-founds stays in epoch 0,
+/// where the id is the count.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
 pub struct RoundId(pub u64);
+
+/// The bits of a [`RoundId`] that count rounds within an epoch (2^40 rounds: 35,000 years at
+/// 1,000 rounds a second); the bits above number the epoch.
+pub const EPOCH_SHIFT: u32 = 40;
 
 impl RoundId {
     /// The round after this one.
@@ -50,11 +60,33 @@ impl RoundId {
     pub const fn next(self) -> Self {
         Self(self.0 + 1)
     }
+
+    /// The epoch: how many times the mesh was re-founded before this round.
+    #[must_use]
+    pub const fn epoch(self) -> u64 {
+        self.0 >> EPOCH_SHIFT
+    }
+
+    /// Rounds counted since the mesh was founded, across re-foundings.
+    #[must_use]
+    pub const fn count(self) -> u64 {
+        self.0 & ((1 << EPOCH_SHIFT) - 1)
+    }
+
+    /// The same count in the next epoch: the round id of a state re-founded from this one.
+    #[must_use]
+    pub const fn next_epoch(self) -> Self {
+        Self(((self.epoch() + 1) << EPOCH_SHIFT) | self.count())
+    }
 }
 
 impl core::fmt::Display for RoundId {
+    /// `r152`, or `r152/e1` in epoch 1.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "r{}", self.0)
+        match self.epoch() {
+            0 => write!(f, "r{}", self.count()),
+            e => write!(f, "r{}/e{e}", self.count()),
+        }
     }
 }
 

@@ -80,6 +80,26 @@ impl StateSnapshot {
         })
     }
 
+    /// The same bytes re-founded (docs/protocol.md §5.6): the same round count in the next epoch,
+    /// without a committee, like an initial state. Every peer holding this state derives the
+    /// same re-founded state, digest included, without exchanging a byte.
+    #[must_use]
+    pub fn refounded(&self) -> Self {
+        let manifest = StateManifest {
+            committee: Vec::new(),
+            attestations: Vec::new(),
+            ..self.manifest.clone()
+        };
+        Self {
+            summary: StateSummary {
+                round: self.summary.round.next_epoch(),
+                digest: manifest_digest(&manifest),
+            },
+            bytes: Arc::clone(&self.bytes),
+            manifest,
+        }
+    }
+
     /// Round and digest.
     #[must_use]
     pub const fn summary(&self) -> StateSummary {

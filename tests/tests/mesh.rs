@@ -529,6 +529,90 @@ fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there()
     assert!(all_equal(&digests), "{digests:?}");
 }
 
+/// Round ids of epoch 1 and later (`Report` rounds carry the epoch above 40 bits).
+const EPOCH_1: u64 = 1 << 40;
+
+/// Issue 18, item 3: 3 of 5 nodes SIGKILLed at once (spot machines reclaimed), so no round can
+/// commit on the state the survivors hold. Started with `--refound-after`, the 2 survivors
+/// re-found that state in epoch 1 within a bound and commit again with equal digests; a killed
+/// node restarted on its checkpoint (epoch 0) syncs the re-founded lineage and commits with
+/// them: one history, no fork.
+#[test]
+fn survivors_of_a_mass_failure_refound_and_a_restarted_node_rejoins() {
+    const REFOUND_AFTER_S: f64 = 6.0;
+    let _serial = serial();
+    let dir = workdir("refound");
+    let mut cluster = Cluster::new(&gradmesh_bin(), &dir).expect("cluster");
+    let flags = |i: usize, bootstrap: Option<String>| {
+        let mut a = args(i, 5, 5);
+        a.extend(["--refound-after".into(), REFOUND_AFTER_S.to_string()]);
+        a.extend([
+            "--checkpoint-every".into(),
+            "5".into(),
+            "--checkpoint-dir".into(),
+        ]);
+        a.push(dir.join(format!("ckpt{i}")).to_string_lossy().into_owned());
+        a.extend(
+            bootstrap
+                .into_iter()
+                .flat_map(|b| ["--bootstrap".into(), b]),
+        );
+        a
+    };
+    for i in 0..5 {
+        let bootstrap = (i > 0).then(|| cluster.address(0).expect("address"));
+        cluster
+            .spawn_as(&format!("node{i}"), &flags(i, bootstrap))
+            .expect("starts");
+    }
+    committed(&mut cluster, &[0, 1, 2, 3, 4], 12);
+    let checkpoint = dir.join("ckpt0/latest.safetensors");
+    let deadline = Instant::now() + WAIT;
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "node 0 never checkpointed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..3 {
+        cluster.kill(i).expect("kill");
+    }
+    let killed = Instant::now();
+    let mut refounded = BTreeMap::new();
+    while refounded.len() < 2 {
+        let (i, report) = cluster
+            .wait_for(WAIT, "both survivors re-founding", |i, r| {
+                i >= 3 && matches!(r, Report::Refounded { .. })
+            })
+            .unwrap_or_else(|e| panic!("{e}; logs in {}", cluster.dir().display()));
+        if let Report::Refounded { round, digest, .. } = report {
+            refounded.insert(i, (round, digest));
+        }
+    }
+    // The dead are forgotten after the peer TTL (5/12 of the round timeout), a round in
+    // flight ends within the round timeout, then --refound-after; 2 s of slack.
+    let took = killed.elapsed().as_secs_f64();
+    assert!(
+        took < REFOUND_AFTER_S + 2.0 * ROUND_TIMEOUT_S + 2.0,
+        "{took:.1} s"
+    );
+    let (first, second) = (&refounded[&3], &refounded[&4]);
+    assert_eq!(first, second, "one re-founded state");
+    assert!(first.0 >= EPOCH_1, "{first:?}");
+    let (round, digests) = committed(&mut cluster, &[3, 4], first.0 + 3);
+    assert!(all_equal(&digests), "{digests:?}");
+
+    // Node 0 comes back on its checkpoint of epoch 0 and follows the survivors.
+    let back = cluster
+        .spawn_as("node0", &flags(0, cluster.address(3)))
+        .expect("restarts");
+    let resumed = cluster.history.iter().find_map(|(i, r)| match r {
+        Report::Resumed { round, .. } if *i == back => Some(*round),
+        _ => None,
+    });
+    assert!(resumed.is_some_and(|r| r < EPOCH_1), "{resumed:?}");
+    let (_, digests) = committed(&mut cluster, &[3, 4, back], round + 3);
+    assert!(all_equal(&digests), "{digests:?}");
+}
+
 /// Issue 18: SIGTERM in the middle of a long inner phase ends it at the next step, writes a
 /// final checkpoint and exits 0 within seconds; the node restarts from it.
 #[test]

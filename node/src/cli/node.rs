@@ -154,6 +154,13 @@ pub(crate) struct NodeArgs {
     /// of a mesh that start apart cannot both commit a first round.
     #[arg(long, env = "GRADMESH_GENESIS_QUORUM", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub(crate) genesis_quorum: usize,
+    /// Re-found the mesh after a mass failure, in seconds (default: never). When most of the
+    /// last round's contributors have been silent this long, no round can ever commit again;
+    /// with this flag the nodes that are left go on from the state they hold, in a new epoch
+    /// (docs/protocol.md §5.6). Setting it says the silent ones are gone for good: nodes cut
+    /// off by a partition, not dead, would train apart. Make it longer than a node's restart.
+    #[arg(long, env = "GRADMESH_REFOUND_AFTER", allow_negative_numbers = true, value_parser = seconds)]
+    pub(crate) refound_after: Option<Duration>,
     /// How span owners reduce gradients: `mean`, `median`, `trimmed-mean:BETA`,
     /// `multi-krum:F:M` or `centered-clipping:TAU:ITERATIONS`. Every node of a mesh must use
     /// the same rule (a node with another one never agrees on a digest: its rounds abort).
@@ -493,6 +500,7 @@ fn node_setup(
         .aggregation(args.aggregation)
         .codec(args.codec)
         .serve_state(args.serve_state.into())
+        .refound_after(args.refound_after)
         .build()?
         .with_genesis_quorum(args.genesis_quorum);
     let profile = Profile {

@@ -179,6 +179,19 @@ pub async fn start(setup: NodeSetup) -> Result<Started, StartNodeError> {
     Ok(Started { info, node: actor })
 }
 
+/// A round as operators read it: `152`, or `152 (epoch 1)` once the mesh was re-founded
+/// (docs/protocol.md §5.6). Report lines carry the whole round id instead.
+pub(crate) struct RoundWords(pub RoundId);
+
+impl std::fmt::Display for RoundWords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.epoch() {
+            0 => write!(f, "{}", self.0.count()),
+            epoch => write!(f, "{} (epoch {epoch})", self.0.count()),
+        }
+    }
+}
+
 /// The protocol machine: resumed from a checkpoint (with its promises), or new.
 fn protocol_peer(
     resumed: Option<(StateSnapshot, Option<Promise>)>,
@@ -191,7 +204,10 @@ fn protocol_peer(
     Ok(match resumed {
         Some((snapshot, promise)) => {
             let summary = snapshot.summary();
-            tracing::info!("resumed from the checkpoint of round {}", summary.round.0);
+            tracing::info!(
+                "resumed from the checkpoint of round {}",
+                RoundWords(summary.round)
+            );
             if report {
                 report_line(&Report::Resumed {
                     round: summary.round.0,

@@ -22,6 +22,7 @@ use gradmesh_protocol::sync::{DonorFault, StateSnapshot};
 use gradmesh_protocol::wire::{self, Body, Envelope, Role, StateSummary};
 use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
 
+use super::RoundWords;
 use super::checkpointer::{CHECKPOINT_FILE, Checkpointer, PROMISE_FILE, Save, write_promise};
 use super::stop::{Interrupt, Stop, StopReason, StopRule};
 use super::telemetry::{MeshMetrics, Report};
@@ -257,7 +258,7 @@ impl PeerActor {
                     self.load(summary, Arc::clone(snapshot.bytes()), ctx);
                 }
                 Output::ApplyRound(result) => self.apply(result.round, result.data, ctx),
-                Output::Event(event) => self.observe(event),
+                Output::Event(event) => self.observe(event, ctx),
                 Output::Persist(promise) => self.persist(&promise),
             }
         }
@@ -337,7 +338,10 @@ impl PeerActor {
         match reply {
             Ok(Ok(())) => {
                 self.metrics.syncs.inc();
-                tracing::info!("loaded the mesh's state of round {}", summary.round.0);
+                tracing::info!(
+                    "loaded the mesh's state of round {}",
+                    RoundWords(summary.round)
+                );
                 self.report(&Report::Synced {
                     round: summary.round.0,
                     digest: summary.digest.to_hex(),
@@ -377,7 +381,10 @@ impl PeerActor {
                     act.drain(ctx);
                     act.after_commit(round, ctx);
                 }
-                Ok(Err(error)) => fatal(&format!("applying round {} failed: {error}", round.0)),
+                Ok(Err(error)) => fatal(&format!(
+                    "applying round {} failed: {error}",
+                    RoundWords(round)
+                )),
                 Err(error) => fatal(&format!("trainer is gone: {error}")),
             }
             act.finish_if_stopping(ctx);
@@ -395,7 +402,7 @@ impl PeerActor {
         }
         self.metrics
             .state_round
-            .set(i64::try_from(state.round.0).unwrap_or(i64::MAX));
+            .set(i64::try_from(state.round.count()).unwrap_or(i64::MAX));
         let seconds = match self.last_allreduce {
             Some((r, seconds)) if r == round => seconds,
             _ => 0.0,
@@ -422,11 +429,11 @@ impl PeerActor {
             digest: state.digest.to_hex(),
         };
         if self.options.checkpoint_every > 0
-            && round.0.is_multiple_of(self.options.checkpoint_every)
+            && round.count().is_multiple_of(self.options.checkpoint_every)
         {
             self.checkpoint(round, state.digest, ctx);
         }
-        if let Some(reason) = self.options.stop.reached(round.0, self.steps) {
+        if let Some(reason) = self.options.stop.reached(round.count(), self.steps) {
             self.begin_stop(reason, ctx);
         }
         self.evaluate_then_report(report, ctx);
@@ -560,7 +567,14 @@ impl PeerActor {
         let seconds = self.clock.elapsed().as_secs_f64();
         let held = state.map_or_else(
             || "no state yet".to_owned(),
-            |s| format!("state of round {round} ({})", short(&s.digest.to_hex())),
+            |s| {
+                let digest = s.digest.to_hex();
+                format!(
+                    "state of round {} ({})",
+                    RoundWords(s.round),
+                    short(&digest)
+                )
+            },
         );
         let saved = checkpoint.as_ref().map_or_else(
             || "no final checkpoint".to_owned(),
@@ -648,7 +662,7 @@ impl PeerActor {
         bar.tick();
     }
 
-    fn observe(&mut self, event: Event) {
+    fn observe(&mut self, event: Event, ctx: &mut Context<Self>) {
         self.ban_if_proven(&event);
         let event = match Self::log_only(event, self.peer.id()) {
             Ok(()) => return,
@@ -686,7 +700,7 @@ impl PeerActor {
             }
             Event::RoundAborted { round, reason } => {
                 self.metrics.rounds_aborted.inc();
-                tracing::warn!("round {} aborted: {reason}", round.0);
+                tracing::warn!("round {} aborted: {reason}", RoundWords(round));
                 self.report(&Report::Aborted {
                     round: round.0,
                     reason: format!("{reason:?}"),
@@ -700,7 +714,7 @@ impl PeerActor {
                 self.metrics.rejected.inc();
                 tracing::warn!(
                     "refused a message of peer {peer} in round {}: {reason}",
-                    round.0
+                    RoundWords(round)
                 );
                 self.report(&Report::Rejected {
                     peer: hex::encode(peer.0),
@@ -708,8 +722,48 @@ impl PeerActor {
                     reason: reason.to_string(),
                 });
             }
+            Event::Refounded {
+                from,
+                to,
+                founders,
+                quorum,
+                adopted,
+            } => self.refounded(from, to, (founders, quorum, adopted), ctx),
             other => tracing::debug!(event = ?other, "protocol event"),
         }
+    }
+
+    /// This node re-founded the mesh on the state it holds (docs/protocol.md §5.6): a WARN line
+    /// in words, a report line, and a checkpoint at once, so that a restart resumes in the new
+    /// epoch rather than in the old one.
+    fn refounded(
+        &mut self,
+        from: StateSummary,
+        to: StateSummary,
+        (founders, quorum, adopted): (usize, usize, bool),
+        ctx: &mut Context<Self>,
+    ) {
+        let why = if adopted {
+            "following a node that re-founded it"
+        } else {
+            "--refound-after elapsed"
+        };
+        tracing::warn!(
+            "re-founded the mesh on the state of round {} ({why}): epoch {}, {founders} {} \
+             holding it, {quorum} needed for the next round",
+            RoundWords(from.round),
+            to.round.epoch(),
+            plural(founders, "node", "nodes"),
+        );
+        self.report(&Report::Refounded {
+            from: from.round.0,
+            round: to.round.0,
+            digest: to.digest.to_hex(),
+            founders,
+            quorum,
+            adopted,
+        });
+        self.checkpoint(to.round, to.digest, ctx);
     }
 
     /// Logs the events that only need a line (this node's own refused proposals with advice);
@@ -729,14 +783,14 @@ impl PeerActor {
                     "round {}: this node's model has {vector_len} parameters and one node's share of a \
                      round holds at most {span_max}: the round needs at least {} nodes with \
                      equal --bandwidth-mbit; start more nodes",
-                    round.0,
+                    RoundWords(round),
                     vector_len.div_ceil(span_max)
                 );
             }
             Event::BadProposal { peer, round, error } => {
                 tracing::warn!(
                     "refused peer {peer}'s roster for round {}: {error}",
-                    round.0
+                    RoundWords(round)
                 );
             }
             Event::Impersonation { peer, claimed } => {
@@ -744,20 +798,26 @@ impl PeerActor {
             }
             Event::Diverged { round, .. } => tracing::info!(
                 "the mesh committed round {} with a result this node lacks; syncing its state",
-                round.0
+                RoundWords(round)
             ),
             Event::SyncStarted { target, donors } => tracing::info!(
                 "fetching the mesh's state of round {} from {donors} {}",
-                target.round.0,
+                RoundWords(target.round),
                 plural(donors, "donor", "donors")
             ),
             Event::SyncFailed { target } => tracing::warn!(
                 "every donor of the state of round {} failed; fetching another later",
-                target.round.0
+                RoundWords(target.round)
             ),
             Event::ResumedOwnState => {
                 tracing::info!("no newer state to fetch; training on this node's own");
             }
+            Event::CommitteeLost { live, committee } => tracing::warn!(
+                "only {live} of the last round's {committee} contributors are heard from and \
+                 committing needs a majority: the mesh waits for them; if they are gone for \
+                 good, restart the survivors with --refound-after SECS (docs/operator.md, \
+                 \"Mass failures\")"
+            ),
             Event::StateWithheld { peer } => tracing::info!(
                 "peer {peer} asked for the state and was refused (--serve-state members)"
             ),
@@ -790,7 +850,7 @@ impl PeerActor {
         };
         tracing::info!(
             "round {} committed: {contributors} {}, all-reduce {seconds:.3} s{since}",
-            round.0,
+            RoundWords(round),
             plural(contributors, "contributor", "contributors")
         );
         self.commit_logged = Some((now, 0));

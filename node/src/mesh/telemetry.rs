@@ -91,7 +91,9 @@ impl MeshMetrics {
 }
 
 /// One machine-readable line a node prints on stdout with `--report json` (one JSON object per
-/// line). The demo, the end-to-end tests and the benchmark read these.
+/// line). The demo, the end-to-end tests and the benchmark read these. `round` fields carry the
+/// protocol's whole round id: the round count, plus the epoch shifted left by 40 bits once the
+/// mesh was re-founded (docs/protocol.md §5.6), so that ids compare in order across epochs.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Report {
@@ -204,6 +206,22 @@ pub enum Report {
         digest: String,
         /// Why it did not load.
         reason: String,
+    },
+    /// The node re-founded the mesh on the state it held after most of its committee was lost
+    /// (docs/protocol.md §5.6).
+    Refounded {
+        /// Round id of the state held before.
+        from: u64,
+        /// Round id of the re-founded state (the same count in the next epoch: `count | epoch << 40`).
+        round: u64,
+        /// Its digest.
+        digest: String,
+        /// Nodes holding the state when it was re-founded, this one included.
+        founders: usize,
+        /// Contributors the next round needs.
+        quorum: usize,
+        /// Whether this node followed another's re-founding.
+        adopted: bool,
     },
     /// The node stopped cleanly (a limit was reached, or SIGINT/SIGTERM); the process exits 0.
     Stopped {

@@ -273,6 +273,18 @@ impl InvariantChecker {
                 self.donors_dropped += 1;
                 None
             }
+            Event::Refounded { from, to, .. } => {
+                // The same bytes: a gradient computed on the old form is one on the re-founded
+                // form, and the peers use it as such (`peer/refound.rs`).
+                let carried: Vec<_> = self
+                    .gradients
+                    .iter()
+                    .filter(|((_, base), _)| base == from)
+                    .map(|((peer, _), g)| ((*peer, *to), g.clone()))
+                    .collect();
+                self.gradients.extend(carried);
+                None
+            }
             _ => None,
         };
         if let Some(round) = ended

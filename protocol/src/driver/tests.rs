@@ -481,3 +481,82 @@ fn a_peer_forging_and_serving_a_state_makes_nobody_load_it() {
         assert!(rounds >= 10, "seed {seed}: {rounds} rounds committed");
     }
 }
+
+/// Counts `(peer, event)` pairs of a run's history that match.
+fn count_events(driver: &Driver, f: impl Fn(PeerId, &crate::peer::Event) -> bool) -> usize {
+    driver
+        .history()
+        .iter()
+        .filter(|(_, id, e)| f(*id, e))
+        .count()
+}
+
+/// Issue 18, item 3: 3 of 5 founders die at once at 2 s. Without `refound_after` the 2
+/// survivors report the lost committee and halt (by design); with it they re-found the state
+/// they hold in epoch 1 (the same one: the checker fails a run where two peers hold different
+/// states of one round id), commit again within a bound, and a peer joining later syncs the
+/// re-founded lineage and contributes. Every invariant holds across the re-founding.
+#[test]
+fn survivors_of_a_mass_failure_refound_and_a_joiner_follows() {
+    use crate::peer::Event as E;
+    for seed in 1..=3 {
+        for after in [None, Some(Duration::from_secs(2))] {
+            let mut schedule = Schedule::calm(seed, 5);
+            schedule.kills = vec![(ms(2000), 0), (ms(2000), 2), (ms(2000), 3)];
+            schedule.joins = vec![ms(6500)];
+            schedule.faults_end = ms(6500);
+            schedule.run_for = ms(12_000);
+            schedule.config = test_config_builder()
+                .refound_after(after)
+                .build()
+                .expect("valid");
+            let driver = run_logged(schedule);
+            let survivors: Vec<PeerId> = [1, 4].iter().map(|&i| driver.nodes()[i].id).collect();
+            let joiner = driver.nodes()[5].id;
+            let lost = count_events(&driver, |id, e| {
+                survivors.contains(&id) && matches!(e, E::CommitteeLost { .. })
+            });
+            let refounds: Vec<(Timestamp, PeerId, crate::wire::StateSummary)> = driver
+                .history()
+                .iter()
+                .filter_map(|(t, id, e)| match e {
+                    E::Refounded { to, .. } => Some((*t, *id, *to)),
+                    _ => None,
+                })
+                .collect();
+            let epoch1_commits = |who: PeerId| {
+                count_events(&driver, |id, e| {
+                    id == who && matches!(e, E::RoundCommitted { round, .. } if round.epoch() == 1)
+                })
+            };
+            println!(
+                "seed {seed}, refound after {after:?}: lost reported {lost}, refounds \
+                 {refounds:?}, epoch-1 commits {:?}, joiner {}",
+                survivors
+                    .iter()
+                    .map(|p| epoch1_commits(*p))
+                    .collect::<Vec<_>>(),
+                epoch1_commits(joiner),
+            );
+            let Some(after) = after else {
+                assert_eq!(lost, 2, "seed {seed}: each survivor reports once");
+                assert!(refounds.is_empty());
+                assert!(driver.checker().halted_by_design, "seed {seed}");
+                continue;
+            };
+            assert!(!driver.checker().halted_by_design, "seed {seed}");
+            assert_eq!(refounds.len(), 2, "seed {seed}: {refounds:?}");
+            assert_eq!(
+                refounds[0].2, refounds[1].2,
+                "seed {seed}: one re-founded state"
+            );
+            // The dead are forgotten after the peer TTL (1 s), a round in flight ends within
+            // its timeout (1 s), then the setting's time.
+            let latest = Timestamp::ZERO + ms(2000) + Duration::from_secs(2) + after;
+            assert!(refounds.iter().all(|(t, _, _)| *t <= latest), "seed {seed}");
+            for who in survivors.iter().chain([&joiner]) {
+                assert!(epoch1_commits(*who) >= 5, "seed {seed}: {who} in epoch 1");
+            }
+        }
+    }
+}

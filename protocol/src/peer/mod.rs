@@ -21,6 +21,7 @@
 mod leader;
 mod lock;
 mod output;
+mod refound;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -169,6 +170,11 @@ pub struct Peer {
     witnessed: Option<(StateSummary, Digest, RoundId, BTreeSet<PeerId>)>,
     /// When this peer's state last changed (or it started).
     progress_at: Timestamp,
+    /// Since when this peer has heard from no strict majority of its state's committee
+    /// (`refound.rs`), whether it reported it, and when it last looked.
+    lost_since: Option<Timestamp>,
+    lost_reported: bool,
+    lost_checked: Timestamp,
     /// The round being applied by the shell and its contributors (the next state's committee).
     applying: Option<(RoundId, Vec<PeerId>)>,
     /// No roster is proposed before this: founders first hear each other's announcements.
@@ -242,6 +248,9 @@ impl Peer {
             last_seals: None,
             witnessed: None,
             progress_at: now,
+            lost_since: None,
+            lost_reported: false,
+            lost_checked: now,
             applying: None,
             discovery_until: now + announce_interval,
             known: BTreeMap::new(),
@@ -699,9 +708,9 @@ impl Peer {
                 }
             }
         }
-        // Before the first commit, a peer announcing our initial state is a founder.
-        if theirs.is_some() && theirs == self.state && theirs.is_some_and(|s| s.round == RoundId(0))
-        {
+        // Before the first commit, a peer announcing our initial (or re-founded) state is a
+        // founder.
+        if theirs.is_some() && theirs == self.state && self.state_committee().is_empty() {
             self.note_members(&[from]);
         }
         self.known.insert(
@@ -742,6 +751,7 @@ impl Peer {
                 self.announce(now);
             }
         }
+        self.track_committee(now);
         self.maybe_propose(now);
     }
 
@@ -754,6 +764,8 @@ impl Peer {
         ) {
             return false;
         }
+        // Cut off from our committee, and a peer re-founded our state: follow it (§5.6).
+        self.adopt_refounded(now);
         let mine = self.state.map(|s| s.round);
         let behind = self
             .sync_targets(now)
@@ -1105,6 +1117,7 @@ impl Peer {
         if let Some(sync) = &mut self.sync {
             sync.handle_timeout(now);
         }
+        self.track_committee(now);
         self.maybe_propose(now);
         self.pump(now);
     }
@@ -1138,6 +1151,7 @@ impl Peer {
             self.round.as_ref().and_then(ReduceRound::poll_timeout),
             self.sync.as_ref().and_then(StateSync::poll_timeout),
             self.propose_at(),
+            self.committee_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -1217,7 +1231,7 @@ impl Peer {
                 .filter(|(p, k)| **p != self.me && k.announce.state.is_some())
                 .map(|(p, _)| *p)
                 .collect(),
-            genesis_quorum: if self.state.is_some_and(|s| s.round == RoundId(0)) {
+            genesis_quorum: if self.state.is_some() && committee.is_empty() {
                 self.config.genesis_quorum
             } else {
                 0

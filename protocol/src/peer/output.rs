@@ -149,6 +149,30 @@ pub enum Event {
         /// The peer that asked.
         peer: PeerId,
     },
+    /// For a few round timeouts this peer has heard from no strict majority of its state's
+    /// committee (reported once per such episode): no round can commit on that state until
+    /// enough of them return, or until the mesh is re-founded (docs/protocol.md §5.6).
+    CommitteeLost {
+        /// Members of the committee heard from, this peer included.
+        live: usize,
+        /// Members of the committee.
+        committee: usize,
+    },
+    /// This peer re-founded its state in the next epoch (docs/protocol.md §5.6): the same
+    /// bytes, no committee; the next round needs `quorum` contributors. `adopted`: another
+    /// peer re-founded first and this peer, equally cut off from its committee, followed.
+    Refounded {
+        /// The state held before.
+        from: StateSummary,
+        /// The re-founded state.
+        to: StateSummary,
+        /// Peers holding the state when it was re-founded, this peer included.
+        founders: usize,
+        /// Contributors the first round of the new epoch needs.
+        quorum: usize,
+        /// Whether it followed another peer's re-founding.
+        adopted: bool,
+    },
     /// This peer proposed the roster of a round.
     Proposed {
         /// Round.

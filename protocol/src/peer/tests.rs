@@ -551,13 +551,18 @@ fn member_at_round_5() -> (Peer, StateSummary) {
 /// Peer 1 holding the state after round 5 of the committee {1, …, `size`}, computing its next
 /// gradient.
 fn member_of(size: u64) -> (Peer, StateSummary) {
+    member_with(size, config())
+}
+
+/// [`member_of`] with another configuration.
+fn member_with(size: u64, config: PeerConfig) -> (Peer, StateSummary) {
     let me_key = PeerKey::from_index(1);
     let committee = (1..=size).map(PeerId::from_index).collect();
     let snapshot =
         StateSnapshot::new(RoundId(5), committee, Arc::from(vec![3u8; 40]), 16).expect("fits");
     let own = snapshot.summary();
     let mut peer =
-        Peer::resume(config(), me_key, profile(), snapshot, Timestamp::ZERO).expect("resumes");
+        Peer::resume(config, me_key, profile(), snapshot, Timestamp::ZERO).expect("resumes");
     drain(&mut peer);
     (peer, own)
 }
@@ -966,4 +971,156 @@ fn a_lone_founder_commits_round_after_round_without_waiting_for_a_timer() {
         outputs.extend(drain(&mut peer));
     }
     assert_eq!(committed, (1..5).map(RoundId).collect::<Vec<_>>());
+}
+
+/// Runs a member of the committee {1, …, 5} whose only live fellow is peer 2 (announcing
+/// `fellow(now)` every 100 ms, well within the peer TTL) for `secs` seconds of timers; returns its events with
+/// their times, and the peer.
+fn cut_off(
+    config: PeerConfig,
+    secs: u64,
+    fellow: impl Fn(StateSummary, Timestamp) -> StateSummary,
+) -> (Peer, StateSummary, Vec<(Timestamp, Event)>) {
+    let (mut peer, own) = member_with(5, config);
+    let two = PeerId::from_index(2);
+    let mut events = Vec::new();
+    let (mut t, mut next_announce, mut seq) = (Timestamp::ZERO, Timestamp::ZERO, 0);
+    let end = Timestamp::ZERO + Duration::from_secs(secs);
+    let mut timers = 0;
+    while t < end {
+        if next_announce <= t {
+            announce_state(&mut peer, t, two, fellow(own, t), seq);
+            seq += 1;
+            next_announce = t + Duration::from_millis(100);
+        }
+        let timer = peer.poll_timeout().expect("always a timer");
+        let next = timer.min(next_announce);
+        assert!(next >= t, "a timer in the past");
+        t = next;
+        if timer <= t {
+            timers += 1;
+            peer.handle_timeout(t);
+        }
+        for output in drain(&mut peer) {
+            match output {
+                Output::Event(e) => events.push((t, e)),
+                Output::ComputeGradient { .. } => {
+                    peer.handle_gradient(t, 8, Arc::from(vec![0.5f32; 4]));
+                }
+                _ => {}
+            }
+        }
+    }
+    // No busy loop: the committee deadline is not returned again once looked at.
+    assert!(timers < 200 * secs, "{timers} timers in {secs} s");
+    (peer, own, events)
+}
+
+fn refounded(events: &[(Timestamp, Event)]) -> Vec<(Timestamp, StateSummary, usize, bool)> {
+    events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Refounded {
+                to,
+                quorum,
+                adopted,
+                ..
+            } => Some((*t, *to, *quorum, *adopted)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refounding(after: Duration) -> PeerConfig {
+    PeerConfig::builder()
+        .scaled_to(Duration::from_secs(1))
+        .refound_after(Some(after))
+        .build()
+        .expect("valid")
+}
+
+/// Issue 18, item 3: 3 of a committee of 5 gone. The peer reports it once after two round
+/// timeouts; configured to, it re-founds its state in epoch 1 once the setting's time has
+/// passed, with its live fellow holding the same state as co-founder (quorum 2 of 2).
+#[test]
+fn a_peer_cut_off_from_its_committee_reports_it_and_refounds_when_told_to() {
+    let (peer, own, events) = cut_off(refounding(Duration::from_secs(4)), 10, |own, _| own);
+    let lost: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::CommitteeLost { .. }))
+        .collect();
+    assert_eq!(lost.len(), 1, "reported once: {events:?}");
+    assert!(
+        matches!(
+            lost[0].1,
+            Event::CommitteeLost {
+                live: 2,
+                committee: 5
+            }
+        ),
+        "{events:?}"
+    );
+    let done = refounded(&events);
+    assert_eq!(done.len(), 1, "{done:?}");
+    let (at, to, quorum, adopted) = done[0];
+    assert!(at >= Timestamp::ZERO + Duration::from_secs(4), "{at}");
+    assert!(at <= Timestamp::ZERO + Duration::from_secs(5), "{at}");
+    assert_eq!(
+        (to.round, to.round.epoch(), to.round.count()),
+        (RoundId(5).next_epoch(), 1, 5)
+    );
+    assert_eq!((quorum, adopted), (2, false));
+    // The same bytes re-founded the same way by every holder: no committee, a fresh digest.
+    assert_eq!(peer.state(), Some(to));
+    assert_ne!(to.digest, own.digest);
+    assert!(peer.state_committee().is_empty());
+    assert_eq!(format!("{}", to.round), "r5/e1");
+}
+
+/// Without the setting the peer only reports the lost committee, once, and waits: a mesh
+/// halts (safely) until its members return or an operator re-founds it.
+#[test]
+fn without_the_setting_a_cut_off_peer_reports_and_waits() {
+    let (peer, own, events) = cut_off(config(), 20, |own, _| own);
+    let lost = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::CommitteeLost { .. }))
+        .count();
+    assert_eq!(lost, 1);
+    assert!(refounded(&events).is_empty());
+    assert_eq!(peer.state(), Some(own));
+}
+
+/// A cut-off peer without the setting follows a live fellow that re-founded the state it holds
+/// (the operator set the flag on that one), without fetching a byte.
+#[test]
+fn a_cut_off_peer_adopts_a_fellows_refounding_of_its_state() {
+    let at = Timestamp::ZERO + Duration::from_secs(3);
+    let (peer, _, events) = cut_off(config(), 6, |own, t| {
+        if t < at {
+            return own;
+        }
+        let bytes = Arc::from(vec![3u8; 40]);
+        let committee = (1..=5).map(PeerId::from_index).collect();
+        let snapshot = StateSnapshot::new(RoundId(5), committee, bytes, 16).expect("fits");
+        snapshot.refounded().summary()
+    });
+    let done = refounded(&events);
+    assert_eq!(done.len(), 1, "{done:?}");
+    let (when, to, quorum, adopted) = done[0];
+    assert!(when >= at && when < at + Duration::from_secs(1), "{when}");
+    assert_eq!((to.round.epoch(), quorum, adopted), (1, 2, true));
+    assert_eq!(peer.state(), Some(to));
+}
+
+/// A survivor that missed the last commit does not re-found its older state while a live
+/// fellow announces a newer one: it would give the mesh two different epoch-1 states.
+#[test]
+fn a_cut_off_peer_behind_a_live_fellow_does_not_refound() {
+    let newer = StateSummary {
+        round: RoundId(6),
+        digest: Digest::of(b"committed while we were voting"),
+    };
+    let (_, _, events) = cut_off(refounding(Duration::from_secs(2)), 8, |_, _| newer);
+    assert!(refounded(&events).is_empty(), "{events:?}");
 }
