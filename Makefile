@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo demo-lm test fmt-check clippy clippy-sim-lite unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce bench-torchscript bench-diloco soak fuzz chaos-soak fl-table
+.PHONY: setup demo demo-lm test fmt-check clippy clippy-sim-lite unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce bench-torchscript bench-diloco bench-stragglers soak fuzz chaos-soak fl-table
 
 setup:
 	bash scripts/setup.sh
@@ -68,6 +68,13 @@ bench-torchscript: setup
 	$(CARGO) build --release -p gradmesh-node --bin gradmesh
 	target/release/gradmesh bench torchscript --model gpt
 	target/release/gradmesh bench torchscript --model cnn --steps 2000
+
+# Three nodes train the tiny transformer synchronously, one of them under a quarter-core CPU quota
+# (a cgroup: needs root), one batch per round and then with --compute-time 0.5; the mesh's rate
+# and the slow node's share (~2 min; docs/benchmarks.md, "Stragglers").
+bench-stragglers: setup
+	$(CARGO) build --release -p gradmesh-node --bin gradmesh
+	target/release/gradmesh bench stragglers
 
 # Digits test accuracy with every codec vs uncompressed, 4 simulated peers, same steps (~1 min);
 # `make bench-codec-accuracy CODEC_ACCURACY_STEPS=N` sets the step count. See docs/benchmarks.md.

@@ -268,7 +268,13 @@ fn peer(
         })
     };
     let (training, batch_size) = match row {
-        Row::Sync { lr } => (Training::Sync { learning_rate: lr }, args.batch),
+        Row::Sync { lr } => (
+            Training::Sync {
+                learning_rate: lr,
+                compute_time: None,
+            },
+            args.batch,
+        ),
         Row::Diloco { inner_steps, .. } => (
             outer(
                 inner_steps,

@@ -57,6 +57,12 @@ impl ClusterNode {
     pub const fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Its process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 /// Where the node processes run.

@@ -20,6 +20,9 @@ pub(crate) enum BenchCommand {
     /// Train an exported TorchScript example in one node against the same module in a plain
     /// PyTorch loop.
     Torchscript(super::bench_script::TorchscriptArgs),
+    /// Train with one node slowed by a CPU quota, one batch per round and then with a time
+    /// budget per contribution: the mesh's rate and the slow node's share.
+    Stragglers(super::bench_stragglers::StragglersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +90,7 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<()> {
     let args = match command {
         BenchCommand::Allreduce(args) => args,
         BenchCommand::Torchscript(args) => return super::bench_script::run(args),
+        BenchCommand::Stragglers(args) => return super::bench_stragglers::run(args),
     };
     let ours = gradmesh_allreduce(args)?;
     print_figures(&ours);
@@ -303,7 +307,9 @@ mod tests {
         let argv = ["bench", "allreduce"].iter().chain(extra).copied();
         match Cli::try_parse_from(argv).unwrap().bench {
             BenchCommand::Allreduce(args) => args,
-            BenchCommand::Torchscript(_) => unreachable!("parsed `bench allreduce`"),
+            BenchCommand::Torchscript(_) | BenchCommand::Stragglers(_) => {
+                unreachable!("parsed `bench allreduce`")
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod bench_script;
+pub(crate) mod bench_stragglers;
 pub(crate) mod demo;
 pub(crate) mod node;
 

@@ -104,6 +104,12 @@ pub(crate) struct NodeArgs {
     /// it is spent (after at least one), so a slow node does fewer and weighs less.
     #[arg(long, env = "GRADMESH_INNER_TIME", allow_negative_numbers = true, value_parser = seconds)]
     pub(crate) inner_time: Option<Duration>,
+    /// Wall-clock budget of one contribution under `--strategy sync`, in seconds: the node
+    /// accumulates batch after batch until it is spent (at least one) and contributes their
+    /// mean, weighted by its examples, so a slow node contributes fewer examples every round
+    /// rather than missing rounds and resyncing. Default: one batch per round.
+    #[arg(long, env = "GRADMESH_COMPUTE_TIME", allow_negative_numbers = true, value_parser = seconds)]
+    pub(crate) compute_time: Option<Duration>,
     /// Start the next inner phase as soon as this node's message is handed to the mesh, while
     /// the mesh reduces it (Streaming DiLoCo's one-step-delayed outer update): the inner steps
     /// taken meanwhile carry over to the new global model when it arrives, so compute waits for
@@ -145,9 +151,9 @@ pub(crate) struct NodeArgs {
     pub(crate) round_timeout: Duration,
     /// How long a round's leader waits, once ready, for the other nodes to be ready before it
     /// proposes a roster without them, in seconds (it proposes at once when all are). Default:
-    /// 1/40 of the round timeout when training synchronously; under local steps half the
-    /// inner-phase budget (--inner-time) or half the round timeout, so that nodes whose inner
-    /// phases end a little apart still share a round.
+    /// 1/40 of the round timeout when training synchronously, --compute-time when given (a
+    /// node up to one budget late still contributes); under local steps half the inner-phase budget (--inner-time) or half the round
+    /// timeout, so that nodes whose computations end a little apart still share a round.
     #[arg(long, env = "GRADMESH_COLLECT_WINDOW", allow_negative_numbers = true, value_parser = seconds)]
     pub(crate) collect_window: Option<Duration>,
     /// Votes the first round needs: set it to a majority of the founders, so that two halves
@@ -320,7 +326,7 @@ where
 }
 
 /// A positive, finite number of seconds.
-fn seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
     let value: f64 = s
         .trim()
         .parse()
@@ -615,7 +621,7 @@ fn training_descriptor(
                 ModelChoice::Script { .. } => words.extend(workload.identity().iter().cloned()),
             }
             match &spec.training {
-                Training::Sync { learning_rate } => words.extend([
+                Training::Sync { learning_rate, .. } => words.extend([
                     ("strategy", "sync".to_owned()),
                     ("learning-rate", learning_rate.to_string()),
                 ]),
@@ -649,6 +655,14 @@ fn collect_window(
             training: Training::Outer(outer),
             ..
         }) => Some(outer.inner_time.unwrap_or(round_timeout).min(round_timeout) / 2),
+        WorkloadSpec::Model(ModelSpec {
+            training:
+                Training::Sync {
+                    compute_time: Some(budget),
+                    ..
+                },
+            ..
+        }) => Some((*budget).min(round_timeout / 2)),
         _ => None,
     })
 }
@@ -665,10 +679,24 @@ fn training(args: &NodeArgs) -> anyhow::Result<Training> {
         "--overlap needs local steps: give a --strategy other than sync (e.g. diloco)"
     );
     if strategy == StrategyArg::Sync {
+        anyhow::ensure!(
+            args.inner_time.is_none(),
+            "--inner-time budgets local steps: give a --strategy other than sync, or use \
+             --compute-time for synchronous training"
+        );
         return Ok(Training::Sync {
             learning_rate: args.learning_rate.unwrap_or(0.1),
+            compute_time: args.compute_time,
         });
     }
+    anyhow::ensure!(
+        args.compute_time.is_none(),
+        "--compute-time budgets synchronous training: with --strategy {} use --inner-time",
+        strategy
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    );
     let name = strategy
         .to_possible_value()
         .map(|v| v.get_name().to_owned())
@@ -799,6 +827,7 @@ mod tests {
         for flag in [
             "--round-timeout",
             "--inner-time",
+            "--compute-time",
             "--collect-window",
             "--max-time",
         ] {
@@ -839,5 +868,40 @@ mod tests {
         );
         assert_eq!(args.round_timeout, std::time::Duration::from_millis(500));
         assert_eq!(args.target_loss, Some(1.25));
+    }
+
+    fn node_args(flags: &[&str]) -> super::NodeArgs {
+        let argv = ["gradmesh", "node"].iter().chain(flags);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Node(args) => *args,
+            _ => panic!("not node"),
+        }
+    }
+
+    /// Issue 18, item 4: a time budget per contribution is for synchronous training, an inner
+    /// phase's for local steps; each is refused with the other strategy, naming the right flag.
+    /// Under `sync` the budget also becomes the leader's default wait for late nodes.
+    #[test]
+    fn compute_and_inner_time_budgets_go_with_their_strategy() {
+        use gradmesh_node::mesh::Training;
+        use std::time::Duration;
+
+        let sync = node_args(&["--compute-time", "0.5"]);
+        let training = super::training(&sync).expect("sync with a budget");
+        assert!(matches!(
+            training,
+            Training::Sync { compute_time: Some(t), .. } if t == Duration::from_millis(500)
+        ));
+        let spec = super::workload_spec(&sync).expect("a spec");
+        let window = super::collect_window(&sync, &spec, Duration::from_secs(12));
+        assert_eq!(window.expect("valid"), Some(Duration::from_millis(500)));
+
+        let diloco = node_args(&["--model", "transformer", "--compute-time", "0.5"]);
+        let error = super::training(&diloco).expect_err("refused").to_string();
+        assert!(error.contains("--inner-time"), "{error}");
+        let error = super::training(&node_args(&["--inner-time", "2"]))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("--compute-time"), "{error}");
     }
 }

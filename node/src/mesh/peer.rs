@@ -102,6 +102,10 @@ pub struct PeerActor {
     outbox: Outbox,
     gossip_seq: u64,
     round_started: Option<(RoundId, Instant)>,
+    /// The last round this node contributed to (not only observed).
+    contributed: Option<RoundId>,
+    /// Examples behind the last contribution computed (its weight in the mesh's mean).
+    last_weight: u32,
     /// Seconds from roster to commit of the last committed round.
     last_allreduce: Option<(RoundId, f64)>,
     last_loss: Option<f32>,
@@ -176,6 +180,8 @@ impl PeerActor {
             outbox: Outbox::default(),
             gossip_seq: 0,
             round_started: None,
+            contributed: None,
+            last_weight: 0,
             last_allreduce: None,
             last_loss: None,
             last_inner_steps: 0,
@@ -290,6 +296,7 @@ impl PeerActor {
                 act.local_steps |= computed.inner_steps > 0;
                 act.last_loss = Some(computed.loss);
                 act.last_inner_steps = computed.inner_steps;
+                act.last_weight = computed.weight;
                 act.last_compute_seconds = computed.seconds;
                 act.computing.0 += computed.seconds;
                 let now = act.now();
@@ -418,6 +425,7 @@ impl PeerActor {
             accuracy: None,
             validation_loss: None,
             inner_steps: self.last_inner_steps,
+            examples: (self.contributed == Some(round)).then_some(self.last_weight),
             compute_seconds: self.last_compute_seconds,
             utilisation: self
                 .computing
@@ -662,6 +670,19 @@ impl PeerActor {
         bar.tick();
     }
 
+    fn started(&mut self, round: RoundId, contributors: usize, role: Role) {
+        self.round_started = Some((round, Instant::now()));
+        if role == Role::Contributor {
+            self.contributed = Some(round);
+        }
+        tracing::debug!(round = round.0, contributors, ?role, "round started");
+        self.report(&Report::RoundStarted {
+            round: round.0,
+            contributors,
+            observer: role == Role::Observer,
+        });
+    }
+
     fn observe(&mut self, event: Event, ctx: &mut Context<Self>) {
         self.ban_if_proven(&event);
         let event = match Self::log_only(event, self.peer.id()) {
@@ -674,15 +695,7 @@ impl PeerActor {
                 contributors,
                 role,
                 ..
-            } => {
-                self.round_started = Some((round, Instant::now()));
-                tracing::debug!(round = round.0, contributors, ?role, "round started");
-                self.report(&Report::RoundStarted {
-                    round: round.0,
-                    contributors,
-                    observer: role == Role::Observer,
-                });
-            }
+            } => self.started(round, contributors, role),
             Event::RoundCommitted {
                 round,
                 contributors,

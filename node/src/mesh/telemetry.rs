@@ -161,6 +161,10 @@ pub enum Report {
         validation_loss: Option<f32>,
         /// Local optimizer steps behind this node's contribution (0 when synchronous).
         inner_steps: u32,
+        /// This node's weight in the round's mean (the examples behind its contribution); absent
+        /// when it did not contribute (it observed the round while joining).
+        #[serde(default)]
+        examples: Option<u32>,
         /// Seconds this node spent computing its contribution (the inner phase).
         compute_seconds: f64,
         /// Share of wall time this node spent computing since its first computation began

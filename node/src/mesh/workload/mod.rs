@@ -135,6 +135,11 @@ pub enum Training {
     Sync {
         /// SGD learning rate.
         learning_rate: f32,
+        /// Wall-clock budget of one contribution: the node accumulates the gradients of batch
+        /// after batch until it is spent (at least one batch) and contributes their mean,
+        /// weighted by the examples behind it. A slow node then contributes fewer examples
+        /// every round instead of missing rounds. `None`: one batch.
+        compute_time: Option<std::time::Duration>,
     },
     /// Local steps between synchronisations (DiLoCo, federated strategies).
     Outer(OuterSpec),
@@ -185,6 +190,8 @@ pub struct ModelWorkload {
     /// Local batches drawn so far (the samplers' step).
     step: u64,
     outer: Option<Outer>,
+    /// Synchronous training's budget per contribution ([`Training::Sync`]).
+    compute_time: Option<std::time::Duration>,
 }
 
 impl Workload {
@@ -362,7 +369,7 @@ impl ModelWorkload {
         // Synchronous training steps with the trainer's own optimizer; under local steps the
         // outer loop steps Δ with its own and the trainer's stays unused.
         let optimizer = match &spec.training {
-            Training::Sync { learning_rate } => {
+            Training::Sync { learning_rate, .. } => {
                 OptimizerConfig::sgd(*learning_rate, 0.9, false, 0.0)
             }
             Training::Outer(_) => OptimizerConfig::sgd(1.0, 0.0, false, 0.0),
@@ -377,12 +384,17 @@ impl ModelWorkload {
             ModelChoice::Builtin(_) => Vec::new(),
             ModelChoice::Script { spec: script, .. } => script_identity(script, &trainer, &source),
         };
+        let compute_time = match &spec.training {
+            Training::Sync { compute_time, .. } => *compute_time,
+            Training::Outer(_) => None,
+        };
         Ok(Self {
             trainer,
             source,
             identity,
             step: 0,
             outer,
+            compute_time,
         })
     }
 
@@ -452,10 +464,46 @@ impl ModelWorkload {
         let batch = self.source.batch(self.step)?;
         self.step += 1;
         let loss = self.trainer.compute_gradients(&batch)?;
+        let mut examples = batch.len();
+        let spent = |budget: std::time::Duration| started.elapsed() >= budget;
+        if self.compute_time.is_none_or(spent) {
+            return Ok(Computed {
+                weight: u32::try_from(examples).unwrap_or(u32::MAX),
+                gradient: Arc::from(self.trainer.gradients()),
+                loss,
+                inner_steps: 0,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        // More batches while the budget lasts: sums weighted by examples, then their mean.
+        #[allow(clippy::cast_precision_loss)] // Batch sizes are far below 2^24.
+        let weigh = |n: usize| n as f32;
+        let mut sum: Vec<f32> = self
+            .trainer
+            .gradients()
+            .iter()
+            .map(|g| g * weigh(examples))
+            .collect();
+        let mut loss_sum = loss * weigh(examples);
+        while !self.compute_time.is_none_or(spent) {
+            let batch = self.source.batch(self.step)?;
+            self.step += 1;
+            let loss = self.trainer.compute_gradients(&batch)?;
+            let n = weigh(batch.len());
+            for (s, g) in sum.iter_mut().zip(self.trainer.gradients()) {
+                *s += g * n;
+            }
+            loss_sum += loss * n;
+            examples += batch.len();
+        }
+        let total = weigh(examples);
+        for s in &mut sum {
+            *s /= total;
+        }
         Ok(Computed {
-            weight: u32::try_from(batch.len()).unwrap_or(u32::MAX),
-            gradient: Arc::from(self.trainer.gradients()),
-            loss,
+            weight: u32::try_from(examples).unwrap_or(u32::MAX),
+            gradient: Arc::from(sum),
+            loss: loss_sum / total,
             inner_steps: 0,
             seconds: started.elapsed().as_secs_f64(),
         })

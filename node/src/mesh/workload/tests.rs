@@ -77,6 +77,7 @@ fn one_inner_sgd_step_of_rate_one_under_an_outer_sgd_gives_synchronous_sgd_param
                 (i, 2),
                 Training::Sync {
                     learning_rate: rate,
+                    compute_time: None,
                 },
             )
         })
@@ -121,6 +122,7 @@ fn one_inner_sgd_step_of_rate_one_under_an_outer_sgd_gives_synchronous_sgd_param
         (0, 1),
         Training::Sync {
             learning_rate: rate,
+            compute_time: None,
         },
     );
     assert_ne!(before.state_bytes(), sync[0].state_bytes(), "it trained");
@@ -228,6 +230,39 @@ fn an_inner_time_budget_ends_the_phase_after_at_least_one_step() {
     let mut unbounded = digits((0, 1), spec(None));
     let computed = unbounded.compute().unwrap();
     assert_eq!((computed.inner_steps, computed.weight), (50, 800));
+}
+
+/// Issue 18, item 4: under a compute-time budget a synchronous contribution is the mean of as
+/// many batch gradients as the budget allowed, weighted by their examples: the same as those
+/// batches contributed one by one would give in the mesh's mean.
+#[test]
+fn a_compute_time_budget_contributes_the_weighted_mean_of_the_batches_it_allowed() {
+    let sync = |compute_time| Training::Sync {
+        learning_rate: 0.1,
+        compute_time,
+    };
+    let mut budgeted = digits((0, 1), sync(Some(Duration::from_millis(30))));
+    let computed = budgeted.compute().unwrap();
+    let batches = computed.weight as usize / 16;
+    assert!(batches >= 2, "{} examples in 30 ms", computed.weight);
+    assert_eq!(computed.weight % 16, 0);
+    let mut one_by_one = digits((0, 1), sync(None));
+    let singles: Vec<Computed> = (0..batches)
+        .map(|_| one_by_one.compute().unwrap())
+        .collect();
+    assert!(singles.iter().all(|c| c.weight == 16));
+    let expected = mesh_mean(&singles);
+    let worst = expected
+        .iter()
+        .zip(computed.gradient.iter())
+        .map(|(e, g)| (e - g).abs() / (1e-3 + e.abs()))
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "relative error {worst}");
+    let mean_loss = singles.iter().map(|c| c.loss).sum::<f32>() / singles.len() as f32;
+    assert!((computed.loss - mean_loss).abs() < 1e-4 * mean_loss.abs().max(1.0));
+    // A spent budget still gives one batch.
+    let mut spent = digits((0, 1), sync(Some(Duration::ZERO)));
+    assert_eq!(spent.compute().unwrap().weight, 16);
 }
 
 #[test]
