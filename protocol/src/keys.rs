@@ -19,6 +19,9 @@
 //! manifest; a joiner fetches a state only if enough of the peers it must trust attested it
 //! ([`crate::sync::Vouchers`], docs/protocol.md §3.5).
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +144,12 @@ impl Seal {
     }
 
     fn verifies(&self, message: &[u8]) -> bool {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.key).update(&self.r).update(&self.s);
+        let id = *hasher.update(message).finalize().as_bytes();
+        if VERIFIED.with_borrow(|v| v.contains(&id)) {
+            return true;
+        }
         let Ok(key) = VerifyingKey::from_bytes(&self.key) else {
             return false;
         };
@@ -148,8 +157,30 @@ impl Seal {
         bytes[..32].copy_from_slice(&self.r);
         bytes[32..].copy_from_slice(&self.s);
         let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        key.verify_strict(message, &signature).is_ok()
+        let valid = key.verify_strict(message, &signature).is_ok();
+        if valid {
+            VERIFIED.with_borrow_mut(|v| {
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+                v.insert(id);
+            });
+        }
+        valid
     }
+}
+
+/// Seals that verified, with what they signed, by blake3 of both: a seal carried by many
+/// messages (votes relayed in certificates, attestations forwarded with every manifest) or
+/// checked by many peers on one thread (the driver and the simulator run them all on one) is
+/// verified once, not each time — verification was the largest cost of the fault schedules
+/// (perf, 2026-12-06). Verifying is a pure function, so the set changes no outcome: only
+/// successes are kept (a forged seal is checked, and refused, every time it comes), and it is
+/// emptied when full, which bounds it at [`VERIFIED_MAX`] entries of 32 bytes per thread.
+const VERIFIED_MAX: usize = 1 << 14;
+
+thread_local! {
+    static VERIFIED: RefCell<BTreeSet<[u8; 32]>> = const { RefCell::new(BTreeSet::new()) };
 }
 
 /// The bytes a vote signs: domain ‖ roster digest ‖ result digest.

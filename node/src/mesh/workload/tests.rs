@@ -241,10 +241,17 @@ fn a_compute_time_budget_contributes_the_weighted_mean_of_the_batches_it_allowed
         learning_rate: 0.1,
         compute_time,
     };
-    let mut budgeted = digits((0, 1), sync(Some(Duration::from_millis(30))));
-    let computed = budgeted.compute().unwrap();
+    // A loaded machine (the whole suite runs at once) may fit one batch in a short budget: the
+    // budget grows until one fits two or more.
+    let computed = [30, 100, 300, 1000, 3000]
+        .into_iter()
+        .map(|ms| {
+            let mut budgeted = digits((0, 1), sync(Some(Duration::from_millis(ms))));
+            budgeted.compute().unwrap()
+        })
+        .find(|c| c.weight >= 32)
+        .expect("two batches within 3 s");
     let batches = computed.weight as usize / 16;
-    assert!(batches >= 2, "{} examples in 30 ms", computed.weight);
     assert_eq!(computed.weight % 16, 0);
     let mut one_by_one = digits((0, 1), sync(None));
     let singles: Vec<Computed> = (0..batches)
@@ -257,9 +264,15 @@ fn a_compute_time_budget_contributes_the_weighted_mean_of_the_batches_it_allowed
         .zip(computed.gradient.iter())
         .map(|(e, g)| (e - g).abs() / (1e-3 + e.abs()))
         .fold(0f32, f32::max);
-    assert!(worst < 1e-4, "relative error {worst}");
+    // The workload sums in f32, batch after batch: its rounding grows with their number.
+    #[allow(clippy::cast_precision_loss)]
+    let tolerance = 1e-4 * (batches as f32 / 100.0).max(1.0);
+    assert!(
+        worst < tolerance,
+        "relative error {worst} over {batches} batches"
+    );
     let mean_loss = singles.iter().map(|c| c.loss).sum::<f32>() / singles.len() as f32;
-    assert!((computed.loss - mean_loss).abs() < 1e-4 * mean_loss.abs().max(1.0));
+    assert!((computed.loss - mean_loss).abs() < tolerance * mean_loss.abs().max(1.0));
     // A spent budget still gives one batch.
     let mut spent = digits((0, 1), sync(Some(Duration::ZERO)));
     assert_eq!(spent.compute().unwrap().weight, 16);
