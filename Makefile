@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: setup demo demo-lm test fmt-check clippy clippy-sim-lite unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce bench-torchscript bench-diloco bench-stragglers soak fuzz chaos-soak fl-table
+.PHONY: setup demo demo-lm test fmt-check clippy clippy-sim-lite unit protocol-deps seed-spread bench-kernels bench-codec-accuracy bench-allreduce bench-torchscript bench-diloco bench-stragglers nat soak fuzz chaos-soak fl-table
 
 setup:
 	bash scripts/setup.sh
@@ -68,6 +68,14 @@ bench-torchscript: setup
 	$(CARGO) build --release -p gradmesh-node --bin gradmesh
 	target/release/gradmesh bench torchscript --model gpt
 	target/release/gradmesh bench torchscript --model cnn --steps 2000
+
+# NAT traversal for real (needs root): a public relay node and two nodes behind NAT routers in
+# network namespaces (scripts/nat.sh) train the MLP, behind port-keeping and behind
+# port-randomising NATs; prints hole punching, rates and relayed bytes (docs/operator.md,
+# "Behind NAT").
+nat: setup
+	$(CARGO) build --release -p gradmesh-node --bin gradmesh
+	bash scripts/nat_mesh.sh target/release/gradmesh 1500
 
 # Three nodes train the tiny transformer synchronously, one of them under a quarter-core CPU quota
 # (a cgroup: needs root), one batch per round and then with --compute-time 0.5; the mesh's rate

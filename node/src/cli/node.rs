@@ -43,6 +43,15 @@ pub(crate) struct NodeArgs {
     /// starts); repeatable. The rest of the mesh is found through it (Kademlia).
     #[arg(long, env = "GRADMESH_BOOTSTRAP", value_delimiter = ',')]
     pub(crate) bootstrap: Vec<Multiaddr>,
+    /// Behind NAT: a public node started with --relay-server, `<multiaddr>/p2p/<peer id>`;
+    /// repeatable. This node reserves a slot on it and is reachable through it; peers then try
+    /// a direct connection by hole punching, and stay relayed where the NATs defeat it.
+    #[arg(long, env = "GRADMESH_RELAY", value_delimiter = ',')]
+    pub(crate) relay: Vec<Multiaddr>,
+    /// Relay connections for nodes behind NAT (circuit relay v2). For a node with a public
+    /// address; its bandwidth then carries the relayed nodes' rounds too.
+    #[arg(long, env = "GRADMESH_RELAY_SERVER")]
+    pub(crate) relay_server: bool,
     /// The mesh's pre-shared key file (libp2p `/key/swarm/psk/1.0.0/` format, or 64 hex
     /// digits). Nodes without the same key cannot connect. Disables QUIC.
     #[arg(long, env = "GRADMESH_MESH_KEY")]
@@ -491,6 +500,8 @@ fn node_setup(
     let net = NetConfig::builder()
         .listen(args.listen.clone())
         .bootstrap(args.bootstrap.clone())
+        .relays(args.relay.clone())
+        .relay_server(args.relay_server)
         .mesh_key(mesh_key)
         .mdns(args.mdns)
         .lanes(!args.no_lanes)

@@ -280,8 +280,11 @@ fn wall_clock_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Prints one report line on stdout. A reader that went away (a closed pipe) costs the lines,
+/// not the node: `println!` would panic on it, and training goes on without its reader.
 fn report_line(report: &Report) {
+    use std::io::Write as _;
     if let Ok(line) = serde_json::to_string(report) {
-        println!("{line}");
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
 }

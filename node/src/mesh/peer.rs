@@ -242,10 +242,8 @@ impl PeerActor {
     }
 
     fn report(&self, report: &Report) {
-        if self.options.report
-            && let Ok(line) = serde_json::to_string(report)
-        {
-            println!("{line}");
+        if self.options.report {
+            super::report_line(report);
         }
     }
 

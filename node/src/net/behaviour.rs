@@ -1,5 +1,7 @@
 //! The composed libp2p behaviour: gossipsub for small announcements, identify, Kademlia, optional
-//! mDNS, ping, request-response frames for bulk data, and lane offers (see `lane`).
+//! mDNS, ping, request-response frames for bulk data, lane offers (see `lane`), and NAT
+//! traversal: circuit relay v2 (the client always, the server with `--relay-server`), DCUtR hole
+//! punching over relayed connections, and AutoNAT (whether peers can dial this node).
 
 use std::time::Duration;
 
@@ -9,7 +11,8 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping,
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, kad,
+    mdns, ping, relay,
 };
 
 use super::config::NetConfig;
@@ -69,6 +72,10 @@ pub(crate) struct MeshBehaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) ping: ping::Behaviour,
+    pub(crate) relay: Toggle<relay::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
 }
 
 /// A lane offer is 66 bytes; one unanswered for this long is dropped (frames then use libp2p).
@@ -78,11 +85,13 @@ const LANE_OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5);
 
 impl MeshBehaviour {
-    /// Builds the behaviour and subscribes to the mesh topic. gossipsub metrics go to `registry`.
+    /// Builds the behaviour and subscribes to the mesh topic. gossipsub metrics go to `registry`;
+    /// `relay_client` is the half of the relay client whose other half is in the transport.
     pub(crate) fn new(
         keypair: &Keypair,
         config: &NetConfig,
         registry: &mut Registry,
+        relay_client: relay::client::Behaviour,
     ) -> Result<Self, BehaviourError> {
         let local = keypair.public().to_peer_id();
         let frames = request_response::Behaviour::with_codec(
@@ -110,7 +119,10 @@ impl MeshBehaviour {
                 .with_agent_version(config.training.as_ref().map_or_else(
                     || super::config::AGENT.to_owned(),
                     super::config::TrainingDescriptor::agent_version,
-                )),
+                ))
+                // A circuit address (a reservation on a --relay) comes after the first
+                // exchange: peers must hear of it, or none behind another NAT can dial us.
+                .with_push_listen_addr_updates(true),
         );
         let mut kad =
             kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config());
@@ -132,6 +144,14 @@ impl MeshBehaviour {
             kad,
             mdns: Toggle::from(mdns),
             ping: ping::Behaviour::default(),
+            relay: Toggle::from(
+                config
+                    .relay_server
+                    .then(|| relay::Behaviour::new(local, relay_config())),
+            ),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(local),
+            autonat: autonat::Behaviour::new(local, autonat_config()),
         })
     }
 }
@@ -143,6 +163,33 @@ fn connection_limits() -> connection_limits::ConnectionLimits {
         .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
         .with_max_pending_incoming(Some(PENDING_INBOUND_MAX))
         .with_max_established_incoming(Some(ESTABLISHED_INBOUND_MAX))
+}
+
+/// A mesh's relay carries whole rounds for the peers behind NAT until they punch a direct
+/// connection (or for good, behind a NAT that defeats hole punching), so circuits are not cut
+/// after libp2p's default 128 KiB and 2 minutes; the number of circuits stays bounded, and each
+/// copies through fixed buffers. With a mesh key only the mesh's peers can connect at all.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_circuits: 64,
+        max_circuits_per_peer: 8,
+        max_circuit_duration: Duration::from_secs(24 * 3600),
+        max_circuit_bytes: 0,
+        ..relay::Config::default()
+    }
+}
+
+/// AutoNAT asks connected peers to dial this node back. Private and test networks are meshes
+/// too (as for Kademlia's mode above), so dial-backs to non-global addresses count; probes start
+/// a few seconds after start and repeat as libp2p's defaults say.
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        only_global_ips: false,
+        boot_delay: Duration::from_secs(5),
+        throttle_server_period: Duration::from_secs(15),
+        retry_interval: Duration::from_secs(30),
+        ..autonat::Config::default()
+    }
 }
 
 /// Kademlia re-bootstraps every few seconds: in a small mesh that is how a peer that joined

@@ -23,6 +23,12 @@ pub enum ConfigError {
         /// The address.
         addr: Multiaddr,
     },
+    /// A relay address lacks the `/p2p/<peer id>` suffix that authenticates the relay.
+    #[error("relay address {addr} must end with /p2p/<peer id> (the relay node's full address)")]
+    RelayWithoutPeerId {
+        /// The address.
+        addr: Multiaddr,
+    },
     /// A QUIC address was given together with a mesh key, which QUIC cannot honour.
     #[error("{addr} is a QUIC address, but a mesh key is set and pnet cannot wrap QUIC; use TCP")]
     QuicWithMeshKey {
@@ -64,6 +70,8 @@ pub struct NetConfig {
     pub(crate) lane_port: u16,
     pub(crate) extra_metrics: Option<MetricsRegistrar>,
     pub(crate) training: Option<TrainingDescriptor>,
+    pub(crate) relay_server: bool,
+    pub(crate) relays: Vec<(PeerId, Multiaddr)>,
 }
 
 /// What every node of a mesh must train alike (model and shape, seed, strategy, codec, …), as
@@ -203,6 +211,10 @@ pub struct NetConfigBuilder {
     extra_metrics: Option<MetricsRegistrar>,
     /// Default: none (peers are not checked).
     training: Option<TrainingDescriptor>,
+    /// Default: off.
+    relay_server: bool,
+    /// Default: none.
+    relays: Vec<Multiaddr>,
 }
 
 impl Default for NetConfigBuilder {
@@ -225,6 +237,8 @@ impl Default for NetConfigBuilder {
             lane_port: 0,
             extra_metrics: None,
             training: None,
+            relay_server: false,
+            relays: Vec::new(),
         }
     }
 }
@@ -315,6 +329,22 @@ impl NetConfigBuilder {
         self
     }
 
+    /// Whether this node relays connections for peers behind NAT (circuit relay v2).
+    #[must_use]
+    pub const fn relay_server(mut self, enabled: bool) -> Self {
+        self.relay_server = enabled;
+        self
+    }
+
+    /// Relays to be reachable through (each ends with `/p2p/<peer id>`): the node reserves a
+    /// slot on each and advertises the circuit address, so peers that cannot dial it directly
+    /// (it is behind NAT) connect through the relay, then try to punch a direct connection.
+    #[must_use]
+    pub fn relays(mut self, addrs: Vec<Multiaddr>) -> Self {
+        self.relays = addrs;
+        self
+    }
+
     /// Metrics of other components to serve next to the network's.
     #[must_use]
     pub fn extra_metrics(mut self, registrar: MetricsRegistrar) -> Self {
@@ -332,19 +362,16 @@ impl NetConfigBuilder {
                 .listen
                 .iter()
                 .chain(&self.bootstrap)
+                .chain(&self.relays)
                 .find(|a| is_quic(a));
             if let Some(addr) = quic {
                 return Err(ConfigError::QuicWithMeshKey { addr: addr.clone() });
             }
         }
-        let bootstrap = self
-            .bootstrap
-            .into_iter()
-            .map(|addr| match addr.iter().last() {
-                Some(Protocol::P2p(peer)) => Ok((peer, addr)),
-                _ => Err(ConfigError::BootstrapWithoutPeerId { addr }),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let bootstrap = named_peers(self.bootstrap, |addr| ConfigError::BootstrapWithoutPeerId {
+            addr,
+        })?;
+        let relays = named_peers(self.relays, |addr| ConfigError::RelayWithoutPeerId { addr })?;
         let frame_caps = FrameCaps::new(self.payload_bytes_max).ok_or(ConfigError::PayloadCap {
             bytes: self.payload_bytes_max,
             limit: super::frame::PAYLOAD_BYTES_MAX_LIMIT,
@@ -374,8 +401,24 @@ impl NetConfigBuilder {
             lane_port: self.lane_port,
             extra_metrics: self.extra_metrics,
             training: self.training,
+            relay_server: self.relay_server,
+            relays,
         })
     }
+}
+
+/// Each address with the peer its `/p2p/<peer id>` suffix names; `missing` for one without.
+fn named_peers(
+    addrs: Vec<Multiaddr>,
+    missing: fn(Multiaddr) -> ConfigError,
+) -> Result<Vec<(PeerId, Multiaddr)>, ConfigError> {
+    addrs
+        .into_iter()
+        .map(|addr| match addr.iter().last() {
+            Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+            _ => Err(missing(addr)),
+        })
+        .collect()
 }
 
 fn is_quic(addr: &Multiaddr) -> bool {
@@ -436,9 +479,12 @@ mod tests {
                 .listen(vec![quic])
                 .mesh_key(Some(key()))
                 .build(),
-            NetConfig::builder().bootstrap(vec![no_peer]).build(),
+            NetConfig::builder()
+                .bootstrap(vec![no_peer.clone()])
+                .build(),
             NetConfig::builder().payload_bytes_max(0).build(),
             NetConfig::builder().frame_timeout(Duration::ZERO).build(),
+            NetConfig::builder().relays(vec![no_peer]).build(),
         ];
         assert!(matches!(cases[0], Err(ConfigError::NoListenAddress)));
         assert!(matches!(cases[1], Err(ConfigError::QuicWithMeshKey { .. })));
@@ -448,6 +494,10 @@ mod tests {
         ));
         assert!(matches!(cases[3], Err(ConfigError::PayloadCap { .. })));
         assert!(matches!(cases[4], Err(ConfigError::ZeroTimeout { .. })));
+        assert!(matches!(
+            cases[5],
+            Err(ConfigError::RelayWithoutPeerId { .. })
+        ));
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::ops::ControlFlow;
 use bytes::Bytes;
 use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundFailure};
-use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{gossipsub, identify, kad, mdns};
+use libp2p::swarm::{ConnectionId, DialError};
+use libp2p::{autonat, dcutr, gossipsub, identify, kad, mdns, relay};
 
 use super::behaviour::MeshBehaviourEvent;
 use super::config::TrainingDescriptor;
@@ -116,6 +116,27 @@ impl SwarmLoop {
                 self.metrics.libp2p.record(&event);
                 None
             }
+            MeshBehaviourEvent::Relay(event) => {
+                self.metrics.libp2p.record(&event);
+                tracing::debug!(?event, "relay server");
+                None
+            }
+            MeshBehaviourEvent::RelayClient(event) => {
+                if let relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } = &event {
+                    self.relay_retry.remove(relay_peer_id);
+                }
+                handle_relay_client(&event);
+                None
+            }
+            MeshBehaviourEvent::Dcutr(event) => {
+                self.metrics.libp2p.record(&event);
+                handle_dcutr(&event);
+                None
+            }
+            MeshBehaviourEvent::Autonat(event) => {
+                self.handle_autonat(&event);
+                None
+            }
             MeshBehaviourEvent::Limits(never) | MeshBehaviourEvent::Bans(never) => match never {},
         };
         match out {
@@ -124,14 +145,33 @@ impl SwarmLoop {
         }
     }
 
-    /// A peer's first connection maps it and offers it a lane; peers without an ed25519 key
-    /// are not admitted.
+    /// A peer's first connection maps it and offers it a lane (not through a relay: a lane is
+    /// dialed to the address the connection comes from, which would be the relay's); peers
+    /// without an ed25519 key are not admitted. A direct connection next to relayed ones (hole
+    /// punching succeeded, or the peer was dialed directly) closes those: its traffic leaves
+    /// the relay.
     pub(super) fn handle_connected(
         &mut self,
         peer: libp2p::PeerId,
+        connection: ConnectionId,
         established: u32,
+        relayed: bool,
         remote: &libp2p::Multiaddr,
     ) -> Option<NetEvent> {
+        if relayed {
+            self.relayed.entry(peer).or_default().push(connection);
+        } else if let Some(circuits) = self.relayed.remove(&peer) {
+            tracing::info!(
+                transport_peer = %peer,
+                "direct connection to a peer reached through a relay; its traffic leaves the relay"
+            );
+            for circuit in circuits {
+                self.swarm.close_connection(circuit);
+            }
+        }
+        if !relayed {
+            self.listen_via_relay(peer);
+        }
         if established > 1 {
             return None;
         }
@@ -145,7 +185,7 @@ impl SwarmLoop {
             self.unreached.remove(&peer);
             tracing::info!("reached bootstrap peer {addr}");
         }
-        if let Some(offer) = self.lanes.connected(protocol, remote) {
+        if !relayed && let Some(offer) = self.lanes.connected(protocol, remote) {
             self.swarm.behaviour_mut().lanes.send_request(&peer, offer);
         }
         tracing::info!(peer = %protocol, transport_peer = %peer, "peer connected");
@@ -155,8 +195,15 @@ impl SwarmLoop {
     pub(super) fn handle_closed(
         &mut self,
         peer: libp2p::PeerId,
+        connection: ConnectionId,
         remaining: u32,
     ) -> Option<NetEvent> {
+        if let Some(circuits) = self.relayed.get_mut(&peer) {
+            circuits.retain(|c| *c != connection);
+            if circuits.is_empty() {
+                self.relayed.remove(&peer);
+            }
+        }
         if remaining > 0 {
             return None;
         }
@@ -346,6 +393,50 @@ impl SwarmLoop {
         }
     }
 
+    /// Reserves a slot on `peer` if it is a `--relay` and listens through it
+    /// (`<relay>/p2p-circuit`), once connected to it: the relay client then uses this
+    /// connection. (Asked before, it dials the relay itself, from the same port to the same
+    /// address as the connection being dialed already, and that second dial fails.) The circuit
+    /// address is advertised to peers like any listen address.
+    pub(super) fn listen_via_relay(&mut self, peer: libp2p::PeerId) {
+        let Some(addr) = self.relays.get(&peer) else {
+            return;
+        };
+        if self.relay_listeners.values().any(|r| *r == peer) {
+            return;
+        }
+        let circuit = addr.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit) {
+            Ok(listener) => {
+                self.relay_listeners.insert(listener, peer);
+            }
+            Err(error) => tracing::warn!(%addr, %error, "cannot listen through relay"),
+        }
+    }
+
+    /// AutoNAT's verdict on whether peers can dial this node, once per change: behind NAT
+    /// without `--relay`, peers elsewhere cannot reach it, and the operator is told what to do.
+    fn handle_autonat(&self, event: &autonat::Event) {
+        let autonat::Event::StatusChanged { new, .. } = event else {
+            return;
+        };
+        match new {
+            autonat::NatStatus::Public(addr) => {
+                tracing::info!("peers can dial this node at {addr} (AutoNAT)");
+            }
+            autonat::NatStatus::Private if !self.relays.is_empty() => tracing::info!(
+                "this node is behind NAT (AutoNAT): peers reach it through its relay, then try \
+                 a direct connection by hole punching"
+            ),
+            autonat::NatStatus::Private => tracing::warn!(
+                "this node is behind NAT (AutoNAT): peers outside its network cannot dial it; \
+                 give --relay <a public node's address ending in /p2p/<id>>, started with \
+                 --relay-server (docs/operator.md, \"Behind NAT\")"
+            ),
+            autonat::NatStatus::Unknown => {}
+        }
+    }
+
     /// A training mesh is small and dense (every contributor sends to every span owner), so
     /// every peer Kademlia learns of is dialed by peer id; noise checks who answers.
     fn handle_kad(&mut self, event: &kad::Event) {
@@ -389,6 +480,37 @@ fn send_failure(error: &OutboundFailure) -> SendFailure {
         OutboundFailure::ConnectionClosed => SendFailure::ConnectionClosed,
         OutboundFailure::UnsupportedProtocols => SendFailure::Unsupported,
         OutboundFailure::Io(e) => SendFailure::Io(e.kind()),
+    }
+}
+
+/// The relay client's news: a reservation on a `--relay` (once, not at every renewal), or one
+/// refused.
+fn handle_relay_client(event: &relay::client::Event) {
+    match event {
+        relay::client::Event::ReservationReqAccepted {
+            relay_peer_id,
+            renewal: false,
+            ..
+        } => tracing::info!(
+            relay = %relay_peer_id,
+            "reachable through relay: peers behind other NATs can connect"
+        ),
+        relay::client::Event::ReservationReqAccepted { .. } => {}
+        other => tracing::debug!(?other, "relay client"),
+    }
+}
+
+/// The outcome of hole punching to a peer reached through a relay.
+fn handle_dcutr(event: &dcutr::Event) {
+    match &event.result {
+        Ok(_) => tracing::info!(
+            transport_peer = %event.remote_peer_id,
+            "hole punching gave a direct connection"
+        ),
+        Err(error) => tracing::info!(
+            transport_peer = %event.remote_peer_id,
+            "hole punching failed ({error}); traffic with this peer stays relayed"
+        ),
     }
 }
 

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::ListenerId;
 use libp2p::core::transport::{Transport, TransportError};
 use libp2p::gossipsub::IdentTopic;
 use libp2p::identity::Keypair;
 use libp2p::metrics::{BandwidthTransport, Registry};
 use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
@@ -162,11 +163,24 @@ pub(crate) struct SwarmLoop {
     pub(super) unreached: HashSet<libp2p::PeerId>,
     /// Peers whose announcement queue is full, while it stays so.
     pub(super) slow: SlowPeers<libp2p::PeerId>,
+    /// Connections that run through a relay, by peer: closed once hole punching gave a direct
+    /// one, so that the peer's traffic leaves the relay.
+    pub(super) relayed: HashMap<libp2p::PeerId, Vec<ConnectionId>>,
+    /// The `--relay` peers and their addresses, and the circuit listeners open on them.
+    pub(super) relays: HashMap<libp2p::PeerId, Multiaddr>,
+    pub(super) relay_listeners: HashMap<ListenerId, libp2p::PeerId>,
+    /// Relays that refused or lost this node's reservation, and when to ask again.
+    pub(super) relay_retry: HashMap<libp2p::PeerId, Instant>,
+    /// Whether this node serves as a relay (`--relay-server`): its listen addresses are then
+    /// declared reachable, which is what makes libp2p's relay offer its service.
+    relay_server: bool,
     pub(super) metrics: NetMetrics,
 }
 
 /// Bans in force at once.
 const BANS_MAX: usize = 4096;
+/// How long after a relay refused (or dropped) this node's reservation it is asked again.
+const RELAY_RETRY: Duration = Duration::from_secs(10);
 /// How often bans are checked for their end and the inbound budget gauge is updated.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -193,6 +207,7 @@ impl SwarmLoop {
         let mut swarm = build_swarm(&keypair, &config, &mut registry)?;
         listen(&mut swarm, &config.listen)?;
         dial_bootstrap(&mut swarm, &config);
+        dial_relays(&mut swarm, &config);
         let (lanes, lane_addr, lane_events) = Lanes::start(
             config.lanes,
             config.lane_port,
@@ -237,6 +252,11 @@ impl SwarmLoop {
             bootstrap: config.bootstrap.iter().cloned().collect(),
             unreached: HashSet::new(),
             slow: SlowPeers::default(),
+            relayed: HashMap::new(),
+            relays: config.relays.iter().cloned().collect(),
+            relay_listeners: HashMap::new(),
+            relay_retry: HashMap::new(),
+            relay_server: config.relay_server,
             metrics,
         };
         Ok((swarm_loop, info))
@@ -291,6 +311,16 @@ impl SwarmLoop {
             on
         });
         self.slow.expire(now);
+        let due: Vec<libp2p::PeerId> = self
+            .relay_retry
+            .iter()
+            .filter(|(relay, at)| **at <= now && self.swarm.is_connected(relay))
+            .map(|(relay, _)| *relay)
+            .collect();
+        for relay in due {
+            self.relay_retry.insert(relay, now + RELAY_RETRY);
+            self.listen_via_relay(relay);
+        }
         self.metrics
             .peers_banned
             .set(i64::try_from(self.bans.len()).unwrap_or(i64::MAX));
@@ -456,6 +486,33 @@ impl SwarmLoop {
         }
     }
 
+    /// A circuit listener on a `--relay` closed (the reservation was refused or lost): asked
+    /// again every [`RELAY_RETRY`] while connected to the relay, with one warning per episode.
+    fn handle_listener_closed(
+        &mut self,
+        listener: ListenerId,
+        error: Option<std::io::Error>,
+    ) {
+        let Some(relay) = self.relay_listeners.remove(&listener) else {
+            return;
+        };
+        let why = error.map_or_else(|| "closed".to_owned(), |e| e.to_string());
+        if self
+            .relay_retry
+            .insert(relay, Instant::now() + RELAY_RETRY)
+            .is_none()
+        {
+            tracing::warn!(
+                relay = %relay,
+                "no reservation on the relay ({why}); asking again every {} s while connected \
+                 to it",
+                RELAY_RETRY.as_secs()
+            );
+        } else {
+            tracing::debug!(relay = %relay, "no reservation on the relay ({why})");
+        }
+    }
+
     async fn handle_swarm_event(
         &mut self,
         event: SwarmEvent<MeshBehaviourEvent>,
@@ -464,7 +521,18 @@ impl SwarmLoop {
         self.metrics.libp2p.record(&event);
         let out = match event {
             SwarmEvent::Behaviour(event) => return self.handle_behaviour_event(event).await,
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                self.handle_listener_closed(listener_id, reason.err());
+                None
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
+                if self.relay_server && !is_loopback(&address) {
+                    self.swarm.add_external_address(address.clone());
+                }
                 let peer = self.swarm.local_peer_id();
                 tracing::info!(
                     "listening on {address}; other nodes join with --bootstrap {address}/p2p/{peer}"
@@ -473,19 +541,23 @@ impl SwarmLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
             } => self.handle_connected(
                 peer_id,
+                connection_id,
                 num_established.get(),
+                endpoint.is_relayed(),
                 endpoint.get_remote_address(),
             ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
-            } => self.handle_closed(peer_id, num_established),
+            } => self.handle_closed(peer_id, connection_id, num_established),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 Some(self.handle_dial_error(peer_id, &error))
             }
@@ -518,10 +590,13 @@ fn build_swarm(
              peers must use /tcp addresses"
         );
     }
-    let transport = BandwidthTransport::new(build_transport(keypair, config.mesh_key)?, registry)
+    let (relay, relay_client) = libp2p::relay::client::new(keypair.public().to_peer_id());
+    let transport = build_transport(keypair, config.mesh_key, relay)?;
+    // Bytes are counted per protocol stack: a relayed connection's label holds `p2p-circuit`.
+    let transport = BandwidthTransport::new(transport, registry)
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
         .boxed();
-    let behaviour = MeshBehaviour::new(keypair, config, registry)?;
+    let behaviour = MeshBehaviour::new(keypair, config, registry, relay_client)?;
     let swarm_config = libp2p::swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(config.idle_connection_timeout);
     Ok(Swarm::new(
@@ -579,6 +654,29 @@ fn ensure_free(addr: &Multiaddr) -> Result<(), StartError> {
             Err(StartError::AddressInUse { addr: addr.clone() })
         }
         _ => Ok(()),
+    }
+}
+
+/// Whether `addr` is on a loopback interface.
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
+        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// Dials each `--relay` that is not also a bootstrap peer; once connected, the node listens
+/// through it ([`SwarmLoop::listen_via_relay`]).
+fn dial_relays(swarm: &mut Swarm<MeshBehaviour>, config: &NetConfig) {
+    for (relay, addr) in &config.relays {
+        if config.bootstrap.iter().any(|(peer, _)| peer == relay) {
+            continue;
+        }
+        swarm.behaviour_mut().kad.add_address(relay, addr.clone());
+        if let Err(error) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, %error, "cannot dial relay");
+        }
     }
 }
 

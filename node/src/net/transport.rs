@@ -1,5 +1,5 @@
 //! Transports: TCP + noise + yamux, optionally wrapped in a pnet pre-shared key, and QUIC when
-//! no mesh key is set.
+//! no mesh key is set; and circuits through relays (for peers behind NAT), upgraded like TCP.
 //!
 //! pnet encrypts the raw TCP stream with the mesh key before noise runs, so a peer without the
 //! key cannot even start the noise handshake. It cannot wrap QUIC (QUIC brings its own TLS over
@@ -14,7 +14,7 @@ use libp2p::core::transport::{Boxed, Transport};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
-use libp2p::{PeerId, noise, quic, tcp, yamux};
+use libp2p::{PeerId, noise, quic, relay, tcp, yamux};
 
 use super::identity::open_to_others;
 
@@ -98,24 +98,41 @@ pub fn read_mesh_key(path: &Path) -> Result<PreSharedKey, MeshKeyError> {
     parse_mesh_key(&text).ok_or_else(malformed)
 }
 
-/// Builds the node's transport. Noise authenticates the peer (its libp2p id is its key).
+/// Builds the node's transport: circuits through `relay` (the relay client's transport) first,
+/// since TCP would refuse their addresses anyway, then TCP (and QUIC without a mesh key). Noise
+/// authenticates the peer (its libp2p id is its key), over a circuit as over TCP: the relay
+/// only ever sees ciphertext, and with a mesh key the circuit is wrapped in pnet as well.
 pub(crate) fn build_transport(
     keypair: &Keypair,
     mesh_key: Option<PreSharedKey>,
+    relay: relay::client::Transport,
 ) -> Result<MeshTransport, noise::Error> {
     let tcp_config = tcp::Config::default().nodelay(true);
-    let Some(psk) = mesh_key else {
-        let tcp = secure_and_multiplex(tcp::tokio::Transport::new(tcp_config), keypair)?;
-        let quic = quic::tokio::Transport::new(quic::Config::new(keypair))
-            .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
-        return Ok(tcp
-            .or_transport(quic)
-            .map(|either, _| either.into_inner())
-            .boxed());
+    let (relayed, direct) = match mesh_key {
+        None => {
+            let tcp = secure_and_multiplex(tcp::tokio::Transport::new(tcp_config), keypair)?;
+            let quic = quic::tokio::Transport::new(quic::Config::new(keypair))
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+            let direct = tcp
+                .or_transport(quic)
+                .map(|either, _| either.into_inner())
+                .boxed();
+            (secure_and_multiplex(relay, keypair)?, direct)
+        }
+        Some(psk) => {
+            let tcp = tcp::tokio::Transport::new(tcp_config)
+                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket));
+            let relay = relay.and_then(move |circuit, _| PnetConfig::new(psk).handshake(circuit));
+            (
+                secure_and_multiplex(relay, keypair)?,
+                secure_and_multiplex(tcp, keypair)?,
+            )
+        }
     };
-    let tcp = tcp::tokio::Transport::new(tcp_config)
-        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket));
-    secure_and_multiplex(tcp, keypair)
+    Ok(relayed
+        .or_transport(direct)
+        .map(|either, _| either.into_inner())
+        .boxed())
 }
 
 fn secure_and_multiplex<T>(base: T, keypair: &Keypair) -> Result<MeshTransport, noise::Error>
