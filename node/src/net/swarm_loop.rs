@@ -488,11 +488,7 @@ impl SwarmLoop {
 
     /// A circuit listener on a `--relay` closed (the reservation was refused or lost): asked
     /// again every [`RELAY_RETRY`] while connected to the relay, with one warning per episode.
-    fn handle_listener_closed(
-        &mut self,
-        listener: ListenerId,
-        error: Option<std::io::Error>,
-    ) {
+    fn handle_listener_closed(&mut self, listener: ListenerId, error: Option<std::io::Error>) {
         let Some(relay) = self.relay_listeners.remove(&listener) else {
             return;
         };
