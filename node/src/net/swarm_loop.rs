@@ -173,7 +173,7 @@ pub(crate) struct SwarmLoop {
     pub(super) relay_retry: HashMap<libp2p::PeerId, Instant>,
     /// Whether this node serves as a relay (`--relay-server`): its listen addresses are then
     /// declared reachable, which is what makes libp2p's relay offer its service.
-    relay_server: bool,
+    pub(super) relay_server: bool,
     pub(super) metrics: NetMetrics,
 }
 
