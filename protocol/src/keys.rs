@@ -173,8 +173,8 @@ impl Seal {
 /// Seals that verified, with what they signed, by blake3 of both: a seal carried by many
 /// messages (votes relayed in certificates, attestations forwarded with every manifest) or
 /// checked by many peers on one thread (the driver and the simulator run them all on one) is
-/// verified once, not each time — verification was the largest cost of the fault schedules
-/// (perf, 2026-12-06). Verifying is a pure function, so the set changes no outcome: only
+/// verified once, not each time — ed25519 (signing and verifying) was the largest cost of the
+/// fault schedules (perf, 2026-12-06). Verifying is a pure function, so the set changes no outcome: only
 /// successes are kept (a forged seal is checked, and refused, every time it comes), and it is
 /// emptied when full, which bounds it at [`VERIFIED_MAX`] entries of 32 bytes per thread.
 const VERIFIED_MAX: usize = 1 << 14;

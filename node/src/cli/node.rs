@@ -161,8 +161,9 @@ pub(crate) struct NodeArgs {
     /// How long a round's leader waits, once ready, for the other nodes to be ready before it
     /// proposes a roster without them, in seconds (it proposes at once when all are). Default:
     /// 1/40 of the round timeout when training synchronously, --compute-time when given (a
-    /// node up to one budget late still contributes); under local steps half the inner-phase budget (--inner-time) or half the round
-    /// timeout, so that nodes whose computations end a little apart still share a round.
+    /// node up to one budget late still contributes); under local steps half the inner-phase
+    /// budget (--inner-time) or half the round timeout, so that nodes whose computations end a
+    /// little apart still share a round.
     #[arg(long, env = "GRADMESH_COLLECT_WINDOW", allow_negative_numbers = true, value_parser = seconds)]
     pub(crate) collect_window: Option<Duration>,
     /// Votes the first round needs: set it to a majority of the founders, so that two halves

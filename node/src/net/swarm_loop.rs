@@ -29,7 +29,7 @@ use super::config::{NetConfig, TrainingDescriptor};
 use super::frame::InboundBudget;
 use super::frame::{Frame, FrameCaps};
 use super::identity::protocol_peer_id_of_key;
-use super::lane::{LaneEvent, Lanes};
+use super::lane::{LaneEvent, Lanes, ip_of};
 use super::messages::{
     BAN_DURATION, Ban, BanReason, FrameSent, NetError, NetEvent, SendFailure, SendFrame,
     SendFrameError,
@@ -526,7 +526,7 @@ impl SwarmLoop {
                 None
             }
             SwarmEvent::NewListenAddr { address, .. } => {
-                if self.relay_server && !is_loopback(&address) {
+                if self.relay_server && !ip_of(&address).is_some_and(|ip| ip.is_loopback()) {
                     self.swarm.add_external_address(address.clone());
                 }
                 let peer = self.swarm.local_peer_id();
@@ -651,15 +651,6 @@ fn ensure_free(addr: &Multiaddr) -> Result<(), StartError> {
         }
         _ => Ok(()),
     }
-}
-
-/// Whether `addr` is on a loopback interface.
-fn is_loopback(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
-        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
-        _ => false,
-    })
 }
 
 /// Dials each `--relay` that is not also a bootstrap peer; once connected, the node listens

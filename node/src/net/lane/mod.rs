@@ -265,7 +265,7 @@ impl Lanes {
 }
 
 /// The IP of an address's first `/ip4` or `/ip6` component.
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
