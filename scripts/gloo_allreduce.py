@@ -5,15 +5,17 @@ usage: gloo_allreduce.py [--nodes N] [--floats F] [--iters K] [--warmup W]
 
 Spawns N processes that join one gloo process group through a TCP store on ADDR (default
 127.0.0.1), all-reduce (sum) a float32 tensor of F floats W times untimed, then K times timed,
-check the result, and print ONE JSON line on stdout:
+then K times back to back, check the result, and print ONE JSON line on stdout:
 
   {"backend":"gloo","nodes":N,"floats":F,"bytes":4F,"iters":K,"seconds_mean":..,
-   "seconds_p50":..,"algbw_gbps":..,"busbw_gbps":..}
+   "seconds_p50":..,"algbw_gbps":..,"busbw_gbps":..,"seconds_period":..,"busbw_period_gbps":..}
 
 Timing. Every timed iteration starts after a barrier; each rank times its own all_reduce call
 with time.perf_counter, and the iteration's time is the slowest rank's (an all-reduce is done
 when the last rank has the result). seconds_mean and seconds_p50 are the mean and median of
-those K per-iteration times.
+those K per-iteration times. seconds_period is the slowest rank's wall time for K
+all-reduces back to back (each after refilling the buffer, no barrier) divided by K: the rate a
+training loop sees, which `gradmesh bench allreduce` compares with its own round period.
 
 Bandwidth, following the nccl-tests convention (doc/PERFORMANCE.md there):
   algbw = bytes / seconds_mean                 (decimal GB/s, 1e9 bytes)
@@ -95,6 +97,15 @@ def worker(rank: int, args: argparse.Namespace, port: int, ifname: str) -> None:
         start = time.perf_counter()
         dist.all_reduce(tensor)
         seconds[i] = time.perf_counter() - start
+    # The period a training loop sees: K all-reduces back to back (each after refilling the
+    # buffer, as a loop writes its next gradient), no barrier between them.
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        tensor.fill_(rank + 1)
+        dist.all_reduce(tensor)
+    period = torch.tensor([(time.perf_counter() - start) / args.iters], dtype=torch.float64)
+    dist.all_reduce(period, op=dist.ReduceOp.MAX)
     expected = args.nodes * (args.nodes + 1) / 2
     wrong = torch.tensor([int((tensor != expected).sum())], dtype=torch.int64)
     dist.all_reduce(wrong)
@@ -102,11 +113,11 @@ def worker(rank: int, args: argparse.Namespace, port: int, ifname: str) -> None:
     if rank == 0:
         if int(wrong) != 0:
             raise SystemExit(f"gloo_allreduce: {int(wrong)} reduced elements differ from {expected}")
-        report(args, seconds.tolist())
+        report(args, seconds.tolist(), float(period))
     dist.destroy_process_group()
 
 
-def report(args: argparse.Namespace, seconds: list[float]) -> None:
+def report(args: argparse.Namespace, seconds: list[float], period: float) -> None:
     nbytes = 4 * args.floats
     mean = statistics.fmean(seconds)
     algbw = nbytes / mean / 1e9
@@ -120,6 +131,8 @@ def report(args: argparse.Namespace, seconds: list[float]) -> None:
         "seconds_p50": statistics.median(seconds),
         "algbw_gbps": algbw,
         "busbw_gbps": algbw * 2 * (args.nodes - 1) / args.nodes,
+        "seconds_period": period,
+        "busbw_period_gbps": nbytes / period / 1e9 * 2 * (args.nodes - 1) / args.nodes,
     }
     print(json.dumps(line, separators=(",", ":")), flush=True)
 

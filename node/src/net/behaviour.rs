@@ -21,6 +21,16 @@ use super::lane::{LANE_PROTOCOL, OfferCodec};
 
 /// Gossip carries announcements only; tensors go through frames.
 pub const GOSSIP_BYTES_MAX: usize = 64 * 1024;
+/// Gossip messages queued per connection (gossipsub's default is 5,000). A peer announces a few
+/// times per round and forwards its mesh's announcements; a queue this deep holds seconds of
+/// them for a live peer, and for a stuck one fills in about a second, so the slow-peer
+/// bookkeeping (`slow_peers`) names and disconnects it instead of thousands of stale messages
+/// backing up (issue 18, "gossip jams").
+const GOSSIP_QUEUE_MAX: usize = 1024;
+/// How long an announcement we publish may wait in a connection's queue: one announce interval
+/// (1 s by default) later a newer one says more, so an older one is dropped rather than sent
+/// late (gossipsub's default is 5 s; forwarded messages keep its 1 s).
+const GOSSIP_PUBLISH_STALE: Duration = Duration::from_secs(2);
 /// Concurrent frame streams per connection, inbound and outbound together (request-response
 /// drops streams above it: outbound ones fail, inbound ones vanish). Twice
 /// [`FRAMES_IN_FLIGHT_PER_PEER_MAX`], so two peers sending to each other at their limits fit.
@@ -202,7 +212,7 @@ fn kad_config() -> kad::Config {
 
 /// Anonymous messages (the node seals announcements itself, see `announce`: gossipsub would
 /// verify every duplicate copy), ids by content hash so a re-published identical announcement is
-/// deduplicated, and a small size cap.
+/// deduplicated, a small size cap, and per-connection queues bounded in length and age.
 fn gossipsub_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderError> {
     gossipsub::ConfigBuilder::default()
         .max_transmit_size(GOSSIP_BYTES_MAX)
@@ -211,5 +221,7 @@ fn gossipsub_config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderError
             gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
         })
         .heartbeat_interval(Duration::from_secs(1))
+        .connection_handler_queue_len(GOSSIP_QUEUE_MAX)
+        .publish_queue_duration(GOSSIP_PUBLISH_STALE)
         .build()
 }

@@ -36,7 +36,7 @@ pub struct FrameSent {
 
 /// A frame that was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("frame {id:?} to {to}: {reason}")]
+#[error("frame {} to {to}: {reason}", id.0)]
 pub struct SendFrameError {
     /// The request's id.
     pub id: FrameRequestId,

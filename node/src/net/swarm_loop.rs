@@ -78,7 +78,7 @@ pub enum StartError {
     #[error(transparent)]
     Behaviour(#[from] BehaviourError),
     /// A listen address was refused.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", listen_cause(.source))]
     Listen {
         /// The address.
         addr: Multiaddr,
@@ -108,6 +108,19 @@ pub enum StartError {
     /// The network arbiter stopped during start-up.
     #[error("the network arbiter stopped during start-up")]
     Stopped,
+}
+
+/// Why a listen address was refused, in words: libp2p's `TransportError::Other` displays as
+/// nothing and keeps its cause as a source, which would leave "cannot listen on ADDR: : cause".
+fn listen_cause(error: &TransportError<std::io::Error>) -> String {
+    match error {
+        TransportError::MultiaddrNotSupported(_) => {
+            "no transport of this node speaks that address (use /ip4|ip6/…/tcp/PORT or \
+             …/udp/PORT/quic-v1)"
+                .to_owned()
+        }
+        TransportError::Other(cause) => cause.to_string(),
+    }
 }
 
 /// What a started network layer reports about itself.
