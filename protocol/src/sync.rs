@@ -17,13 +17,18 @@ use thiserror::Error;
 
 use crate::config::PeerConfig;
 use crate::ids::{Digest, PeerId, RoundId};
+use crate::keys::Seal;
 use crate::time::Timestamp;
-use crate::wire::{Body, STATE_CHUNKS_MAX, StateChunk, StateManifest, StateRequest, StateSummary};
+use crate::wire::{
+    Body, LineageLink, STATE_CHUNKS_MAX, StateChunk, StateManifest, StateRequest, StateSummary,
+};
 
 /// A committed state held by a peer, ready to be served to joiners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSnapshot {
     summary: StateSummary,
+    /// [`content_digest`] of the manifest.
+    content: Digest,
     bytes: Arc<[u8]>,
     manifest: StateManifest,
 }
@@ -61,20 +66,23 @@ impl StateSnapshot {
                 chunk_bytes,
             });
         }
-        let chunks = bytes.chunks(chunk).map(Digest::of).collect();
+        let chunks: Vec<Digest> = bytes.chunks(chunk).map(Digest::of).collect();
+        let content = content_digest(bytes.len() as u64, chunk_bytes, &chunks);
         let manifest = StateManifest {
             total_bytes: bytes.len() as u64,
             chunk_bytes,
             chunks,
             committee,
             attestations: Vec::new(),
+            lineage: Vec::new(),
         };
         let summary = StateSummary {
             round,
-            digest: manifest_digest(&manifest),
+            digest: state_digest(content, &manifest.committee),
         };
         Ok(Self {
             summary,
+            content,
             bytes,
             manifest,
         })
@@ -88,16 +96,43 @@ impl StateSnapshot {
         let manifest = StateManifest {
             committee: Vec::new(),
             attestations: Vec::new(),
+            lineage: Vec::new(),
             ..self.manifest.clone()
         };
         Self {
             summary: StateSummary {
                 round: self.summary.round.next_epoch(),
-                digest: manifest_digest(&manifest),
+                digest: state_digest(self.content, &manifest.committee),
             },
+            content: self.content,
             bytes: Arc::clone(&self.bytes),
             manifest,
         }
+    }
+
+    /// The digest protocol version 4 gave this state (blake3 over the manifest's fields in one
+    /// pass), so that a checkpoint a node of that version wrote still resumes.
+    #[must_use]
+    pub fn version4_digest(&self) -> Digest {
+        let m = &self.manifest;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"gradmesh-state");
+        hasher.update(&m.total_bytes.to_le_bytes());
+        hasher.update(&m.chunk_bytes.to_le_bytes());
+        for d in &m.chunks {
+            hasher.update(&d.0);
+        }
+        hasher.update(&(m.committee.len() as u64).to_le_bytes());
+        for p in &m.committee {
+            hasher.update(&p.0);
+        }
+        hasher.finalize().into()
+    }
+
+    /// What the state's digest is made of besides its committee ([`content_digest`]).
+    #[must_use]
+    pub const fn content(&self) -> Digest {
+        self.content
     }
 
     /// Round and digest.
@@ -139,21 +174,49 @@ impl StateSnapshot {
     }
 }
 
-/// The digest of a state: blake3 over its manifest.
+/// The digest of a state: blake3 over its manifest ([`state_digest`] of its content and
+/// committee).
 #[must_use]
 pub fn manifest_digest(manifest: &StateManifest) -> Digest {
+    let content = content_digest(manifest.total_bytes, manifest.chunk_bytes, &manifest.chunks);
+    state_digest(content, &manifest.committee)
+}
+
+/// blake3 of a state's size, chunk size and chunk digests: the part of its digest a lineage
+/// link carries instead of every chunk digest.
+#[must_use]
+pub fn content_digest(total_bytes: u64, chunk_bytes: u32, chunks: &[Digest]) -> Digest {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"gradmesh-state");
-    hasher.update(&manifest.total_bytes.to_le_bytes());
-    hasher.update(&manifest.chunk_bytes.to_le_bytes());
-    for d in &manifest.chunks {
+    hasher.update(b"gradmesh-state-content");
+    hasher.update(&total_bytes.to_le_bytes());
+    hasher.update(&chunk_bytes.to_le_bytes());
+    hasher.update(&(chunks.len() as u64).to_le_bytes());
+    for d in chunks {
         hasher.update(&d.0);
     }
-    hasher.update(&(manifest.committee.len() as u64).to_le_bytes());
-    for p in &manifest.committee {
+    hasher.finalize().into()
+}
+
+/// A state's digest from its content digest and its committee.
+#[must_use]
+pub fn state_digest(content: Digest, committee: &[PeerId]) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"gradmesh-state");
+    hasher.update(&content.0);
+    hasher.update(&(committee.len() as u64).to_le_bytes());
+    for p in committee {
         hasher.update(&p.0);
     }
     hasher.finalize().into()
+}
+
+/// The summary of a lineage link's state (its digest computed from what the link carries).
+#[must_use]
+pub fn link_summary(link: &LineageLink) -> StateSummary {
+    StateSummary {
+        round: link.round,
+        digest: state_digest(link.content, &link.committee),
+    }
 }
 
 /// Why a donor was dropped.
@@ -222,8 +285,11 @@ pub struct Vouchers {
     /// let two of seven commit a round, say); one forger alone still vouches for nothing.
     pub backstop: bool,
     /// The joiner and the full committee of the state it holds: a target whose committee holds
-    /// a strict majority of it descends from it, and that committee vouches as its own.
+    /// a strict majority of it descends from it, and that committee vouches as its own; and
+    /// where a lineage ([`Vouchers::chains`]) starts.
     pub chain: Option<(PeerId, BTreeSet<PeerId>)>,
+    /// The round of the state the joiner holds: lineage links up to it say nothing new.
+    pub held_round: RoundId,
     /// Live peers announcing a state (joining or not), without the joiner.
     pub live: BTreeSet<PeerId>,
     /// For a joiner on the initial state, the founders' genesis quorum; 0 otherwise.
@@ -276,10 +342,93 @@ impl Vouchers {
         let by_live = self.live.intersection(&signers).count();
         Ok(by_committee
             || (target.round <= self.witnessed_until && !self.witnesses.is_disjoint(&signers))
-            || (!self.live.is_empty() && by_live > self.live.len() / 2)
+            || (self.counts_live() && !self.live.is_empty() && by_live > self.live.len() / 2)
             || (self.genesis_quorum > 0 && by_live >= self.genesis_quorum)
             || (self.backstop && by_live >= 2))
     }
+}
+
+impl Vouchers {
+    /// Whether a strict majority of the live peers vouches: for a joiner without a committee
+    /// (it has nobody else to trust), and for a member only once it is stuck (`backstop`): a
+    /// member checks a state against its committee, directly or along a lineage
+    /// ([`Vouchers::chains`]), so a crowd of fresh identities does not move it.
+    fn counts_live(&self) -> bool {
+        self.chain.is_none() || self.backstop
+    }
+}
+
+/// Most attestations one lineage walk verifies ([`Vouchers::chains`]): a donor padding its
+/// links with seals that verify cannot make a joiner spend more than ~0.1 s on them.
+pub const LINEAGE_SEALS_CHECKED_MAX: usize = 2048;
+
+impl Vouchers {
+    /// Whether `lineage` chains the committee of the joiner's state to `target` (attested by
+    /// `attestations`): walking the links oldest first, a link more members of the trusted
+    /// committee attested than a dishonest minority of it can count is a committed state
+    /// (at least one honest member holds it), so its committee — bound by its digest — is
+    /// trusted next; the target must be vouched for the same way by the last committee
+    /// trusted. So a peer whose committee has since been replaced, member by member, follows
+    /// the mesh without counting live peers, and a dishonest minority of every committee on
+    /// the way cannot make it fetch anything else.
+    ///
+    /// # Errors
+    /// [`DonorFault::BadAttestation`] if a counted attestation does not verify.
+    pub fn chains(
+        &self,
+        target: StateSummary,
+        attestations: &[Seal],
+        lineage: &[LineageLink],
+    ) -> Result<bool, DonorFault> {
+        let Some((me, ours)) = &self.chain else {
+            return Ok(false);
+        };
+        let mut trusted = ours.clone();
+        let mut at = self.held_round;
+        let mut budget = LINEAGE_SEALS_CHECKED_MAX;
+        for link in lineage {
+            if link.round <= at || link.round >= target.round || link.committee.is_empty() {
+                continue;
+            }
+            let state = link_summary(link);
+            if vouched_by(&trusted, *me, state, &link.attestations, &mut budget)? {
+                trusted = link.committee.iter().copied().collect();
+                at = link.round;
+            }
+        }
+        vouched_by(&trusted, *me, target, attestations, &mut budget)
+    }
+}
+
+/// Whether more members of `committee` (the joiner `me` not counted, the committee's full size
+/// counted) attested `state` in `seals` than a dishonest minority of it can count.
+fn vouched_by(
+    committee: &BTreeSet<PeerId>,
+    me: PeerId,
+    state: StateSummary,
+    seals: &[Seal],
+    budget: &mut usize,
+) -> Result<bool, DonorFault> {
+    let need = committee.len().saturating_sub(1) / 2 + 1;
+    let mut signers = BTreeSet::new();
+    for seal in seals {
+        let signer = seal.signer();
+        if signer == me || !committee.contains(&signer) || signers.contains(&signer) {
+            continue;
+        }
+        let Some(left) = budget.checked_sub(1) else {
+            return Ok(false);
+        };
+        *budget = left;
+        if !seal.seals_state(state.round, state.digest) {
+            return Err(DonorFault::BadAttestation);
+        }
+        signers.insert(signer);
+        if signers.len() >= need {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// What a sync asks of its peer machine.
@@ -488,10 +637,17 @@ impl StateSync {
         if self.manifest.is_some() {
             return;
         }
-        let refused = match self
+        let vouched = self
             .vouchers
             .check(self.target, &m.committee, &m.attestations)
-        {
+            .and_then(|by_rules| {
+                if by_rules {
+                    return Ok(true);
+                }
+                self.vouchers
+                    .chains(self.target, &m.attestations, &m.lineage)
+            });
+        let refused = match vouched {
             Ok(true) => None,
             Ok(false) => Some(DonorFault::Unvouched),
             Err(fault) => Some(fault),

@@ -29,8 +29,10 @@ use crate::keys::Seal;
 /// `Announce`; version 3 signs votes: `Commit` names the voters and a receiver missing some of
 /// their votes fetches the seals (`SealRequest`, `Seals`); version 4 attests states: an
 /// announcement carries the sender's signature on the state it holds, and a manifest the
-/// attestations its donor heard.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// attestations its donor heard; version 5 carries a lineage with the manifest (earlier states
+/// and their attestations, committee by committee) and splits a state's digest into its content
+/// and its committee.
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest bincode header. Every header kind fits: a proposal for [`ROSTER_MEMBERS_MAX`] members
 /// is ~200 KiB and a manifest of [`STATE_CHUNKS_MAX`] digests with its committee and
 /// attestations ~750 KiB.
@@ -47,6 +49,8 @@ pub const STATE_CHUNKS_MAX: usize = 16_384;
 /// a joiner needs vouching ([`crate::sync::Vouchers`]), while a manifest of [`STATE_CHUNKS_MAX`]
 /// chunks with them still fits [`HEADER_BYTES_MAX`].
 pub const ATTESTATIONS_MAX: usize = 1024;
+/// Most links in a manifest's lineage.
+pub const LINEAGE_LINKS_MAX: usize = 32;
 /// Largest announcement frame: announcements go over gossip, whose messages are small.
 pub const ANNOUNCE_FRAME_BYTES_MAX: usize = 1024;
 
@@ -324,6 +328,29 @@ pub struct StateManifest {
     /// them (at most [`ATTESTATIONS_MAX`]). Not part of the state's digest: a joiner checks
     /// each signature and counts the signers it trusts ([`crate::sync::Vouchers`]).
     pub attestations: Vec<Seal>,
+    /// Earlier committed states the donor held, oldest first, each with attestations: the
+    /// chain along which a peer whose committee has since been replaced checks, committee by
+    /// committee, that the state descends from its own (at most [`LINEAGE_LINKS_MAX`]; not part
+    /// of the digest).
+    pub lineage: Vec<LineageLink>,
+}
+
+/// A committed state in a manifest's lineage: its round, what its digest is made of, and the
+/// attestations of it that its donor heard. A peer that trusts a committee `C` (the
+/// committee of a state it holds or has checked) learns from a link that more members of `C`
+/// attested than a dishonest minority of `C` can count that the link's state is committed, and
+/// then trusts the link's committee in turn ([`crate::sync::Vouchers::chains`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageLink {
+    /// The round that produced the state.
+    pub round: RoundId,
+    /// blake3 of the state's size, chunk size and chunk digests
+    /// ([`crate::sync::content_digest`]); with `committee` it gives the state's digest.
+    pub content: Digest,
+    /// The state's committee: the contributors of `round`.
+    pub committee: Vec<PeerId>,
+    /// Attestations of the state (at most [`ATTESTATIONS_MAX`]).
+    pub attestations: Vec<Seal>,
 }
 
 /// One chunk of a committed state.
@@ -396,6 +423,61 @@ pub enum WireError {
     /// use stateless codecs.
     #[error("span codec {0} is stateful and not allowed on the wire")]
     StatefulCodec(String),
+}
+
+/// A lineage ([`crate::peer::Peer::lineage`]) as bytes for a file beside a checkpoint: the
+/// protocol version, then the links as bincode.
+///
+/// # Errors
+/// [`WireError::OutOfBounds`] above [`LINEAGE_LINKS_MAX`] + 1 links (the links and the state
+/// held) or a link's bounds, [`WireError::Encode`] above [`HEADER_BYTES_MAX`].
+pub fn encode_lineage(links: &[LineageLink]) -> Result<Vec<u8>, WireError> {
+    check_lineage(links, LINEAGE_LINKS_MAX + 1)?;
+    bincode::serde::encode_to_vec((PROTOCOL_VERSION, links), HEADER_CONFIG)
+        .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// The lineage [`encode_lineage`] wrote, checked as a manifest's is.
+///
+/// # Errors
+/// [`WireError`] for bytes of another version, that do not decode or break a bound.
+pub fn decode_lineage(bytes: &[u8]) -> Result<Vec<LineageLink>, WireError> {
+    if bytes.len() > HEADER_BYTES_MAX {
+        return Err(WireError::BadHeaderLength {
+            len: bytes.len() as u64,
+        });
+    }
+    let ((version, links), used): ((u16, Vec<LineageLink>), usize) =
+        bincode::serde::decode_from_slice(bytes, HEADER_CONFIG)
+            .map_err(|e| WireError::Header(e.to_string()))?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::Version { got: version });
+    }
+    if used != bytes.len() {
+        return Err(WireError::Header(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
+    }
+    check_lineage(&links, LINEAGE_LINKS_MAX + 1)?;
+    Ok(links)
+}
+
+fn check_lineage(links: &[LineageLink], max: usize) -> Result<(), WireError> {
+    bound("manifest.lineage", links.len(), max)?;
+    for link in links {
+        bound(
+            "lineage.committee",
+            link.committee.len(),
+            ROSTER_MEMBERS_MAX,
+        )?;
+        bound(
+            "lineage.attestations",
+            link.attestations.len(),
+            ATTESTATIONS_MAX,
+        )?;
+    }
+    Ok(())
 }
 
 /// Encodes an envelope into a new frame.
@@ -626,6 +708,7 @@ fn check_bounds(body: &Body) -> Result<(), WireError> {
                 m.attestations.len(),
                 ATTESTATIONS_MAX,
             )?;
+            check_lineage(&m.lineage, LINEAGE_LINKS_MAX)?;
             bound(
                 "manifest.chunk_bytes",
                 m.chunk_bytes as usize,
@@ -839,6 +922,14 @@ mod tests {
                 chunks: vec![Digest::of(b"a"); 2],
                 committee: vec![peer(3)],
                 attestations: vec![PeerKey::from_index(3).seal_state(RoundId(4), Digest::of(b"s"))],
+                lineage: vec![LineageLink {
+                    round: RoundId(2),
+                    content: Digest::of(b"content"),
+                    committee: vec![peer(3), peer(4)],
+                    attestations: vec![
+                        PeerKey::from_index(4).seal_state(RoundId(2), Digest::of(b"l")),
+                    ],
+                }],
             }),
             Body::StateChunk(StateChunk {
                 index: 1,
@@ -1056,5 +1147,51 @@ mod tests {
             }),
         );
         refused_on_both_sides(&envelope);
+    }
+
+    #[test]
+    fn a_lineage_file_round_trips_and_junk_or_another_version_is_refused() {
+        let links = vec![LineageLink {
+            round: RoundId(7),
+            content: Digest::of(b"content"),
+            committee: vec![peer(1), peer(2)],
+            attestations: vec![PeerKey::from_index(1).seal_state(RoundId(7), Digest::of(b"s"))],
+        }];
+        let bytes = encode_lineage(&links).expect("encodes");
+        assert_eq!(decode_lineage(&bytes).expect("decodes"), links);
+        assert!(decode_lineage(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_lineage(&[0xff; 16]).is_err());
+        let mut other = bytes.clone();
+        other[0] ^= 1;
+        assert!(matches!(
+            decode_lineage(&other),
+            Err(WireError::Version { .. })
+        ));
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(decode_lineage(&trailing).is_err());
+    }
+
+    #[test]
+    fn refuses_a_lineage_above_its_bound_on_both_sides() {
+        let link = LineageLink {
+            round: RoundId(1),
+            content: Digest::of(b"content"),
+            committee: vec![peer(1)],
+            attestations: Vec::new(),
+        };
+        let manifest = StateManifest {
+            total_bytes: 1,
+            chunk_bytes: 1,
+            chunks: vec![Digest::of(b"a")],
+            committee: Vec::new(),
+            attestations: Vec::new(),
+            lineage: vec![link; LINEAGE_LINKS_MAX + 1],
+        };
+        refused_on_both_sides(&Envelope::new(
+            peer(0),
+            RoundId(1),
+            Body::StateManifest(manifest),
+        ));
     }
 }

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use gradmesh_protocol::config::CodecKind;
 use gradmesh_protocol::keys::Seal;
 use gradmesh_protocol::wire::{
-    Announce, Body, Certificate, CommitNotice, Contribution, Envelope, HEADER_BYTES_MAX, Member,
-    PROTOCOL_VERSION, Proposal, Reduced, Role, SealRequest, SpanRequest, StateChunk, StateManifest,
-    StateRequest, StateSummary, Vote, VoteLock, WireError, decode, encode, encoded_len,
+    Announce, Body, Certificate, CommitNotice, Contribution, Envelope, HEADER_BYTES_MAX,
+    LineageLink, Member, PROTOCOL_VERSION, Proposal, Reduced, Role, SealRequest, SpanRequest,
+    StateChunk, StateManifest, StateRequest, StateSummary, Vote, VoteLock, WireError, decode,
+    encode, encoded_len,
 };
 use gradmesh_protocol::{Digest, PeerId, RoundId};
 use proptest::collection::vec;
@@ -250,16 +251,30 @@ fn state_bodies() -> impl Strategy<Value = Body> {
             0..=(8u32 << 20),
             vec(digest(), 0..6),
             vec(peer(), 0..6),
-            vec(seal(), 0..4)
+            vec(seal(), 0..4),
+            vec(
+                (any::<u64>(), digest(), vec(peer(), 0..4), vec(seal(), 0..3)),
+                0..3
+            )
         )
             .prop_map(
-                |(total_bytes, chunk_bytes, chunks, committee, attestations)| {
+                |(total_bytes, chunk_bytes, chunks, committee, attestations, links)| {
+                    let lineage = links
+                        .into_iter()
+                        .map(|(round, content, committee, attestations)| LineageLink {
+                            round: RoundId(round),
+                            content,
+                            committee,
+                            attestations,
+                        })
+                        .collect();
                     Body::StateManifest(StateManifest {
                         total_bytes,
                         chunk_bytes,
                         chunks,
                         committee,
                         attestations,
+                        lineage,
                     })
                 }
             ),
@@ -459,6 +474,12 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             chunks: Vec::new(),
             committee: Vec::new(),
             attestations: Vec::new(),
+            lineage: vec![LineageLink {
+                round: RoundId(0),
+                content: Digest::default(),
+                committee: Vec::new(),
+                attestations: Vec::new(),
+            }],
         }),
         Body::Announce(Announce {
             state: Some(summary),
@@ -504,7 +525,7 @@ fn huge_claimed_lengths_are_refused(overhead_max: &mut usize) -> u64 {
             );
         }
     }
-    assert_eq!(PROTOCOL_VERSION, 4);
+    assert_eq!(PROTOCOL_VERSION, 5);
     inputs
 }
 

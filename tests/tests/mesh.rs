@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use gradmesh_e2e::gradmesh_bin;
 use gradmesh_node::cluster::Cluster;
 use gradmesh_node::mesh::Report;
+use gradmesh_protocol::wire::decode_lineage;
 
 static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -509,6 +510,14 @@ fn nodes_stop_at_max_rounds_with_a_final_checkpoint_and_the_mesh_resumes_there()
         let promise: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&file).expect("promise file")).expect("json");
         assert!(promise["next_round"].as_u64() > Some(*round), "{promise}");
+        // And its lineage: the state it holds is the newest entry, with its own attestation,
+        // for a restarted node to prove what it holds (docs/protocol.md §3.5, "Lineage").
+        let file = dir.join(format!("ckpt{i}/lineage.bin"));
+        let lineage =
+            decode_lineage(&std::fs::read(&file).expect("lineage file")).expect("decodes");
+        let newest = lineage.last().expect("a lineage entry");
+        assert_eq!(newest.round.0, *round, "node {i}");
+        assert!(!newest.attestations.is_empty(), "node {i}");
     }
     drop(cluster);
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use actix::prelude::*;
 use gradmesh_kernels::{Checkpoint, FlatLayout, KernelError, write_atomically, write_checkpoint};
 use gradmesh_protocol::peer::Promise;
+use gradmesh_protocol::wire::{LineageLink, decode_lineage};
 
 /// The checkpoint file inside a checkpoint directory.
 pub const CHECKPOINT_FILE: &str = "latest.safetensors";
@@ -16,6 +17,10 @@ pub const CHECKPOINT_FILE: &str = "latest.safetensors";
 pub const PROMISE_FILE: &str = "promise.json";
 /// A promise is a few hundred bytes (the vote's backer bitmap is bounded by the roster size).
 const PROMISE_FILE_BYTES_MAX: u64 = 64 << 10;
+/// The node's lineage (`Peer::lineage`: the states at which its committee turned over, with
+/// their attestations), written with every checkpoint: a restarted node proves what it holds to
+/// peers whose committees have changed since (docs/protocol.md §3.5, "Lineage").
+pub const LINEAGE_FILE: &str = "lineage.bin";
 
 /// Why the promise file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,30 @@ pub fn read_promise(path: &Path) -> Result<Option<Promise>, PromiseError> {
         .map_err(|e| malformed(e.to_string()))
 }
 
+/// The lineage saved at `path`, if the file exists and reads. It is evidence for others, not a
+/// promise: a file that does not read is named in a warning and the node resumes without it
+/// (it then proves its state only once its holders attest it again).
+#[must_use]
+pub fn read_lineage(path: &Path) -> Vec<LineageLink> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode_lineage(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(
+                "{} is not a lineage of this version ({error}); resuming without it",
+                path.display()
+            );
+            Vec::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => {
+            tracing::warn!(
+                "cannot read {}: {error}; resuming without it",
+                path.display()
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// The checkpointer actor.
 #[derive(Debug)]
 pub struct Checkpointer {
@@ -101,7 +130,8 @@ impl Actor for Checkpointer {
     type Context = SyncContext<Self>;
 }
 
-/// Write this checkpoint; replies whether it was written.
+/// Write this checkpoint, then the lineage beside it; replies whether the checkpoint was
+/// written.
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]
 pub struct Save {
@@ -109,6 +139,8 @@ pub struct Save {
     pub checkpoint: Checkpoint,
     /// The model's layout.
     pub layout: FlatLayout,
+    /// The encoded lineage (`wire::encode_lineage`), if any.
+    pub lineage: Option<Vec<u8>>,
 }
 
 impl Handler<Save> for Checkpointer {
@@ -119,6 +151,12 @@ impl Handler<Save> for Checkpointer {
         match write_checkpoint(&self.path, &save.checkpoint, &save.layout) {
             Ok(()) => {
                 tracing::debug!(round, path = %self.path.display(), "checkpoint written");
+                if let Some(lineage) = &save.lineage {
+                    let path = self.path.with_file_name(LINEAGE_FILE);
+                    if let Err(error) = write_atomically(&path, lineage) {
+                        tracing::warn!(round, "lineage write failed: {error}");
+                    }
+                }
                 true
             }
             Err(error) => {

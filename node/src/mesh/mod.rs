@@ -27,10 +27,12 @@ use actix::prelude::*;
 use gradmesh_protocol::config::PeerConfig;
 use gradmesh_protocol::peer::{Peer, Profile, Promise};
 use gradmesh_protocol::sync::{SnapshotError, StateSnapshot};
+use gradmesh_protocol::wire::LineageLink;
 use gradmesh_protocol::{Digest, PeerId, PeerKey, RoundId, Timestamp};
 
 pub use checkpointer::{
-    CHECKPOINT_FILE, Checkpointer, PROMISE_FILE, PromiseError, Save, read_promise, write_promise,
+    CHECKPOINT_FILE, Checkpointer, LINEAGE_FILE, PROMISE_FILE, PromiseError, Save, read_lineage,
+    read_promise, write_promise,
 };
 pub use peer::{Attach, Fault, PeerActor, PeerOptions};
 pub use stop::{Interrupt, Stop, StopReason, StopRule};
@@ -150,7 +152,7 @@ pub async fn start(setup: NodeSetup) -> Result<Started, StartNodeError> {
     let resumed = resume(&mut workload, checkpoint_dir.as_ref(), &peer_config)?;
     let initial = (!join).then(|| workload.state_bytes());
     if options.report && options.evaluate && !join {
-        let round = resumed.as_ref().map_or(0, |(s, _)| s.summary().round.0);
+        let round = resumed.as_ref().map_or(0, |r| r.snapshot.summary().round.0);
         if let Ok(Some(eval)) = workload.evaluate() {
             report_line(&Report::Evaluated {
                 round,
@@ -192,9 +194,17 @@ impl std::fmt::Display for RoundWords {
     }
 }
 
-/// The protocol machine: resumed from a checkpoint (with its promises), or new.
+/// What a checkpoint directory restores: the state, the promises the node made before it
+/// stopped (the promise file) and its lineage (the lineage file).
+struct Resumed {
+    snapshot: StateSnapshot,
+    promise: Option<Promise>,
+    lineage: Vec<LineageLink>,
+}
+
+/// The protocol machine: resumed from a checkpoint (with its promises and lineage), or new.
 fn protocol_peer(
-    resumed: Option<(StateSnapshot, Option<Promise>)>,
+    resumed: Option<Resumed>,
     initial: Option<Arc<[u8]>>,
     peer_config: PeerConfig,
     key: PeerKey,
@@ -202,7 +212,11 @@ fn protocol_peer(
     report: bool,
 ) -> Result<Peer, StartNodeError> {
     Ok(match resumed {
-        Some((snapshot, promise)) => {
+        Some(Resumed {
+            snapshot,
+            promise,
+            lineage,
+        }) => {
             let summary = snapshot.summary();
             tracing::info!(
                 "resumed from the checkpoint of round {}",
@@ -214,27 +228,30 @@ fn protocol_peer(
                     digest: summary.digest.to_hex(),
                 });
             }
-            Peer::resume_with_promise(
+            let mut peer = Peer::resume_with_promise(
                 peer_config,
                 key,
                 profile,
                 snapshot,
                 promise,
                 Timestamp::ZERO,
-            )?
+            )?;
+            peer.restore_lineage(&lineage);
+            peer
         }
         None => Peer::new(peer_config, key, profile, initial, Timestamp::ZERO)?,
     })
 }
 
 /// Restores the checkpoint in `dir`, if there is one, and rebuilds its protocol snapshot; with
-/// the promises the node made before it stopped (the promise file beside it). A checkpoint
-/// whose rebuilt digest differs from the one it recorded is refused.
+/// the promises the node made before it stopped (the promise file beside it) and its lineage.
+/// A checkpoint whose rebuilt digest differs from the one it recorded is refused (one written
+/// by a node of protocol version 4 recorded that version's digest of the same state).
 fn resume(
     workload: &mut Workload,
     dir: Option<&PathBuf>,
     config: &PeerConfig,
-) -> Result<Option<(StateSnapshot, Option<Promise>)>, StartNodeError> {
+) -> Result<Option<Resumed>, StartNodeError> {
     let Some(path) = dir.map(|d| d.join(CHECKPOINT_FILE)).filter(|p| p.exists()) else {
         return Ok(None);
     };
@@ -248,7 +265,8 @@ fn resume(
         workload.state_bytes(),
         config.state_chunk_bytes(),
     )?;
-    if snapshot.summary().digest != Digest(checkpoint.mesh_digest.0) {
+    let recorded = Digest(checkpoint.mesh_digest.0);
+    if snapshot.summary().digest != recorded && snapshot.version4_digest() != recorded {
         // The weights are loaded already: refuse to start rather than found a mesh with them.
         return Err(StartNodeError::CheckpointMismatch { path });
     }
@@ -256,7 +274,12 @@ fn resume(
         .map(|d| read_promise(&d.join(PROMISE_FILE)))
         .transpose()?
         .flatten();
-    Ok(Some((snapshot, promise)))
+    let lineage = dir.map_or_else(Vec::new, |d| read_lineage(&d.join(LINEAGE_FILE)));
+    Ok(Some(Resumed {
+        snapshot,
+        promise,
+        lineage,
+    }))
 }
 
 /// The largest frame payload this node sends or reads: a span is at most the whole gradient and

@@ -149,6 +149,22 @@ struct Outbox {
     queues: HashMap<PeerId, VecDeque<Frame>>,
     in_flight: HashMap<PeerId, usize>,
     next_id: u64,
+    /// Peers whose full queue dropped frames since it last drained, with how many: one WARN
+    /// per episode, not one per frame.
+    overflowing: HashMap<PeerId, u64>,
+}
+
+impl Outbox {
+    /// The queue to `to` drained or went away: ends its overflow episode, if any.
+    fn settle(&mut self, to: PeerId) {
+        if let Some(dropped) = self.overflowing.remove(&to) {
+            tracing::info!(
+                peer = %to,
+                "outbox drained after dropping {dropped} {}",
+                plural(usize::try_from(dropped).unwrap_or(usize::MAX), "frame", "frames")
+            );
+        }
+    }
 }
 
 /// Hands the actor its network once the network layer is up (it needs the actor's address
@@ -533,15 +549,18 @@ impl PeerActor {
             return;
         };
         let take = self.checkpoint_request(state.round, state.digest);
+        let lineage = self.lineage_bytes();
         let written = self
             .trainer
             .send(take)
             .into_actor(self)
             .then(move |reply, act, _| {
                 let save = match reply {
-                    Ok(Some((checkpoint, layout))) => {
-                        Some(checkpointer.send(Save { checkpoint, layout }))
-                    }
+                    Ok(Some((checkpoint, layout))) => Some(checkpointer.send(Save {
+                        checkpoint,
+                        layout,
+                        lineage,
+                    })),
                     _ => None,
                 };
                 async move {
@@ -590,10 +609,20 @@ impl PeerActor {
             bar.finish_and_clear();
         }
         tracing::info!(
-            "stopped ({reason}): {held}, {} rounds committed and {} local steps in {seconds:.1} s; \
+            "stopped ({reason}): {held}, {} {} committed and {} local {} in {seconds:.1} s; \
              {saved}",
             self.rounds,
+            plural(
+                usize::try_from(self.rounds).unwrap_or(usize::MAX),
+                "round",
+                "rounds"
+            ),
             self.steps,
+            plural(
+                usize::try_from(self.steps).unwrap_or(usize::MAX),
+                "step",
+                "steps"
+            ),
         );
         self.report(&Report::Stopped {
             reason,
@@ -614,16 +643,28 @@ impl PeerActor {
             return;
         };
         let take = self.checkpoint_request(round, digest);
+        let lineage = self.lineage_bytes();
         ctx.spawn(
             self.trainer
                 .send(take)
                 .into_actor(self)
                 .map(move |reply, _, _| {
                     if let Ok(Some((checkpoint, layout))) = reply {
-                        dir.do_send(Save { checkpoint, layout });
+                        dir.do_send(Save {
+                            checkpoint,
+                            layout,
+                            lineage,
+                        });
                     }
                 }),
         );
+    }
+
+    /// The protocol's lineage, encoded for the file beside the checkpoint.
+    fn lineage_bytes(&self) -> Option<Vec<u8>> {
+        wire::encode_lineage(&self.peer.lineage())
+            .map_err(|error| tracing::debug!(%error, "lineage not kept with the checkpoint"))
+            .ok()
     }
 
     /// The trainer's checkpoint of the state committed in `round`, with its committee.
@@ -714,7 +755,7 @@ impl PeerActor {
                 tracing::warn!("round {} aborted: {reason}", RoundWords(round));
                 self.report(&Report::Aborted {
                     round: round.0,
-                    reason: format!("{reason:?}"),
+                    reason: reason.to_string(),
                 });
             }
             Event::Rejected {
@@ -905,7 +946,14 @@ impl PeerActor {
         let queue = self.outbox.queues.entry(to).or_default();
         if queue.len() >= OUTBOX_FRAMES_MAX {
             queue.pop_front();
-            tracing::warn!(peer = %to, "outbox full: dropped the oldest frame");
+            let dropped = self.outbox.overflowing.entry(to).or_default();
+            if *dropped == 0 {
+                tracing::warn!(
+                    peer = %to,
+                    "outbox full: dropping the oldest frames to this peer until it catches up"
+                );
+            }
+            *dropped += 1;
         }
         queue.push_back(frame);
         self.pump(to, ctx);
@@ -927,6 +975,7 @@ impl PeerActor {
                 .get_mut(&to)
                 .and_then(VecDeque::pop_front)
             else {
+                self.outbox.settle(to);
                 return;
             };
             *in_flight += 1;
@@ -1176,6 +1225,7 @@ impl Handler<NetEvent> for PeerActor {
             NetEvent::PeerDisconnected { peer } => {
                 self.metrics.peers.dec();
                 self.outbox.queues.remove(&peer);
+                self.outbox.settle(peer);
                 self.report(&Report::Disconnected {
                     peer: hex::encode(peer.0),
                 });

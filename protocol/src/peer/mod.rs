@@ -19,6 +19,7 @@
 //! contributes in the round after — a join takes at most two rounds.
 
 mod leader;
+mod lineage;
 mod lock;
 mod output;
 mod refound;
@@ -33,7 +34,9 @@ use crate::reduce::{ReduceRound, RoundOutcome, RoundOutput, RoundResult, SealBoo
 use crate::roster::{Roster, leader_key};
 use crate::sync::{DonorFault, SnapshotError, StateSnapshot, StateSync, SyncOutput, Vouchers};
 use crate::time::Timestamp;
-use crate::wire::{ATTESTATIONS_MAX, Announce, Body, Envelope, Proposal, Role, StateSummary};
+use crate::wire::{
+    ATTESTATIONS_MAX, Announce, Body, Envelope, LineageLink, Proposal, Role, StateSummary,
+};
 
 pub use output::{Event, Output, Promise};
 
@@ -186,6 +189,9 @@ pub struct Peer {
     attested: BTreeMap<PeerId, VecDeque<(StateSummary, Seal, bool)>>,
     /// Our own attestation of the state we hold (signed once per state).
     own_attestation: Option<(StateSummary, Seal)>,
+    /// The states we held at which our committee had turned over, with their attestations,
+    /// for manifests we serve (`lineage.rs`).
+    lineage: lineage::Lineage,
     /// Messages for rounds not started yet, each with its encoded size (`buffer_early`).
     early: BTreeMap<RoundId, Vec<(Envelope, usize)>>,
     early_count: usize,
@@ -256,6 +262,7 @@ impl Peer {
             known: BTreeMap::new(),
             attested: BTreeMap::new(),
             own_attestation: None,
+            lineage: lineage::Lineage::default(),
             early: BTreeMap::new(),
             early_count: 0,
             early_bytes: 0,
@@ -323,6 +330,29 @@ impl Peer {
         peer.apply_next_pending();
         peer.announce(now);
         Ok(peer)
+    }
+
+    /// The lineage this peer serves with its manifests (`lineage.rs`), for the shell to keep
+    /// with its checkpoint: a restarted peer then proves, committee by committee, what it
+    /// holds.
+    #[must_use]
+    pub fn lineage(&self) -> Vec<LineageLink> {
+        self.lineage.export()
+    }
+
+    /// Restores the lineage a checkpoint kept ([`Peer::lineage`]); the state held stays its
+    /// newest entry. Its attestations are verified before they are forwarded, as heard ones are.
+    pub fn restore_lineage(&mut self, links: &[LineageLink]) {
+        self.lineage = lineage::Lineage::import(links);
+        if let Some(snapshot) = self.state.and_then(|s| self.snapshots.get(&s.round)) {
+            let heard = self.own_attestation.map(|(_, seal)| seal);
+            self.lineage.advance(
+                snapshot.summary(),
+                snapshot.content(),
+                snapshot.committee(),
+                heard,
+            );
+        }
     }
 
     /// This peer's id.
@@ -436,6 +466,7 @@ impl Peer {
             });
         }
         self.refuse(now, refused, LOAD_REFUSAL_ROUNDS);
+        self.lineage.forget(refused);
         self.snapshots.remove(&refused.round);
         self.lock = None;
         self.pending.clear();
@@ -520,6 +551,13 @@ impl Peer {
             Some(d) if d.base().round < summary.round => self.dormant_lock = None,
             _ => {}
         }
+        let heard = self
+            .attested
+            .values()
+            .flat_map(|kept| kept.iter().filter(|(s, _, _)| *s == summary))
+            .map(|(_, seal, _)| *seal);
+        self.lineage
+            .advance(summary, snapshot.content(), snapshot.committee(), heard);
         self.state = Some(summary);
         self.snapshots.insert(summary.round, snapshot);
         while self.snapshots.len() > self.config.snapshots_retained {
@@ -583,6 +621,7 @@ impl Peer {
                     match served {
                         Some((summary, Body::StateManifest(mut manifest))) => {
                             manifest.attestations = self.attestations_of(summary);
+                            manifest.lineage = self.lineage.before(summary.round);
                             Body::StateManifest(manifest)
                         }
                         Some((_, body)) => body,
@@ -700,6 +739,7 @@ impl Peer {
                 let known = &self.known;
                 self.attested.retain(|peer, _| known.contains_key(peer));
             }
+            self.lineage.hear(state, seal);
             let kept = self.attested.entry(from).or_default();
             if kept.back().is_none_or(|(s, _, _)| *s != state) {
                 kept.push_back((state, seal, false));
@@ -1165,6 +1205,7 @@ impl Peer {
             _ => {
                 let seal = self.key.seal_state(state.round, state.digest);
                 self.own_attestation = Some((state, seal));
+                self.lineage.hear(state, seal);
                 seal
             }
         }
@@ -1225,6 +1266,7 @@ impl Peer {
             witnessed_until,
             backstop: now.saturating_since(self.progress_at) >= stuck,
             chain: (!committee.is_empty()).then(|| (self.me, committee.iter().copied().collect())),
+            held_round: self.state.map_or(RoundId(0), |s| s.round),
             live: self
                 .known
                 .iter()

@@ -1124,3 +1124,162 @@ fn a_cut_off_peer_behind_a_live_fellow_does_not_refound() {
     let (_, _, events) = cut_off(refounding(Duration::from_secs(2)), 8, |_, _| newer);
     assert!(refounded(&events).is_empty(), "{events:?}");
 }
+
+/// The mesh a member of {1, 2, 3} at round 5 comes back to: it went on under {2, 3, 4}
+/// (round 8), {3, 4, 5} (10) and {4, 5, 6} (15, the mesh's state), and seven fresh identities
+/// announce a forged state far ahead, each attesting it.
+struct Returning {
+    lineage: Vec<LineageLink>,
+    mesh: StateSnapshot,
+    forged: StateSnapshot,
+    crowd: Vec<u64>,
+}
+
+fn seals_by(state: StateSummary, by: &[u64]) -> Vec<Seal> {
+    by.iter()
+        .map(|i| PeerKey::from_index(*i).seal_state(state.round, state.digest))
+        .collect()
+}
+
+impl Returning {
+    fn new() -> Self {
+        let snapshot = |round: u64, members: &[u64], fill: u8| {
+            let committee = members.iter().map(|i| PeerId::from_index(*i)).collect();
+            let bytes = Arc::from(vec![fill; 40]);
+            StateSnapshot::new(
+                RoundId(round),
+                committee,
+                bytes,
+                config().state_chunk_bytes(),
+            )
+            .expect("fits")
+        };
+        let link = |s: &StateSnapshot, by: &[u64]| LineageLink {
+            round: s.summary().round,
+            content: s.content(),
+            committee: s.committee().to_vec(),
+            attestations: seals_by(s.summary(), by),
+        };
+        Self {
+            lineage: vec![
+                link(&snapshot(8, &[2, 3, 4], 8), &[2, 3, 4]),
+                link(&snapshot(10, &[3, 4, 5], 10), &[3, 4, 5]),
+            ],
+            mesh: snapshot(15, &[4, 5, 6], 15),
+            forged: snapshot(2000, &[20], 0),
+            crowd: (20..27).collect(),
+        }
+    }
+
+    fn in_crowd(&self, peer: PeerId) -> bool {
+        self.crowd.iter().any(|i| PeerId::from_index(*i) == peer)
+    }
+
+    /// The honest peers announce the mesh's state, the crowd the forged one.
+    fn announce(&self, peer: &mut Peer, now: Timestamp, seq: u64) {
+        for i in [4, 5, 6] {
+            announce_state(peer, now, PeerId::from_index(i), self.mesh.summary(), seq);
+        }
+        for &i in &self.crowd {
+            announce_state(peer, now, PeerId::from_index(i), self.forged.summary(), seq);
+        }
+    }
+
+    /// What `donor` answers: the crowd its forged state with its own attestations; the honest
+    /// peers the mesh's, donor 4 without the lineage, 5 and 6 with it.
+    fn serve(&self, donor: PeerId, round: RoundId, request: StateRequest) -> Body {
+        let crowd_member = self.in_crowd(donor);
+        let (state, attesters) = if crowd_member {
+            (&self.forged, self.crowd.as_slice())
+        } else {
+            (&self.mesh, &[4, 5, 6][..])
+        };
+        if state.summary().round != round {
+            return Body::StateUnavailable;
+        }
+        let mut body = state.serve(request);
+        if let Body::StateManifest(manifest) = &mut body {
+            manifest.attestations = seals_by(state.summary(), attesters);
+            if !crowd_member && donor != PeerId::from_index(4) {
+                manifest.lineage.clone_from(&self.lineage);
+            }
+        }
+        body
+    }
+
+    /// Drives `peer`'s syncs (firing its timers when nothing is in flight, announcing again
+    /// after each) until it loads a state: that state, the donors dropped and when.
+    fn sync(
+        &self,
+        peer: &mut Peer,
+    ) -> (Option<StateSummary>, Vec<(PeerId, DonorFault)>, Timestamp) {
+        let (mut faults, mut now) = (Vec::new(), Timestamp::ZERO);
+        self.announce(peer, now, 0);
+        for seq in 1..200 {
+            let mut replies = Vec::new();
+            for output in drain(peer) {
+                match output {
+                    Output::Send { to, envelope } => {
+                        if let Body::StateRequest(request) = envelope.body {
+                            let body = self.serve(to, envelope.round, request);
+                            replies.push(Envelope::new(to, envelope.round, body));
+                        }
+                    }
+                    Output::Event(Event::DonorDropped { peer, fault }) => {
+                        faults.push((peer, fault));
+                    }
+                    Output::LoadState(snapshot) => {
+                        return (Some(snapshot.summary()), faults, now);
+                    }
+                    _ => {}
+                }
+            }
+            if replies.is_empty() {
+                let Some(next) = peer.poll_timeout() else {
+                    break;
+                };
+                now = next;
+                peer.handle_timeout(now);
+                self.announce(peer, now, seq);
+            }
+            for reply in replies {
+                peer.handle_message(now, reply.sender, reply);
+            }
+        }
+        (None, faults, now)
+    }
+}
+
+/// Issue 16, certified states: a member whose committee was replaced member by member while it
+/// was away, among more fresh identities than honest peers (a crowd announcing and attesting a
+/// forged state), follows the mesh along the lineage its donor serves and fetches nothing the
+/// crowd vouches for. A manifest of the mesh's state without the lineage vouches for nothing
+/// either: the member's committee attested none of it.
+#[test]
+fn a_member_whose_committee_was_replaced_follows_the_lineage_not_a_crowd() {
+    let (mut peer, own) = member_of(3);
+    let returning = Returning::new();
+    let (loaded, faults, at) = returning.sync(&mut peer);
+    assert_eq!(loaded, Some(returning.mesh.summary()), "faults: {faults:?}");
+    assert_ne!(peer.state(), Some(own));
+    // Every crowd donor was refused as unvouched, and so was the honest donor without lineage.
+    let unvouched: BTreeSet<PeerId> = faults
+        .iter()
+        .filter(|(_, f)| *f == DonorFault::Unvouched)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(
+        returning
+            .crowd
+            .iter()
+            .all(|i| unvouched.contains(&PeerId::from_index(*i))),
+        "{faults:?}"
+    );
+    assert!(unvouched.contains(&PeerId::from_index(4)), "{faults:?}");
+    // Stuck for long enough, the member would take the crowd's word (the liveness backstop);
+    // it was not stuck: it followed its committee's successors within two round timeouts.
+    assert!(
+        at < Timestamp::ZERO + config().round_timeout() * 2,
+        "took until {at:?}"
+    );
+}

@@ -29,6 +29,7 @@ fn vouchers() -> Vouchers {
         chain: None,
         live: BTreeSet::new(),
         genesis_quorum: 0,
+        held_round: RoundId(0),
     }
 }
 
@@ -197,6 +198,7 @@ fn committees_and_live_peers_vouch_by_their_own_thresholds() {
         chain: None,
         live: [1, 2, 3].map(PeerId::from_index).into(),
         genesis_quorum: 0,
+        held_round: RoundId(0),
     };
     assert_eq!(live.check(target, &[], &[seal(1), seal(2)]), Ok(true));
     // One live peer vouching for itself (a forger's own state) is not enough; repeating a
@@ -215,6 +217,7 @@ fn committees_and_live_peers_vouch_by_their_own_thresholds() {
         chain: None,
         live: BTreeSet::new(),
         genesis_quorum: 0,
+        held_round: RoundId(0),
     };
     assert_eq!(committee.check(target, &[], &[seal(1), seal(3)]), Ok(true));
     assert_eq!(committee.check(target, &[], &[seal(2)]), Ok(false));
@@ -285,6 +288,86 @@ fn a_stuck_joiner_takes_two_live_attesters_and_nobody_vouches_alone() {
     assert_eq!(
         stuck.check(target, &[], &[seal(1), other]),
         Err(DonorFault::BadAttestation)
+    );
+}
+
+/// A joiner whose committee was replaced member by member follows the lineage committee by
+/// committee; a link its trusted committee did not attest, or a forged one, leads nowhere.
+#[test]
+fn a_lineage_chains_a_replaced_committee_to_the_state_and_nothing_else() {
+    let ids = |members: &[u64]| -> Vec<PeerId> {
+        members.iter().map(|i| PeerId::from_index(*i)).collect()
+    };
+    let link = |round: u64, members: &[u64], attesters: &[u64]| {
+        let committee = ids(members);
+        let content = Digest::of(&round.to_le_bytes());
+        let digest = state_digest(content, &committee);
+        let attestations = attesters
+            .iter()
+            .map(|i| PeerKey::from_index(*i).seal_state(RoundId(round), digest))
+            .collect();
+        LineageLink {
+            round: RoundId(round),
+            content,
+            committee,
+            attestations,
+        }
+    };
+    // The joiner 0 holds round 3 under {0, 1, 2}; the mesh went on under {1, 2, 3} (round 5),
+    // {3, 4, 2} (8) and {3, 4, 5} (12), which holds the target of round 15.
+    let joiner = Vouchers {
+        chain: Some((PeerId::from_index(0), ids(&[0, 1, 2]).into_iter().collect())),
+        held_round: RoundId(3),
+        ..Vouchers::default()
+    };
+    let lineage = vec![
+        link(5, &[1, 2, 3], &[1, 2, 3]),
+        link(8, &[3, 4, 2], &[3, 4, 2]),
+        link(12, &[3, 4, 5], &[3, 4, 5]),
+    ];
+    let target = StateSummary {
+        round: RoundId(15),
+        digest: Digest::of(b"target"),
+    };
+    let seal = |i: u64| PeerKey::from_index(i).seal_state(target.round, target.digest);
+    // Rule by rule, {3, 4, 5} is nobody the joiner trusts.
+    assert_eq!(
+        joiner.check(target, &ids(&[3, 4, 5]), &[seal(4), seal(5)]),
+        Ok(false)
+    );
+    assert_eq!(
+        joiner.chains(target, &[seal(4), seal(5)], &lineage),
+        Ok(true)
+    );
+    // One attester of {3, 4, 5} is a dishonest minority's word.
+    assert_eq!(joiner.chains(target, &[seal(5)], &lineage), Ok(false));
+    // A link only one of the trusted committee attested breaks the chain there.
+    let mut weak = lineage.clone();
+    weak[1] = link(8, &[3, 4, 2], &[4]);
+    assert_eq!(joiner.chains(target, &[seal(4), seal(5)], &weak), Ok(false));
+    // A forger's own committee: links it attests itself are attested by nobody trusted.
+    let forged = vec![link(9, &[7, 8, 9], &[7, 8, 9])];
+    let forged_seals: Vec<Seal> = [7, 8].map(seal).to_vec();
+    assert_eq!(joiner.chains(target, &forged_seals, &forged), Ok(false));
+    // A link that claims another committee than the one its attesters signed does not verify.
+    let mut swapped = lineage.clone();
+    swapped[0].committee = ids(&[1, 2, 7]);
+    assert_eq!(
+        joiner.chains(target, &[seal(4), seal(5)], &swapped),
+        Err(DonorFault::BadAttestation)
+    );
+    // Links the joiner is past say nothing new; without a committee, nothing chains.
+    let ahead = Vouchers {
+        held_round: RoundId(12),
+        ..joiner.clone()
+    };
+    assert_eq!(
+        ahead.chains(target, &[seal(4), seal(5)], &lineage),
+        Ok(false)
+    );
+    assert_eq!(
+        Vouchers::default().chains(target, &[seal(4), seal(5)], &lineage),
+        Ok(false)
     );
 }
 
