@@ -27,8 +27,18 @@ pub enum ClusterError {
         source: std::io::Error,
     },
     /// The awaited report did not come in time.
-    #[error("timed out after {} s waiting for {}", .0.as_secs_f64(), .1)]
+    #[error("timed out after {:.1} s waiting for {}", .0.as_secs_f64(), .1)]
     Timeout(Duration, String),
+    /// A node exited before it reported a listen address.
+    #[error("node {index} exited ({status}) before it listened: {last_line}")]
+    StartFailed {
+        /// The node.
+        index: usize,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// The last line of its log.
+        last_line: String,
+    },
     /// Every node's output closed before the awaited report.
     #[error("all nodes exited while waiting for {0}")]
     Exited(String),
@@ -268,12 +278,47 @@ impl Cluster {
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.address(index).is_none() {
+            self.check_started(index)?;
             let left = deadline.saturating_duration_since(Instant::now());
-            self.wait_for(left, "a listen address", |i, r| {
+            let slice = left.min(Duration::from_millis(200));
+            match self.wait_for(slice, "a listen address", |i, r| {
                 i == index && matches!(r, Report::Listening { .. } | Report::Started { .. })
-            })?;
+            }) {
+                Err(ClusterError::Timeout(..)) if !left.is_zero() => {}
+                Err(ClusterError::Timeout(..)) => {
+                    return Err(ClusterError::Timeout(
+                        Duration::from_secs(60),
+                        "a listen address".into(),
+                    ));
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(index)
+    }
+
+    /// [`ClusterError::StartFailed`] if node `index` has exited (a refused flag or file, say).
+    fn check_started(&mut self, index: usize) -> Result<(), ClusterError> {
+        let Some(node) = self.nodes.get_mut(index) else {
+            return Err(ClusterError::NoSuchNode(index));
+        };
+        let exited = node
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        match exited {
+            Some(status) => Err(ClusterError::StartFailed {
+                index,
+                status,
+                last_line: std::fs::read_to_string(&node.log)
+                    .ok()
+                    .and_then(|log| log.lines().last().map(str::to_owned))
+                    .unwrap_or_default(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A dialable address of node `index` (`<listen>/p2p/<transport peer>`).

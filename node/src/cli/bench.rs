@@ -188,7 +188,7 @@ fn measure(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<Figure
     }
     if args.mesh_key {
         let key = dir.join("mesh.key");
-        std::fs::write(&key, "5a".repeat(32))?;
+        write_secret(&key, "5a".repeat(32).as_bytes())?;
         common.extend(["--mesh-key".into(), key.to_string_lossy().into_owned()]);
     }
     cluster.spawn(&common)?;
@@ -279,6 +279,19 @@ fn figures(args: &AllreduceArgs, per_round: &[(f64, u64)], period: f64) -> Figur
         bytes_ideal_per_peer: Some(2.0 * (n - 1.0) / n * encoded),
         codec: Some(args.codec.to_string()),
     }
+}
+
+/// Writes a secret file only its owner may read (the node refuses a mesh key others can read).
+fn write_secret(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// The cluster of the bench: placement and transport from the flags.

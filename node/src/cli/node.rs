@@ -772,8 +772,10 @@ pub(crate) fn init_tracing(format: LogFormat, progress: Option<indicatif::Progre
     // Kademlia warns "Failed to trigger bootstrap: No known peers" every few seconds on a
     // founder, which is expected there, and gossipsub warns once per announcement it cannot
     // queue to a peer that does not read (hundreds a second); the node says it once per
-    // episode instead (net/swarm_events.rs, `slow_peer`). Errors of both still show.
-    const QUIET: &str = "info,libp2p_kad::behaviour=error,libp2p_gossipsub::behaviour=error";
+    // episode instead (net/swarm_events.rs, `slow_peer`). Errors of both still show. The
+    // swarm's INFO line "local_peer_id=…" repeats the "node started" line; its warnings show.
+    const QUIET: &str = "info,libp2p_kad::behaviour=error,libp2p_gossipsub::behaviour=error,\
+                         libp2p_swarm=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(QUIET));
     let builder = tracing_subscriber::fmt()
