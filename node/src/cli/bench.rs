@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gradmesh_node::cluster::{Cluster, ListenTransport, Placement};
-use gradmesh_node::mesh::Report;
+use gradmesh_node::mesh::{Phases, Report};
 use gradmesh_protocol::config::CodecKind;
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +94,10 @@ struct Figures {
     /// The span codec (`none` for raw f32; absent for gloo).
     #[serde(default)]
     codec: Option<String>,
+    /// Where a node's round period went, by phase: each phase's median over the measured
+    /// commits of every node (absent for gloo).
+    #[serde(default)]
+    phases: Option<Phases>,
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<()> {
@@ -147,6 +151,18 @@ fn print_figures(f: &Figures) {
         f.seconds_p50,
         f.busbw_gbps
     );
+    if let Some(p) = &f.phases {
+        println!(
+            "{:<8} a round by phase (medians): compute {:.1} ms, waiting for the roster {:.1} \
+             ms, all-reduce {:.1} ms, apply {:.1} ms, state snapshot {:.1} ms",
+            "",
+            p.compute * 1e3,
+            p.wait * 1e3,
+            p.allreduce * 1e3,
+            p.apply * 1e3,
+            p.install * 1e3
+        );
+    }
 }
 
 /// busbw in the nccl-tests convention: bytes / seconds · 2(n−1)/n.
@@ -205,6 +221,7 @@ fn measure(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<Figure
     let first = 3;
     let mut per_round: Vec<(f64, u64)> = Vec::new();
     let mut commits: Vec<Vec<Instant>> = vec![Vec::new(); args.nodes];
+    let mut phases: Vec<Phases> = Vec::new();
     let mut seen = 0;
     while seen < args.nodes * usize::try_from(args.rounds)? {
         let (index, report) = cluster.wait_for(
@@ -216,12 +233,14 @@ fn measure(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<Figure
             seconds,
             bytes_sent,
             contributors,
+            phases: by_phase,
             ..
         } = report
         {
             if let Some(node) = commits.get_mut(index) {
                 node.push(Instant::now());
             }
+            phases.extend(by_phase);
             if contributors == args.nodes {
                 per_round.push((seconds, bytes_sent));
                 seen += 1;
@@ -230,7 +249,25 @@ fn measure(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<Figure
     }
     cluster.shutdown();
     let period = round_period(&commits).context("no node committed two measured rounds")?;
-    Ok(figures(args, &per_round, period))
+    let mut figures = figures(args, &per_round, period);
+    figures.phases = median_phases(&phases);
+    Ok(figures)
+}
+
+/// Each phase's median over `phases`.
+fn median_phases(phases: &[Phases]) -> Option<Phases> {
+    let median = |of: fn(&Phases) -> f64| {
+        let mut values: Vec<f64> = phases.iter().map(of).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    Some(Phases {
+        compute: median(|p| p.compute)?,
+        wait: median(|p| p.wait)?,
+        allreduce: median(|p| p.allreduce)?,
+        apply: median(|p| p.apply)?,
+        install: median(|p| p.install)?,
+    })
 }
 
 /// The median over nodes of a node's wall time per round between its first and last measured
@@ -278,6 +315,7 @@ fn figures(args: &AllreduceArgs, per_round: &[(f64, u64)], period: f64) -> Figur
         bytes_sent_per_peer: Some(sent),
         bytes_ideal_per_peer: Some(2.0 * (n - 1.0) / n * encoded),
         codec: Some(args.codec.to_string()),
+        phases: None,
     }
 }
 
@@ -351,6 +389,7 @@ fn gloo_allreduce(args: &AllreduceArgs) -> anyhow::Result<Figures> {
         bytes_sent_per_peer: None,
         bytes_ideal_per_peer: None,
         codec: None,
+        phases: None,
     })
 }
 

@@ -36,7 +36,7 @@ pub use checkpointer::{
 };
 pub use peer::{Attach, Fault, PeerActor, PeerOptions};
 pub use stop::{Interrupt, Stop, StopReason, StopRule};
-pub use telemetry::{MeshMetrics, Report};
+pub use telemetry::{MeshMetrics, Phases, Report};
 pub use trainer::TrainerActor;
 pub use workload::{
     Computed, Evaluation, InnerOptimizer, ModelChoice, ModelSpec, OuterSpec, Training, Workload,

@@ -25,7 +25,7 @@ use gradmesh_protocol::{Digest, Floats, PeerId, RoundId, Timestamp};
 use super::RoundWords;
 use super::checkpointer::{CHECKPOINT_FILE, Checkpointer, PROMISE_FILE, Save, write_promise};
 use super::stop::{Interrupt, Stop, StopReason, StopRule};
-use super::telemetry::{MeshMetrics, Report};
+use super::telemetry::{MeshMetrics, Phases, Report};
 use super::trainer::{Apply, Compute, Evaluate, InnerStep, Load, TakeCheckpoint, TrainerActor};
 use super::workload::WorkloadError;
 use crate::net::{
@@ -108,6 +108,8 @@ pub struct PeerActor {
     last_weight: u32,
     /// Seconds from roster to commit of the last committed round.
     last_allreduce: Option<(RoundId, f64)>,
+    /// When the phases of the round in progress began (`Phases`).
+    clock_marks: PhaseMarks,
     last_loss: Option<f32>,
     last_inner_steps: u32,
     last_compute_seconds: f64,
@@ -142,6 +144,50 @@ pub struct PeerActor {
     promise_failing: bool,
     /// When the last INFO commit line was written, and commits since at DEBUG.
     commit_logged: Option<(Instant, u64)>,
+}
+
+/// When each phase of a node's round began: its last state installed, its contribution handed
+/// to the protocol, the roster, the commit and the apply (see [`Phases`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct PhaseMarks {
+    installed: Option<Instant>,
+    gradient: Option<Instant>,
+    roster: Option<Instant>,
+    committed: Option<Instant>,
+    applied: Option<Instant>,
+}
+
+impl PhaseMarks {
+    /// The phases from the last install to `now` (this round's install), when every mark is in
+    /// order; then the marks start over from `now`.
+    fn close(&mut self, now: Instant) -> Option<Phases> {
+        let marks = std::mem::replace(
+            self,
+            Self {
+                installed: Some(now),
+                ..Self::default()
+            },
+        );
+        let points = [
+            marks.installed?,
+            marks.gradient?,
+            marks.roster?,
+            marks.committed?,
+            marks.applied?,
+            now,
+        ];
+        if points.windows(2).any(|w| w[1] < w[0]) {
+            return None;
+        }
+        let span = |i: usize| points[i + 1].duration_since(points[i]).as_secs_f64();
+        Some(Phases {
+            compute: span(0),
+            wait: span(1),
+            allreduce: span(2),
+            apply: span(3),
+            install: span(4),
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +245,7 @@ impl PeerActor {
             contributed: None,
             last_weight: 0,
             last_allreduce: None,
+            clock_marks: PhaseMarks::default(),
             last_loss: None,
             last_inner_steps: 0,
             last_compute_seconds: 0.0,
@@ -314,6 +361,7 @@ impl PeerActor {
                 act.last_compute_seconds = computed.seconds;
                 act.computing.0 += computed.seconds;
                 let now = act.now();
+                act.clock_marks.gradient = Some(Instant::now());
                 act.peer
                     .handle_gradient(now, computed.weight, computed.gradient);
                 act.drain(ctx);
@@ -359,6 +407,8 @@ impl PeerActor {
         match reply {
             Ok(Ok(())) => {
                 self.metrics.syncs.inc();
+                // A synced state starts the node's phases over.
+                self.clock_marks.close(Instant::now());
                 tracing::info!(
                     "loaded the mesh's state of round {}",
                     RoundWords(summary.round)
@@ -395,6 +445,7 @@ impl PeerActor {
             act.states_in_flight -= 1;
             match reply {
                 Ok(Ok(bytes)) => {
+                    act.clock_marks.applied = Some(Instant::now());
                     let now = act.now();
                     if let Err(error) = act.peer.handle_state(now, round, bytes) {
                         fatal(&format!("state cannot be snapshotted: {error}"));
@@ -429,6 +480,7 @@ impl PeerActor {
             _ => 0.0,
         };
         let contributors = self.peer.state_committee().len();
+        let phases = self.clock_marks.close(Instant::now());
         if let Some(loss) = self.last_loss {
             self.metrics.loss.set(f64::from(loss));
         }
@@ -449,6 +501,7 @@ impl PeerActor {
             bytes_sent: std::mem::take(&mut self.bytes_sent),
             bytes_received: std::mem::take(&mut self.bytes_received),
             digest: state.digest.to_hex(),
+            phases,
         };
         if self.options.checkpoint_every > 0
             && round.count().is_multiple_of(self.options.checkpoint_every)
@@ -710,7 +763,9 @@ impl PeerActor {
     }
 
     fn started(&mut self, round: RoundId, contributors: usize, role: Role) {
-        self.round_started = Some((round, Instant::now()));
+        let now = Instant::now();
+        self.round_started = Some((round, now));
+        self.clock_marks.roster = Some(now);
         if role == Role::Contributor {
             self.contributed = Some(round);
         }
@@ -741,6 +796,7 @@ impl PeerActor {
                 ..
             } => {
                 self.metrics.rounds_committed.inc();
+                self.clock_marks.committed = Some(Instant::now());
                 if let Some((r, started)) = self.round_started
                     && r == round
                 {
@@ -1280,5 +1336,45 @@ mod tests {
                 "{event:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_round_s_phases_follow_its_marks_and_add_up_to_its_period() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut marks = PhaseMarks {
+            installed: Some(at(0)),
+            gradient: Some(at(5)),
+            roster: Some(at(25)),
+            committed: Some(at(125)),
+            applied: Some(at(135)),
+        };
+        let phases = marks.close(at(150)).expect("every mark in order");
+        let ms = |s: f64| (s * 1e3).round();
+        assert_eq!(
+            [
+                phases.compute,
+                phases.wait,
+                phases.allreduce,
+                phases.apply,
+                phases.install
+            ]
+            .map(ms),
+            [5.0, 20.0, 100.0, 10.0, 15.0]
+        );
+        // The next round starts from this install; a round without a contribution of this
+        // node (it observed) has no phases, and neither has one whose marks are out of order
+        // (computing overlapped the round).
+        assert_eq!(marks.installed, Some(at(150)));
+        assert_eq!(marks.gradient, None);
+        marks.roster = Some(at(160));
+        marks.committed = Some(at(170));
+        marks.applied = Some(at(175));
+        assert_eq!(marks.close(at(180)), None);
+        marks.gradient = Some(at(150));
+        marks.roster = Some(at(200));
+        marks.committed = Some(at(190));
+        marks.applied = Some(at(210));
+        assert_eq!(marks.close(at(220)), None);
     }
 }

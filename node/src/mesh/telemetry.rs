@@ -178,6 +178,10 @@ pub enum Report {
         bytes_received: u64,
         /// Digest of the new state.
         digest: String,
+        /// Where this node's time went since its previous commit, by phase; absent for the
+        /// first commit, after a sync, and when computing overlapped the round (`--overlap`).
+        #[serde(default)]
+        phases: Option<Phases>,
     },
     /// A round ended without a result.
     Aborted {
@@ -244,4 +248,23 @@ pub enum Report {
         /// The final checkpoint written, if the node has a checkpoint directory.
         checkpoint: Option<String>,
     },
+}
+
+/// Where a node's time went between two of its commits, in seconds (docs/benchmarks.md, "Where
+/// a round's time goes"): the time from the previous round's state installed to this one's is
+/// the sum, one round period of this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Phases {
+    /// The previous state installed → the next contribution handed to the protocol
+    /// (computing it; for the synthetic workload, almost nothing).
+    pub compute: f64,
+    /// Contribution handed → this round's roster: waiting for the other nodes to be ready and
+    /// for the leader's proposal (aborted attempts included).
+    pub wait: f64,
+    /// Roster → commit: the all-reduce and the vote.
+    pub allreduce: f64,
+    /// Commit → the trainer applied the result.
+    pub apply: f64,
+    /// Applied → the new state snapshotted (hashed into chunks) and installed by the protocol.
+    pub install: f64,
 }

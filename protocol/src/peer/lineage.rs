@@ -23,8 +23,8 @@ use crate::ids::{Digest, PeerId, RoundId};
 use crate::keys::Seal;
 use crate::wire::{ATTESTATIONS_MAX, LINEAGE_LINKS_MAX, LineageLink, StateSummary};
 
-/// Bytes of lineage one manifest carries at most (its encoded size, estimated from below by
-/// its digests, ids and seals): with [`crate::wire::STATE_CHUNKS_MAX`] chunk digests, a full
+/// Bytes of lineage one manifest carries at most (its encoded size, bounded from above by
+/// [`Link::bytes`]): with [`crate::wire::STATE_CHUNKS_MAX`] chunk digests, a full
 /// committee and [`ATTESTATIONS_MAX`] attestations the manifest still fits
 /// [`crate::wire::HEADER_BYTES_MAX`].
 pub(crate) const LINEAGE_BYTES_MAX: usize = 192 << 10;
@@ -66,9 +66,10 @@ impl Link {
         }
     }
 
-    /// A lower bound of the link's encoded size.
+    /// An upper bound of the link's encoded size: the round and two lengths as varints (at
+    /// most 9 + 5 + 5 bytes), the content digest, 32 bytes per member and 96 per seal.
     fn bytes(&self) -> usize {
-        48 + 32 * self.committee.len() + 96 * self.seals.len()
+        64 + 32 * self.committee.len() + 96 * self.seals.len()
     }
 }
 

@@ -345,7 +345,10 @@ impl Peer {
     pub fn restore_lineage(&mut self, links: &[LineageLink]) {
         self.lineage = lineage::Lineage::import(links);
         if let Some(snapshot) = self.state.and_then(|s| self.snapshots.get(&s.round)) {
-            let heard = self.own_attestation.map(|(_, seal)| seal);
+            let heard = self
+                .own_attestation
+                .filter(|(state, _)| *state == snapshot.summary())
+                .map(|(_, seal)| seal);
             self.lineage.advance(
                 snapshot.summary(),
                 snapshot.content(),
