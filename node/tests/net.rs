@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use gradmesh_node::cluster::Cluster;
 use gradmesh_node::net::{
     Ban, BanReason, Dial, FRAMES_IN_FLIGHT_PER_PEER_MAX, Frame, FrameRequestId, FrameSent, Keypair,
     Multiaddr, NetConfig, NetConfigBuilder, NetEvent, NetInfo, Network, PreSharedKey, Publish,
     SendFailure, SendFrame, SendFrameError,
 };
-use gradmesh_protocol::PeerId;
+use gradmesh_protocol::sync::manifest_digest;
+use gradmesh_protocol::wire::{self, Body, Envelope, StateRequest};
+use gradmesh_protocol::{PeerId, RoundId};
 use libp2p::multiaddr::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -520,6 +523,102 @@ async fn a_banned_peer_is_disconnected_refused_and_counted() {
         let body = scrape(a.info.metrics_addr.expect("metrics")).await;
         assert!(body.contains("gradmesh_peer_bans_total 1"), "{body}");
         assert!(body.contains("gradmesh_peers_banned 1"), "{body}");
+    })
+    .await;
+}
+
+/// Asks node `to` for the manifest of its state after round `round`, as a stranger would, and
+/// returns the answer.
+async fn ask_for_state(stranger: &mut TestNode, to: PeerId, round: RoundId) -> Body {
+    let request = Envelope::new(
+        stranger.peer(),
+        round,
+        Body::StateRequest(StateRequest::Manifest),
+    );
+    let (meta, payload) = wire::encode_parts(&request).expect("encodes");
+    let frame = Frame {
+        meta: Bytes::from(meta),
+        payload: Bytes::from_owner(payload),
+    };
+    stranger.send_frame(1, to, frame).await.expect("delivered");
+    let (from, reply) = stranger.next_frame().await.expect("an answer");
+    assert_eq!(from, to);
+    wire::decode_parts_shared(&reply.meta, reply.payload)
+        .expect("decodes")
+        .body
+}
+
+/// Issue 16, row 7, against a real node process: a stranger that asks for the state gets it
+/// (with the node's attestation) from a node serving anyone, and nothing from a node serving
+/// members, which names the refusal in its log. Each node waits for a second founder that never
+/// comes (`--genesis-quorum 2`), so it holds its initial state throughout.
+#[actix::test]
+async fn a_stranger_reads_the_state_only_from_a_node_that_serves_anyone() {
+    within_deadline(async {
+        for serve in ["anyone", "members"] {
+            let dir =
+                std::env::temp_dir().join(format!("gradmesh-serve-{serve}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gradmesh"));
+            let mut cluster = Cluster::new(bin, &dir).expect("cluster");
+            let flags = [
+                "--synthetic-floats",
+                "4096",
+                "--genesis-quorum",
+                "2",
+                "--serve-state",
+                serve,
+            ];
+            cluster
+                .spawn(&flags.map(String::from))
+                .expect("the node starts");
+            let node_hex = cluster.nodes()[0].peer.clone().expect("its protocol id");
+            let addr: Multiaddr = cluster
+                .address(0)
+                .expect("its address")
+                .parse()
+                .expect("a multiaddr");
+            let mut stranger = TestNode::spawn(NetConfig::builder()).await;
+            stranger
+                .network
+                .send(Dial { addr })
+                .await
+                .expect("mailbox")
+                .expect("dial starts");
+            let node = stranger
+                .wait_for(|e| match e {
+                    NetEvent::PeerConnected { peer } if hex::encode(peer.0) == node_hex => {
+                        Some(*peer)
+                    }
+                    _ => None,
+                })
+                .await
+                .expect("the stranger connects");
+            let answer = ask_for_state(&mut stranger, node, RoundId(0)).await;
+            if serve == "anyone" {
+                let Body::StateManifest(manifest) = answer else {
+                    panic!("a node serving anyone answered {answer:?}");
+                };
+                let digest = manifest_digest(&manifest);
+                assert!(
+                    manifest
+                        .attestations
+                        .iter()
+                        .any(|s| s.signer() == node && s.seals_state(RoundId(0), digest)),
+                    "the node attests the state it serves"
+                );
+            } else {
+                assert_eq!(answer, Body::StateUnavailable);
+                let log = std::fs::read_to_string(&cluster.nodes()[0].log).expect("its log");
+                let refused = format!(
+                    "peer {} asked for the state and was refused",
+                    stranger.peer()
+                );
+                assert!(log.contains(&refused), "{log}");
+            }
+            drop(cluster);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     })
     .await;
 }
