@@ -334,11 +334,10 @@ impl Vouchers {
             }
             signers.insert(signer);
         }
-        let by_committee = self
-            .committees
-            .iter()
-            .chain(&successor)
-            .any(|(c, len)| *len > 0 && c.intersection(&signers).count() > (len - 1) / 2);
+        let by_committee =
+            self.committees.iter().chain(&successor).any(|(c, len)| {
+                beyond_a_dishonest_minority(c.intersection(&signers).count(), *len)
+            });
         let by_live = self.live.intersection(&signers).count();
         Ok(by_committee
             || (target.round <= self.witnessed_until && !self.witnesses.is_disjoint(&signers))
@@ -346,9 +345,7 @@ impl Vouchers {
             || (self.genesis_quorum > 0 && by_live >= self.genesis_quorum)
             || (self.backstop && by_live >= 2))
     }
-}
 
-impl Vouchers {
     /// Whether a strict majority of the live peers vouches: for a joiner without a committee
     /// (it has nobody else to trust), and for a member only once it is stuck (`backstop`): a
     /// member checks a state against its committee, directly or along a lineage
@@ -356,13 +353,7 @@ impl Vouchers {
     fn counts_live(&self) -> bool {
         self.chain.is_none() || self.backstop
     }
-}
 
-/// Most attestations one lineage walk verifies ([`Vouchers::chains`]): a donor padding its
-/// links with seals that verify cannot make a joiner spend more than ~0.1 s on them.
-pub const LINEAGE_SEALS_CHECKED_MAX: usize = 2048;
-
-impl Vouchers {
     /// Whether `lineage` chains the committee of the joiner's state to `target` (attested by
     /// `attestations`): walking the links oldest first, a link more members of the trusted
     /// committee attested than a dishonest minority of it can count is a committed state
@@ -400,6 +391,17 @@ impl Vouchers {
     }
 }
 
+/// Most attestations one lineage walk verifies ([`Vouchers::chains`]): a donor padding its
+/// links with seals that verify cannot make a joiner spend more than ~0.1 s on them.
+pub const LINEAGE_SEALS_CHECKED_MAX: usize = 2048;
+
+/// Whether `count` members of a committee of `len` are more than a dishonest minority of it
+/// can be (⌊(len − 1)/2⌋), so that at least one of them is honest; never for an empty one.
+#[must_use]
+pub fn beyond_a_dishonest_minority(count: usize, len: usize) -> bool {
+    len > 0 && count > (len - 1) / 2
+}
+
 /// Whether more members of `committee` (the joiner `me` not counted, the committee's full size
 /// counted) attested `state` in `seals` than a dishonest minority of it can count.
 fn vouched_by(
@@ -409,7 +411,6 @@ fn vouched_by(
     seals: &[Seal],
     budget: &mut usize,
 ) -> Result<bool, DonorFault> {
-    let need = committee.len().saturating_sub(1) / 2 + 1;
     let mut signers = BTreeSet::new();
     for seal in seals {
         let signer = seal.signer();
@@ -424,7 +425,7 @@ fn vouched_by(
             return Err(DonorFault::BadAttestation);
         }
         signers.insert(signer);
-        if signers.len() >= need {
+        if beyond_a_dishonest_minority(signers.len(), committee.len()) {
             return Ok(true);
         }
     }

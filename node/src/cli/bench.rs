@@ -256,24 +256,26 @@ fn measure(args: &AllreduceArgs, dir: &std::path::Path) -> anyhow::Result<Figure
 
 /// Each phase's median over `phases`.
 fn median_phases(phases: &[Phases]) -> Option<Phases> {
-    let median = |of: fn(&Phases) -> f64| {
-        let mut values: Vec<f64> = phases.iter().map(of).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
-    };
+    let of = |phase: fn(&Phases) -> f64| median(phases.iter().map(phase).collect());
     Some(Phases {
-        compute: median(|p| p.compute)?,
-        wait: median(|p| p.wait)?,
-        allreduce: median(|p| p.allreduce)?,
-        apply: median(|p| p.apply)?,
-        install: median(|p| p.install)?,
+        compute: of(|p| p.compute)?,
+        wait: of(|p| p.wait)?,
+        allreduce: of(|p| p.allreduce)?,
+        apply: of(|p| p.apply)?,
+        install: of(|p| p.install)?,
     })
+}
+
+/// The median of `values` (the upper one of an even count); `None` when there are none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// The median over nodes of a node's wall time per round between its first and last measured
 /// commits (nodes with fewer than two are left out).
 fn round_period(commits: &[Vec<Instant>]) -> Option<f64> {
-    let mut periods: Vec<f64> = commits
+    let periods: Vec<f64> = commits
         .iter()
         .filter_map(|c| {
             let (first, last) = (c.first()?, c.last()?);
@@ -281,17 +283,15 @@ fn round_period(commits: &[Vec<Instant>]) -> Option<f64> {
             (rounds > 0).then(|| last.duration_since(*first).as_secs_f64() / f64::from(rounds))
         })
         .collect();
-    periods.sort_by(f64::total_cmp);
-    periods.get(periods.len() / 2).copied()
+    median(periods)
 }
 
 /// The p50 round time and mean bytes sent per peer of `per_round` `(seconds, bytes sent)`,
 /// with the round period.
 #[allow(clippy::cast_precision_loss)]
 fn figures(args: &AllreduceArgs, per_round: &[(f64, u64)], period: f64) -> Figures {
-    let mut seconds: Vec<f64> = per_round.iter().map(|(s, _)| *s).collect();
-    seconds.sort_by(f64::total_cmp);
-    let p50 = seconds[seconds.len() / 2];
+    // `measure` gathers N × rounds reports before it computes any figure.
+    let p50 = median(per_round.iter().map(|(s, _)| *s).collect()).unwrap_or(f64::NAN);
     let sent = per_round.iter().map(|(_, b)| *b as f64).sum::<f64>() / per_round.len() as f64;
     let bytes = 4.0 * args.floats as f64;
     let encoded = args.codec.encoded_len(args.floats) as f64;

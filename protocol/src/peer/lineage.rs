@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ids::{Digest, PeerId, RoundId};
 use crate::keys::Seal;
+use crate::sync::beyond_a_dishonest_minority;
 use crate::wire::{ATTESTATIONS_MAX, LINEAGE_LINKS_MAX, LineageLink, StateSummary};
 
 /// Bytes of lineage one manifest carries at most (its encoded size, bounded from above by
@@ -78,7 +79,7 @@ impl Link {
 fn overlaps(next: &[PeerId], of: &[PeerId]) -> bool {
     let of: BTreeSet<&PeerId> = of.iter().collect();
     let shared = next.iter().filter(|p| of.contains(p)).count();
-    !of.is_empty() && shared > (of.len() - 1) / 2
+    beyond_a_dishonest_minority(shared, of.len())
 }
 
 /// The links of one peer (see the module documentation).
